@@ -1,0 +1,46 @@
+# make run   - create .venv, install, migrate, serve on http://localhost:$(PORT) (embedded defaults)
+# make test  - lint and run the whole suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+HOST ?= 127.0.0.1
+# Local mode unless told otherwise: DEBUG on, the embedded engine when OPENAI_API_KEY is unset.
+DEBUG ?= true
+export PORT DEBUG
+
+.PHONY: run test install lint format messages bench clean
+
+$(BIN)/.installed: requirements.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/daphne -b $(HOST) -p $(PORT) iaposte.asgi:application
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 0
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+messages: install
+	$(BIN)/python manage.py makemessages --locale fr --ignore '.venv/*' --ignore 'tests/*' --ignore 'bench/*'
+	$(BIN)/python manage.py makemessages --locale fr --domain djangojs --ignore '.venv/*' --ignore 'staticfiles/*'
+	$(BIN)/python manage.py compilemessages --ignore '.venv/*'
+
+bench: install
+	$(BIN)/python bench/create_concurrency.py
+
+clean:
+	rm -rf $(VENV) staticfiles

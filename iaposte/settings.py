@@ -1,0 +1,201 @@
+"""Settings for IAPosteManager Realtime.
+
+Configuration comes only from the environment (a `.env` file is read if present; see
+`.env.example`). The defaults run the whole product offline: SQLite, the in-memory channel layer
+and the embedded `localrealtime` engine standing in for OpenAI. Production (`DEBUG` off) refuses to
+start on values that would be unsafe.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+DEBUG = env.bool("DEBUG", default=False)
+
+# A development key is only ever generated for DEBUG; production must bring its own.
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    SECRET_KEY = "django-insecure-local-development-only"
+
+PORT = env.int("PORT", default=5000)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "realtime",
+    "localrealtime",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "iaposte.urls"
+ASGI_APPLICATION = "iaposte.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            # IMMEDIATE takes the write lock when a transaction starts, so two writers queue on
+            # busy_timeout instead of failing with "database is locked" half-way through.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            # WAL lets readers run while a writer commits; synchronous=NORMAL is durable in WAL
+            # across process crashes (only an OS crash can lose the last commits).
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+DATABASES["default"].setdefault("TEST", {})
+if env.str("TEST_DATABASE_NAME", default=""):
+    DATABASES["default"]["TEST"]["NAME"] = env.str("TEST_DATABASE_NAME")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = env.str("LANGUAGE_CODE", default="fr")
+LANGUAGES = [("fr", _("French")), ("en", _("English"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = env.str("TIME_ZONE", default="Europe/Paris")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+if env.str("REDIS_URL", default=""):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [env.str("REDIS_URL")]},
+        }
+    }
+else:
+    # One process serves everything in the embedded default, so an in-memory layer reaches
+    # every socket; several processes need Redis (REDIS_URL).
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "EXCEPTION_HANDLER": "realtime.exceptions.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "realtime": {"level": env.str("LOG_LEVEL", default="INFO")},
+        "localrealtime": {"level": env.str("LOG_LEVEL", default="INFO")},
+        # aioice logs every ICE check at INFO.
+        "aioice": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}
+
+# --- OpenAI Realtime upstream -------------------------------------------------------------
+# With no OPENAI_API_KEY, the embedded engine (localrealtime) answers on this same server and
+# the production client code talks to it exactly as it would to OpenAI.
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+LOCALREALTIME_ENABLED = env.bool("LOCALREALTIME_ENABLED", default=not OPENAI_API_KEY)
+LOCALREALTIME_API_KEY = env.str("LOCALREALTIME_API_KEY", default="sk-localrealtime")
+OPENAI_BASE_URL = env.str(
+    "OPENAI_BASE_URL",
+    default=f"http://127.0.0.1:{PORT}/v1" if not OPENAI_API_KEY else "https://api.openai.com/v1",
+)
+# Seconds to wait for OpenAI to answer an SDP offer before giving up with a 504.
+OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=15.0)
+
+REALTIME_DEFAULT_MODEL = env.str("REALTIME_DEFAULT_MODEL", default="gpt-realtime")
+# The seed's (retired beta) model names, mapped to the GA model that serves them today.
+REALTIME_MODEL_ALIASES: dict[str, str] = {
+    "gpt-4o-realtime-preview": "gpt-realtime",
+    "gpt-4o-realtime-preview-2024-10-01": "gpt-realtime",
+    "gpt-4o-realtime-preview-2024-12-17": "gpt-realtime",
+    "gpt-4o-realtime-preview-2025-06-03": "gpt-realtime",
+    "gpt-4o-mini-realtime-preview": "gpt-realtime-mini",
+    "gpt-4o-mini-realtime-preview-2024-12-17": "gpt-realtime-mini",
+}
+REALTIME_MODEL_ALIASES.update(json.loads(env.str("REALTIME_MODEL_ALIASES", default="{}")))
+
+# Request and SDP caps: a browser offer is 3-6 KiB; anything far larger is abuse or a mistake.
+REALTIME_MAX_BODY_BYTES = env.int("REALTIME_MAX_BODY_BYTES", default=256 * 1024)
+REALTIME_MAX_SDP_BYTES = env.int("REALTIME_MAX_SDP_BYTES", default=64 * 1024)
+REALTIME_MAX_INSTRUCTIONS_CHARS = env.int("REALTIME_MAX_INSTRUCTIONS_CHARS", default=32_000)
+REALTIME_LIST_MAX_LIMIT = env.int("REALTIME_LIST_MAX_LIMIT", default=100)
+REALTIME_EVENTS_MAX_LIMIT = env.int("REALTIME_EVENTS_MAX_LIMIT", default=1000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = REALTIME_MAX_BODY_BYTES
+
+# ICE servers handed to browsers by the demo page. None by default: no public STUN host is
+# contacted, and callers on the same machine or network connect through host candidates.
+REALTIME_ICE_SERVERS = json.loads(env.str("REALTIME_ICE_SERVERS", default="[]"))
+
+# Addresses the embedded engine offers as ICE host candidates (its callers are local).
+LOCALREALTIME_ICE_ADDRESSES = env.list("LOCALREALTIME_ICE_ADDRESSES", default=["127.0.0.1"])
+# Delay added before the embedded engine answers an offer (milliseconds), for benchmarks.
+LOCALREALTIME_ANSWER_DELAY_MS = env.int("LOCALREALTIME_ANSWER_DELAY_MS", default=0)
+# Seconds a call may wait for its caller's media to connect before the engine drops it.
+LOCALREALTIME_CONNECT_TIMEOUT = env.float("LOCALREALTIME_CONNECT_TIMEOUT", default=60.0)
+# OpenAI closes a realtime session after 60 minutes; the engine does the same.
+LOCALREALTIME_MAX_SESSION_SECONDS = env.float("LOCALREALTIME_MAX_SESSION_SECONDS", default=3600.0)

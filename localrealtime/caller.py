@@ -1,0 +1,131 @@
+"""A scriptable WebRTC caller (aiortc): what a browser does, for scripts, benchmarks and tests.
+
+It sends a synthesized voice-like signal (tone bursts separated by silence), opens the
+`oai-events` data channel, and measures the audio that comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import math
+from typing import Any
+
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from av import AudioFrame
+
+SAMPLE_RATE = 48000
+FRAME_SAMPLES = 960  # 20 ms, Opus' usual frame
+
+
+class ScriptedAudioTrack(MediaStreamTrack):
+    """Mono 48 kHz audio following a script of (seconds, amplitude) segments, then silence.
+
+    Amplitude 0 is silence; anything else is a 220 Hz tone with a little vibrato, loud enough
+    to register as speech to an energy-based voice activity detector.
+    """
+
+    kind = "audio"
+
+    def __init__(self, script: list[tuple[float, float]] | None = None, *, loop: bool = False):
+        super().__init__()
+        self.script = script if script is not None else [(1.0, 0.3), (1.0, 0.0)]
+        self.loop = loop
+        self._sample = 0
+        self._start: float | None = None
+
+    def _amplitude(self, seconds: float) -> float:
+        total = sum(length for length, _ in self.script)
+        if self.loop and total:
+            seconds %= total
+        for length, amplitude in self.script:
+            if seconds < length:
+                return amplitude
+            seconds -= length
+        return 0.0
+
+    async def recv(self) -> AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        # Pace frames in real time, as a microphone does.
+        due = self._start + self._sample / SAMPLE_RATE
+        if (wait := due - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        t = (self._sample + np.arange(FRAME_SAMPLES)) / SAMPLE_RATE
+        amplitude = self._amplitude(self._sample / SAMPLE_RATE)
+        signal = amplitude * np.sin(2 * math.pi * 220 * t + 0.5 * np.sin(2 * math.pi * 5 * t))
+        frame = AudioFrame.from_ndarray((signal * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._sample
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        self._sample += FRAME_SAMPLES
+        return frame
+
+
+class Caller:
+    """One WebRTC call from the caller's side."""
+
+    def __init__(self, script: list[tuple[float, float]] | None = None, *, loop_script: bool = False):
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc.addTrack(ScriptedAudioTrack(script, loop=loop_script))
+        self.channel = self.pc.createDataChannel("oai-events")
+        self.events: list[dict[str, Any]] = []
+        self.frames_received = 0
+        self.loud_frames_received = 0
+        self._consumers: list[asyncio.Task[None]] = []
+        self.connected = asyncio.Event()
+        self.channel_open = asyncio.Event()
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._consumers.append(asyncio.ensure_future(self._consume(track)))
+
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            if self.pc.connectionState == "connected":
+                self.connected.set()
+
+        @self.channel.on("open")
+        def on_open() -> None:
+            self.channel_open.set()
+
+        @self.channel.on("message")
+        def on_message(message: Any) -> None:
+            self.events.append(json.loads(message))
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:
+                return
+            self.frames_received += 1
+            if np.abs(frame.to_ndarray()).max() > 1000:
+                self.loud_frames_received += 1
+
+    async def offer(self) -> str:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self.pc.localDescription.sdp
+
+    async def accept(self, answer: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        self.channel.send(json.dumps(event))
+
+    async def wait_for(self, predicate: Any, within: float = 10.0) -> None:
+        """Wait until predicate() is true, or raise TimeoutError.
+
+        Polled every 20 ms: the conditions (frames counted, events received) have no event to wait on.
+        """
+        async with asyncio.timeout(within):
+            while not predicate():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for task in self._consumers:
+            task.cancel()

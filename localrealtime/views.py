@@ -1,0 +1,143 @@
+"""The engine's HTTP surface, shaped like OpenAI's: POST /v1/realtime/calls and .../hangup.
+
+`/v1/_local/...` are the engine's own controls (scripted faults, call inspection) for tests and
+benchmarks; OpenAI has no such endpoints and the broker never calls them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from . import protocol
+from .engine import Fault, engine
+
+_SDP_REQUIRED = ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:")
+
+
+def _error(exc: protocol.ApiError) -> JsonResponse:
+    return JsonResponse(exc.body(), status=exc.status)
+
+
+def _authenticate(request: HttpRequest) -> None:
+    header = request.headers.get("Authorization", "")
+    key = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+    if not hmac.compare_digest(key.encode(), settings.LOCALREALTIME_API_KEY.encode()):
+        shown = f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "***"
+        raise protocol.ApiError(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key")
+
+
+def _method(request: HttpRequest, *allowed: str) -> None:
+    if request.method not in allowed:
+        raise protocol.ApiError(405, f"Method {request.method} not allowed.", code="method_not_allowed")
+
+
+async def _apply_fault(op: str) -> HttpResponse | None:
+    fault = engine.take_fault(op)
+    delay = fault.delay_ms if fault else 0
+    if op == "create":
+        delay += settings.LOCALREALTIME_ANSWER_DELAY_MS
+    if delay:
+        await asyncio.sleep(delay / 1000)
+    if fault is None:
+        return None
+    if fault.body == "malformed":
+        return HttpResponse("<html>upstream hiccup</html>", status=201, content_type="text/html")
+    if fault.status:
+        kind = "rate_limit_error" if fault.status == 429 else ("server_error" if fault.status >= 500 else "invalid_request_error")
+        response = _error(protocol.ApiError(fault.status, f"Scripted fault ({fault.status}).", code="scripted_fault", kind=kind))
+        if fault.retry_after:
+            response["Retry-After"] = fault.retry_after
+        return response
+    return None
+
+
+def _check_offer(sdp: str) -> None:
+    text = sdp.strip()
+    if not text.startswith("v=0") or "m=audio" not in text or not all(attr in text for attr in _SDP_REQUIRED):
+        raise protocol.ApiError(400, "Invalid SDP offer. Please try again with a WHIP-compliant offer.", code="invalid_offer")
+
+
+@csrf_exempt
+async def calls(request: HttpRequest) -> HttpResponse:
+    """POST /v1/realtime/calls: multipart `sdp` (+ optional `session`) in, 201 SDP answer out."""
+    try:
+        _method(request, "POST")
+        _authenticate(request)
+        if faulted := await _apply_fault("create"):
+            return faulted
+        if not request.content_type.startswith("multipart/form-data"):
+            # Raw application/sdp is reserved for ephemeral keys, which this engine does not mint.
+            raise protocol.ApiError(400, "Expected multipart/form-data with an 'sdp' part.", code="invalid_request")
+        fields = {**request.POST.dict(), **{name: f.read().decode() for name, f in request.FILES.items()}}
+        for name in fields:
+            if name not in ("sdp", "session"):
+                raise protocol.ApiError(400, f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
+        if "sdp" not in fields:
+            raise protocol.ApiError(400, "Missing required parameter: 'sdp'.", param="sdp", code="missing_required_parameter")
+        _check_offer(fields["sdp"])
+        try:
+            session = json.loads(fields["session"]) if "session" in fields else {"type": "realtime"}
+        except ValueError:
+            raise protocol.ApiError(400, "We could not parse the JSON body of 'session'.", param="session", code="invalid_json") from None
+        call, answer = await engine.create(offer=fields["sdp"], session=protocol.check_session(session))
+    except protocol.ApiError as exc:
+        return _error(exc)
+    response = HttpResponse(answer, status=201, content_type="application/sdp")
+    response["Location"] = f"/v1/realtime/calls/{call.id}"
+    return response
+
+
+@csrf_exempt
+async def hangup(request: HttpRequest, call_id: str) -> HttpResponse:
+    """POST /v1/realtime/calls/{call_id}/hangup: 200 empty, 404 for an unknown or ended call."""
+    try:
+        _method(request, "POST")
+        _authenticate(request)
+        if faulted := await _apply_fault("hangup"):
+            return faulted
+        if not await engine.hangup(call_id):
+            raise protocol.ApiError(404, f"Call '{call_id[:100]}' not found.", param="call_id", code="call_not_found")
+    except protocol.ApiError as exc:
+        return _error(exc)
+    return HttpResponse(status=200)
+
+
+@csrf_exempt
+async def faults(request: HttpRequest) -> HttpResponse:
+    """POST: script a fault ({"op", "status", "delay_ms", "body", "retry_after", "count"}); DELETE: clear."""
+    try:
+        _method(request, "POST", "DELETE")
+        _authenticate(request)
+        if request.method == "DELETE":
+            engine.faults.clear()
+            return HttpResponse(status=204)
+        try:
+            spec: dict[str, Any] = json.loads(request.body)
+            fault = Fault(**spec)
+        except (ValueError, TypeError) as exc:
+            raise protocol.ApiError(400, f"Bad fault: {exc}", code="invalid_value") from None
+        if fault.op not in ("create", "hangup"):
+            raise protocol.ApiError(400, "op must be 'create' or 'hangup'.", param="op", code="invalid_value")
+        engine.faults.append(fault)
+    except protocol.ApiError as exc:
+        return _error(exc)
+    return JsonResponse(spec, status=201)
+
+
+async def call_detail(request: HttpRequest, call_id: str) -> HttpResponse:
+    """GET: what the engine knows of a call (connection state, hangups received, close reason)."""
+    try:
+        _authenticate(request)
+        call = engine.find(call_id)
+        if call is None:
+            raise protocol.ApiError(404, f"Call '{call_id[:100]}' not found.", code="call_not_found")
+    except protocol.ApiError as exc:
+        return _error(exc)
+    return JsonResponse(call.describe())

@@ -1,0 +1,126 @@
+"""Domain errors and the one DRF exception handler that turns every error into our JSON shape:
+
+{"success": false, "error": {"code": ..., "message": ..., "details": ...}}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404
+from django.utils.translation import gettext as _
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+logger = logging.getLogger(__name__)
+
+
+class RealtimeError(Exception):
+    """Base of the errors our API reports; `status`, `code` and a user-facing `message`."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class InvalidInput(RealtimeError):
+    """The request names a field whose value we cannot accept."""
+
+    def __init__(self, field: str, message: str, *, code: str = "invalid_request"):
+        super().__init__(f"{field}: {message}", details={"field": field})
+        self.code = code
+
+
+class PayloadTooLarge(RealtimeError):
+    status = 413
+    code = "payload_too_large"
+
+
+class CallNotFound(RealtimeError):
+    status = 404
+    code = "call_not_found"
+
+
+class CallStateConflict(RealtimeError):
+    """The call is not in a state that allows this change (ending an ended call, say)."""
+
+    status = 409
+    code = "call_not_active"
+
+
+class UpstreamError(RealtimeError):
+    """OpenAI refused the request or could not be reached."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamThrottled(UpstreamError):
+    status = 429
+    code = "upstream_rate_limited"
+
+
+def _error_response(status: int, code: str, message: str, details: Any = None, headers: dict | None = None) -> Response:
+    body = {"success": False, "error": {"code": code, "message": str(message), "details": details or {}}}
+    return Response(body, status=status, headers=headers)
+
+
+def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested ValidationError detail as {"session.voice": ["..."]}."""
+    if isinstance(detail, dict):
+        out: dict[str, list[str]] = {}
+        for key, value in detail.items():
+            name = prefix if key == "non_field_errors" else (f"{prefix}.{key}" if prefix else str(key))
+            out.update(_flatten(value, name))
+        return out
+    if isinstance(detail, list) and detail and all(not isinstance(d, (dict, list)) for d in detail):
+        return {prefix or "request": [str(d) for d in detail]}
+    if isinstance(detail, list):
+        out = {}
+        for i, value in enumerate(detail):
+            out.update(_flatten(value, f"{prefix}[{i}]"))
+        return out
+    return {prefix or "request": [str(detail)]}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    set_rollback()
+    if isinstance(exc, RealtimeError):
+        return _error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    if isinstance(exc, RequestDataTooBig):
+        return _error_response(413, PayloadTooLarge.code, _("The request body is too large."))
+    if isinstance(exc, drf.ValidationError):
+        fields = _flatten(exc.detail)
+        field, messages = next(iter(fields.items()))
+        return _error_response(400, "invalid_request", f"{field}: {messages[0]}", {"field": field, "fields": fields})
+    if isinstance(exc, drf.ParseError):
+        return _error_response(400, "malformed_request", _("The request body could not be parsed: %(error)s") % {"error": exc.detail})
+    if isinstance(exc, drf.UnsupportedMediaType):
+        return _error_response(415, "unsupported_media_type", _("Send application/json or multipart/form-data."))
+    if isinstance(exc, (Http404, drf.NotFound)):
+        return _error_response(404, "not_found", _("Not found."))
+    if isinstance(exc, PermissionDenied):
+        return _error_response(403, "permission_denied", _("You do not have permission to do this."))
+    if isinstance(exc, drf.Throttled):
+        headers = {"Retry-After": str(exc.wait)} if exc.wait is not None else None
+        return _error_response(429, "throttled", str(exc.detail), {"retry_after": exc.wait}, headers)
+    if isinstance(exc, drf.APIException):
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else "error"
+        headers = {"WWW-Authenticate": exc.auth_header} if getattr(exc, "auth_header", None) else None
+        return _error_response(exc.status_code, code, str(exc.detail), headers=headers)
+    logger.exception("Unhandled error in %s", context.get("view").__class__.__name__)
+    return _error_response(500, "server_error", _("An unexpected error occurred."))

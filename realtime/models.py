@@ -1,0 +1,126 @@
+"""Calls brokered to OpenAI Realtime, and the append-only audit trail of what happened to them.
+
+Only `realtime.services` changes these rows (see its docstring); models stay declarative.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+def new_call_id() -> str:
+    # 128 random bits: public ids must be unguessable, since they are the handle for ending a call.
+    return f"call_{secrets.token_hex(16)}"
+
+
+class Call(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        ACTIVE = "active", _("Active")
+        ENDED = "ended", _("Ended")
+        FAILED = "failed", _("Failed")
+
+    class Source(models.TextChoices):
+        WEBRTC = "webrtc", _("WebRTC")
+        SIP = "sip", _("SIP")
+
+    class EndReason(models.TextChoices):
+        API_HANGUP = "api_hangup", _("Ended through the API")
+        ADMIN_HANGUP = "admin_hangup", _("Ended by support staff")
+        REMOTE_HANGUP = "remote_hangup", _("Ended by the caller or the model")
+        MAX_DURATION = "max_duration", _("Maximum duration reached")
+        IDLE_TIMEOUT = "idle_timeout", _("Idle for too long")
+        SETUP_TIMEOUT = "setup_timeout", _("Never connected")
+        UPSTREAM_ERROR = "upstream_error", _("Upstream error")
+        LOST = "lost", _("Lost after a restart")
+
+    # Source states from which a call may still be ended.
+    ENDABLE = (Status.PENDING, Status.ACTIVE)
+
+    call_id = models.CharField(_("call id"), max_length=40, unique=True, default=new_call_id, editable=False)
+    upstream_id = models.CharField(_("upstream id"), max_length=100, blank=True, default="")
+    source = models.CharField(_("source"), max_length=10, choices=Source.choices, default=Source.WEBRTC)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
+
+    # What the integrator asked for, as they asked for it (seed or GA shape).
+    model = models.CharField(_("model"), max_length=100)
+    voice = models.CharField(_("voice"), max_length=40)
+    modalities = models.JSONField(_("modalities"), default=list)
+    instructions = models.TextField(_("instructions"), blank=True, default="")
+    temperature = models.FloatField(_("temperature"), null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(_("max output tokens"), null=True, blank=True)
+    session_requested = models.JSONField(_("session requested"), default=dict)
+    # What was sent to OpenAI: the GA session after translation.
+    upstream_model = models.CharField(_("upstream model"), max_length=100)
+    session_upstream = models.JSONField(_("session sent upstream"), default=dict)
+
+    sdp_offer = models.TextField(_("SDP offer"))
+    sdp_answer = models.TextField(_("SDP answer"), blank=True, default="")
+
+    created_at = models.DateTimeField(_("created at"))
+    answered_at = models.DateTimeField(_("answered at"), null=True, blank=True)
+    ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+    duration_seconds = models.FloatField(_("duration (s)"), null=True, blank=True)
+    # Set once OpenAI confirmed the hangup (or said the call was already gone).
+    upstream_closed_at = models.DateTimeField(_("upstream closed at"), null=True, blank=True)
+    end_reason = models.CharField(_("end reason"), max_length=20, choices=EndReason.choices, blank=True, default="")
+    error_message = models.TextField(_("error"), blank=True, default="")
+
+    class Meta:
+        verbose_name = _("call")
+        verbose_name_plural = _("calls")
+        ordering = ("-created_at", "-id")
+        indexes = [
+            # GET /api/realtime/calls without a status filter: newest first, stable pages.
+            models.Index(fields=["-created_at", "-id"], name="call_recent_idx"),
+            # GET /api/realtime/calls?status=...; stats' active/ended counts.
+            models.Index(fields=["status", "-created_at", "-id"], name="call_status_recent_idx"),
+            # stats' calls_by_model and the admin's model filter.
+            models.Index(fields=["model"], name="call_model_idx"),
+            # stats' calls_by_voice and the admin's voice filter.
+            models.Index(fields=["voice"], name="call_voice_idx"),
+            # admin search by upstream id and lookups from upstream events (rtc_...).
+            models.Index(fields=["upstream_id"], name="call_upstream_idx"),
+        ]
+        permissions = [("end_call", _("Can end calls"))]
+
+    def __str__(self) -> str:
+        return self.call_id
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.ENDABLE
+
+
+class CallEvent(models.Model):
+    """One thing that happened to a call. Append-only: never updated, never deleted."""
+
+    class Actor(models.TextChoices):
+        API = "api", _("API")
+        ADMIN = "admin", _("Admin")
+        UPSTREAM = "upstream", _("Upstream")
+        SYSTEM = "system", _("System")
+
+    # PROTECT: a call with an audit trail is never deleted from under it.
+    call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="events", db_index=False)
+    event_type = models.CharField(_("event type"), max_length=80)
+    created_at = models.DateTimeField(_("time"))
+    data = models.JSONField(_("data"), default=dict)
+    actor = models.CharField(_("actor"), max_length=10, choices=Actor.choices)
+
+    class Meta:
+        verbose_name = _("call event")
+        verbose_name_plural = _("call events")
+        ordering = ("id",)
+        indexes = [
+            # GET /api/realtime/calls/{id}/events: a call's events in order.
+            models.Index(fields=["call", "id"], name="event_call_idx"),
+            # GET /api/realtime/calls/{id}/events?event_type=...
+            models.Index(fields=["call", "event_type", "id"], name="event_call_type_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} ({self.call_id})"

@@ -1,0 +1,55 @@
+"""Pushes to WebSocket subscribers. The only module that calls the channel layer's `group_send`.
+
+Pushes are scheduled with `transaction.on_commit`, so a rolled-back change pushes nothing, and
+they carry the same serializers' output as the REST API. Groups:
+
+- `realtime.calls`: every call's lifecycle change, with a fresh stats snapshot;
+- `realtime.call.<call_id>`: every event recorded for that call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from . import selectors
+from .models import Call, CallEvent
+from .serializers import CallEventSerializer, CallSerializer
+
+logger = logging.getLogger(__name__)
+
+CALLS_GROUP = "realtime.calls"
+
+
+def call_group(call_id: str) -> str:
+    return f"realtime.call.{call_id}"
+
+
+def event_recorded(*, event: CallEvent, call: Call, lifecycle: bool) -> None:
+    """Schedule, for after commit, the push of one recorded event (and of the call if it changed)."""
+    # Serialise now, inside the transaction, and round-trip through JSON so that a payload that
+    # cannot be sent fails here rather than in an on-commit hook (Zulip's habit).
+    event_payload = json.loads(json.dumps(CallEventSerializer(event).data))
+    call_payload = json.loads(json.dumps(CallSerializer(call).data)) if lifecycle else None
+    transaction.on_commit(lambda: send(call_id=call.call_id, event=event_payload, call=call_payload))
+
+
+def send(*, call_id: str, event: dict[str, Any], call: dict[str, Any] | None) -> None:
+    """Deliver one recorded event: to the call's subscribers, and to the list's if the call changed."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    messages = [(call_group(call_id), {"type": "call.event", "event": event})]
+    if call is not None:
+        messages.append((CALLS_GROUP, {"type": "call.changed", "event": event, "call": call, "stats": selectors.stats()}))
+    for group, message in messages:
+        try:
+            async_to_sync(layer.group_send)(group, message)
+        except Exception:
+            # A push is a notification; the committed row is the truth and clients re-fetch.
+            logger.exception("Push to %s failed", group)

@@ -1,0 +1,153 @@
+"""Input serializers (what we accept) and output serializers (exactly the documented shapes).
+
+Output serializers are shared by the REST API and the WebSocket pushes, so a client can apply a
+push to what it fetched.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.utils.translation import gettext as _
+from rest_framework import serializers
+
+from . import sdp, sessions
+from .exceptions import InvalidInput, PayloadTooLarge
+from .models import Call, CallEvent
+
+
+class UnixTimestampField(serializers.Field):
+    """Datetimes as Unix seconds, as in the seed."""
+
+    def to_representation(self, value: datetime) -> int:
+        return int(value.timestamp())
+
+
+# --- input ----------------------------------------------------------------------------------
+
+
+class SdpField(serializers.Field):
+    """An SDP offer given as a JSON string, a form field, or an uploaded file (curl -F sdp=@offer.sdp)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if hasattr(data, "read"):
+            if data.size > settings.REALTIME_MAX_SDP_BYTES:
+                raise PayloadTooLarge(_("sdp: the offer exceeds %(n)d bytes.") % {"n": settings.REALTIME_MAX_SDP_BYTES})
+            try:
+                data = data.read().decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput("sdp", _("must be UTF-8 text."), code="invalid_sdp") from None
+        return sdp.validate_offer(data)
+
+
+class SessionField(serializers.Field):
+    """A session config as a JSON object, or (multipart) a string holding one."""
+
+    def to_internal_value(self, data: Any) -> sessions.SessionConfig:
+        if hasattr(data, "read"):
+            data = data.read().decode("utf-8", errors="replace")
+        if isinstance(data, str):
+            try:
+                data = json.loads(data) if data.strip() else {}
+            except ValueError:
+                raise InvalidInput("session", _("must be a JSON object.")) from None
+        return sessions.parse_session(data)
+
+
+class CallCreateInputSerializer(serializers.Serializer):
+    sdp = SdpField()
+    session = SessionField(required=False)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
+            if unknown:
+                raise InvalidInput(unknown[0][:100], _("unknown parameter."))
+        values = super().to_internal_value(data)
+        values.setdefault("session", sessions.parse_session({}))
+        return values
+
+
+class CallListQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, required=False, default=20)
+    offset = serializers.IntegerField(min_value=0, required=False, default=0)
+    status = serializers.ChoiceField(choices=Call.Status.choices, required=False)
+
+    def validate_limit(self, value: int) -> int:
+        # Capped rather than refused: asking for "everything" gets the largest page we serve.
+        return min(value, settings.REALTIME_LIST_MAX_LIMIT)
+
+
+class EventListQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, required=False, default=100)
+    offset = serializers.IntegerField(min_value=0, required=False, default=0)
+    event_type = serializers.CharField(max_length=80, required=False)
+
+    def validate_limit(self, value: int) -> int:
+        return min(value, settings.REALTIME_EVENTS_MAX_LIMIT)
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+class CallSerializer(serializers.ModelSerializer):
+    created_at = UnixTimestampField()
+    answered_at = UnixTimestampField()
+    ended_at = UnixTimestampField()
+    duration_seconds = serializers.SerializerMethodField()
+    error = serializers.CharField(source="error_message")
+
+    class Meta:
+        model = Call
+        fields = [
+            "call_id",
+            "model",
+            "status",
+            "created_at",
+            "voice",
+            "modalities",
+            "duration_seconds",
+            "answered_at",
+            "ended_at",
+            "end_reason",
+            "source",
+            "upstream_id",
+            "upstream_model",
+            "instructions",
+            "temperature",
+            "max_output_tokens",
+            "error",
+        ]
+        read_only_fields = fields
+
+    def get_duration_seconds(self, call: Call) -> int | None:
+        return None if call.duration_seconds is None else round(call.duration_seconds)
+
+
+class CallCreatedSerializer(serializers.ModelSerializer):
+    """The seed's create response (flat), wrapped with `success` by the view."""
+
+    created_at = UnixTimestampField()
+    session = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Call
+        fields = ["call_id", "sdp_answer", "model", "status", "created_at", "session"]
+        read_only_fields = fields
+
+    def get_session(self, call: Call) -> dict[str, Any]:
+        return {"model": call.model, "voice": call.voice, "modalities": call.modalities}
+
+
+class CallEventSerializer(serializers.ModelSerializer):
+    call_id = serializers.CharField(source="call.call_id")
+    timestamp = UnixTimestampField(source="created_at")
+    event_data = serializers.JSONField(source="data")
+
+    class Meta:
+        model = CallEvent
+        fields = ["id", "call_id", "event_type", "timestamp", "event_data", "actor"]
+        read_only_fields = fields

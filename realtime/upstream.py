@@ -1,0 +1,107 @@
+"""The only module that talks to OpenAI, through the official `openai` SDK.
+
+Everything OpenAI-shaped stops here: callers get `CreatedCall` values and our own domain errors.
+The embedded engine (`localrealtime`) speaks the same contract, so this code is what runs in tests
+and in the offline demo too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from django.conf import settings
+from django.utils.translation import gettext as _
+
+from .exceptions import UpstreamError, UpstreamThrottled, UpstreamTimeout
+
+logger = logging.getLogger(__name__)
+
+# One client per event loop: an httpx pool is bound to the loop that opened its connections.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[tuple[Any, ...], openai.AsyncOpenAI]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class CreatedCall:
+    upstream_id: str
+    sdp_answer: str
+
+
+def api_key() -> str:
+    return settings.OPENAI_API_KEY or settings.LOCALREALTIME_API_KEY
+
+
+def client() -> openai.AsyncOpenAI:
+    loop = asyncio.get_running_loop()
+    config = (api_key(), settings.OPENAI_BASE_URL, settings.OPENAI_TIMEOUT)
+    cached = _clients.get(loop)
+    if cached is None or cached[0] != config:
+        # max_retries=0: the SDK would retry a timed-out create, which can start a second call.
+        sdk = openai.AsyncOpenAI(api_key=config[0], base_url=config[1], timeout=config[2], max_retries=0)
+        _clients[loop] = (config, sdk)
+        return sdk
+    return cached[1]
+
+
+def _error_details(exc: openai.APIStatusError) -> dict[str, Any]:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    return {
+        "upstream_status": exc.status_code,
+        "upstream_code": error.get("code") if isinstance(error, dict) else None,
+        "upstream_message": (error.get("message") if isinstance(error, dict) else None) or str(exc.message)[:500],
+    }
+
+
+def _translate(exc: openai.OpenAIError) -> UpstreamError:
+    """Map an SDK error to ours, keeping what OpenAI said in the details."""
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamTimeout(_("OpenAI did not answer in time."), details={"timeout_seconds": settings.OPENAI_TIMEOUT})
+    if isinstance(exc, openai.RateLimitError):
+        retry_after = exc.response.headers.get("retry-after")
+        details = _error_details(exc) | {"retry_after": retry_after}
+        return UpstreamThrottled(
+            _("OpenAI is rate limiting requests; try again later."),
+            details=details,
+            headers={"Retry-After": retry_after} if retry_after else None,
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return UpstreamError(
+            _("OpenAI refused the request: %(message)s") % {"message": _error_details(exc)["upstream_message"]}, details=_error_details(exc)
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamError(_("OpenAI could not be reached."), details={"reason": type(exc.__cause__ or exc).__name__})
+    return UpstreamError(_("Unexpected answer from OpenAI."), details={"reason": type(exc).__name__})
+
+
+async def create_call(*, sdp: str, session: dict[str, Any]) -> CreatedCall:
+    """POST /v1/realtime/calls (multipart sdp + session); returns the rtc_ id and the SDP answer."""
+    try:
+        result = await client().realtime.calls.create(sdp=sdp, session=session)  # type: ignore[arg-type]
+    except openai.OpenAIError as exc:
+        raise _translate(exc) from exc
+    response = result.response
+    location = response.headers.get("location", "")
+    upstream_id = location.rstrip("/").rsplit("/", 1)[-1]
+    answer = result.text
+    if not upstream_id.startswith("rtc_") or not answer.lstrip().startswith("v=0"):
+        raise UpstreamError(
+            _("OpenAI sent an answer we cannot use."),
+            details={"location": location[:200], "content_type": response.headers.get("content-type", "")},
+        )
+    return CreatedCall(upstream_id=upstream_id, sdp_answer=answer)
+
+
+async def hangup_call(*, upstream_id: str) -> bool:
+    """POST /v1/realtime/calls/{id}/hangup. True when hung up, False when OpenAI no longer knows it."""
+    try:
+        await client().realtime.calls.hangup(upstream_id)
+    except openai.NotFoundError:
+        return False
+    except openai.OpenAIError as exc:
+        raise _translate(exc) from exc
+    return True

@@ -1,0 +1,19 @@
+"""Test settings: the project's settings, offline, with a file database the test server can share."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("DEBUG", "true")
+os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
+os.environ["OPENAI_API_KEY"] = ""
+# A file, not :memory:, so the real ASGI server started by the tests (another process) sees it.
+os.environ.setdefault("TEST_DATABASE_NAME", os.path.join(tempfile.gettempdir(), f"iaposte-test-{os.getpid()}.sqlite3"))
+
+from iaposte.settings import *  # noqa: F403
+
+LOCALREALTIME_ENABLED = True
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed
+OPENAI_TIMEOUT = 2.0
+LANGUAGE_CODE = "en"
