@@ -1,0 +1,126 @@
+"""Support staff's view of calls: browse, search, filter, audit, terminate.
+
+Ending calls loops over `services.call_hangup` (never a bulk UPDATE), so each ended call gets its
+`call.ended` event, its push and its upstream hangup, exactly as through the API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from . import services
+from .exceptions import CallStateConflict
+from .models import Call, CallEvent
+
+
+class CallEventInline(admin.TabularInline):
+    model = CallEvent
+    fields = ("created_at", "event_type", "actor", "data")
+    readonly_fields = fields
+    ordering = ("id",)
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Call)
+class CallAdmin(admin.ModelAdmin):
+    list_display = ("call_id", "status", "model", "voice", "source", "created_at", "duration", "end_reason")
+    list_filter = ("status", "end_reason", "source", "model", "voice")
+    search_fields = ("=call_id", "=upstream_id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-id")
+    list_per_page = 50
+    show_full_result_count = False
+    actions = ["end_calls"]
+    inlines = [CallEventInline]
+    fieldsets = (
+        (None, {"fields": ("call_id", "upstream_id", "status", "end_reason", "error_message", "source")}),
+        (_("Timing"), {"fields": ("created_at", "answered_at", "ended_at", "duration_seconds", "upstream_closed_at")}),
+        (
+            _("Session requested"),
+            {"fields": ("model", "voice", "modalities", "instructions", "temperature", "max_output_tokens", "session_requested")},
+        ),
+        (_("Sent upstream"), {"fields": ("upstream_model", "session_upstream")}),
+        (_("SDP"), {"classes": ("collapse",), "fields": ("sdp_offer", "sdp_answer")}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
+        queryset = super().get_queryset(request)
+        if request.resolver_match and request.resolver_match.url_name == "realtime_call_changelist":
+            # The list never shows SDPs or session blobs; don't load them.
+            queryset = queryset.defer("sdp_offer", "sdp_answer", "session_requested", "session_upstream", "instructions")
+        return queryset
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Call | None = None) -> list[str]:
+        # An audit record: nothing on it is edited by hand, state changes go through the action.
+        return [f.name for f in Call._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("duration"), ordering="duration_seconds")
+    def duration(self, call: Call) -> str:
+        return "—" if call.duration_seconds is None else f"{call.duration_seconds:.0f} s"
+
+    def has_end_call_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("realtime.end_call")
+
+    @admin.action(description=_("Terminer les appels sélectionnés"), permissions=["end_call"])
+    def end_calls(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
+        ended = skipped = 0
+        actor_data = {"staff_user": request.user.get_username()}
+        for call in queryset.only("pk", "call_id", "status", "created_at", "upstream_id"):
+            try:
+                async_to_sync(services.call_hangup)(
+                    call=call, reason=Call.EndReason.ADMIN_HANGUP, actor=CallEvent.Actor.ADMIN, data=actor_data
+                )
+            except CallStateConflict:
+                skipped += 1
+            else:
+                ended += 1
+        message = ngettext("%(n)d call ended", "%(n)d calls ended", ended) % {"n": ended}
+        if skipped:
+            message += ", " + ngettext("%(n)d skipped (not active)", "%(n)d skipped (not active)", skipped) % {"n": skipped}
+        self.message_user(request, message + ".", messages.SUCCESS if ended else messages.WARNING)
+
+
+@admin.register(CallEvent)
+class CallEventAdmin(admin.ModelAdmin):
+    """Events are read-only everywhere: no add, change or delete."""
+
+    list_display = ("created_at", "event_type", "call", "actor")
+    list_filter = ("event_type", "actor")
+    search_fields = ("=call__call_id",)
+    list_select_related = ("call",)
+    date_hierarchy = "created_at"
+    ordering = ("-id",)
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in CallEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
