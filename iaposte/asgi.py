@@ -1,8 +1,13 @@
-"""ASGI entry point: HTTP (Django) and WebSocket (Channels) in one server (daphne)."""
+"""ASGI entry point: HTTP (Django) and WebSocket (Channels) in one server (daphne).
+
+With the embedded engine enabled, `/v1/...` is the local stand-in for OpenAI: another service
+that shares this process (and its event loop, where its WebRTC peers live) but not the site.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -10,5 +15,20 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+
+def _http() -> Any:
+    if not settings.LOCALREALTIME_ENABLED:
+        return django_asgi_app
+    from localrealtime.views import PREFIX
+    from localrealtime.views import application as engine_app
+
+    async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        app = engine_app if scope["path"].startswith(PREFIX) else django_asgi_app
+        await app(scope, receive, send)
+
+    return http
+
+
+application = ProtocolTypeRouter({"http": _http()})

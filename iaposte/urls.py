@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
@@ -10,10 +9,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/realtime/", include("realtime.urls")),
 ]
-
-if settings.LOCALREALTIME_ENABLED:
-    # The embedded engine answers where OPENAI_BASE_URL points by default: this server's /v1.
-    urlpatterns.append(path("v1/", include("localrealtime.urls")))
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

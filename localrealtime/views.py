@@ -12,33 +12,32 @@ import json
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 
 from . import protocol
 from .engine import Fault, engine
+from .http import Request, Response, Router
 
 _SDP_REQUIRED = ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:")
 
 
-def _error(exc: protocol.ApiError) -> JsonResponse:
-    return JsonResponse(exc.body(), status=exc.status)
+def _error(exc: protocol.ApiError) -> Response:
+    return Response.json(exc.body(), exc.status)
 
 
-def _authenticate(request: HttpRequest) -> None:
-    header = request.headers.get("Authorization", "")
+def _authenticate(request: Request) -> None:
+    header = request.headers.get("authorization", "")
     key = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
     if not hmac.compare_digest(key.encode(), settings.LOCALREALTIME_API_KEY.encode()):
         shown = f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "***"
         raise protocol.ApiError(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key")
 
 
-def _method(request: HttpRequest, *allowed: str) -> None:
+def _method(request: Request, *allowed: str) -> None:
     if request.method not in allowed:
         raise protocol.ApiError(405, f"Method {request.method} not allowed.", code="method_not_allowed")
 
 
-async def _apply_fault(op: str) -> HttpResponse | None:
+async def _apply_fault(op: str) -> Response | None:
     fault = engine.take_fault(op)
     delay = fault.delay_ms if fault else 0
     if op == "create":
@@ -48,12 +47,12 @@ async def _apply_fault(op: str) -> HttpResponse | None:
     if fault is None:
         return None
     if fault.body == "malformed":
-        return HttpResponse("<html>upstream hiccup</html>", status=201, content_type="text/html")
+        return Response(201, b"<html>upstream hiccup</html>", {"content-type": "text/html"})
     if fault.status:
         kind = "rate_limit_error" if fault.status == 429 else ("server_error" if fault.status >= 500 else "invalid_request_error")
         response = _error(protocol.ApiError(fault.status, f"Scripted fault ({fault.status}).", code="scripted_fault", kind=kind))
         if fault.retry_after:
-            response["Retry-After"] = fault.retry_after
+            response.headers["retry-after"] = fault.retry_after
         return response
     return None
 
@@ -64,18 +63,17 @@ def _check_offer(sdp: str) -> None:
         raise protocol.ApiError(400, "Invalid SDP offer. Please try again with a WHIP-compliant offer.", code="invalid_offer")
 
 
-@csrf_exempt
-async def calls(request: HttpRequest) -> HttpResponse:
+async def calls(request: Request) -> Response:
     """POST /v1/realtime/calls: multipart `sdp` (+ optional `session`) in, 201 SDP answer out."""
     try:
         _method(request, "POST")
         _authenticate(request)
         if faulted := await _apply_fault("create"):
             return faulted
-        if not request.content_type.startswith("multipart/form-data"):
+        if request.content_type != "multipart/form-data":
             # Raw application/sdp is reserved for ephemeral keys, which this engine does not mint.
             raise protocol.ApiError(400, "Expected multipart/form-data with an 'sdp' part.", code="invalid_request")
-        fields = {**request.POST.dict(), **{name: f.read().decode() for name, f in request.FILES.items()}}
+        fields = request.form()
         for name in fields:
             if name not in ("sdp", "session"):
                 raise protocol.ApiError(400, f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
@@ -89,13 +87,10 @@ async def calls(request: HttpRequest) -> HttpResponse:
         call, answer = await engine.create(offer=fields["sdp"], session=protocol.check_session(session))
     except protocol.ApiError as exc:
         return _error(exc)
-    response = HttpResponse(answer, status=201, content_type="application/sdp")
-    response["Location"] = f"/v1/realtime/calls/{call.id}"
-    return response
+    return Response(201, answer.encode(), {"content-type": "application/sdp", "location": f"/v1/realtime/calls/{call.id}"})
 
 
-@csrf_exempt
-async def hangup(request: HttpRequest, call_id: str) -> HttpResponse:
+async def hangup(request: Request, call_id: str) -> Response:
     """POST /v1/realtime/calls/{call_id}/hangup: 200 empty, 404 for an unknown or ended call."""
     try:
         _method(request, "POST")
@@ -106,18 +101,17 @@ async def hangup(request: HttpRequest, call_id: str) -> HttpResponse:
             raise protocol.ApiError(404, f"Call '{call_id[:100]}' not found.", param="call_id", code="call_not_found")
     except protocol.ApiError as exc:
         return _error(exc)
-    return HttpResponse(status=200)
+    return Response(200)
 
 
-@csrf_exempt
-async def faults(request: HttpRequest) -> HttpResponse:
+async def faults(request: Request) -> Response:
     """POST: script a fault ({"op", "status", "delay_ms", "body", "retry_after", "count"}); DELETE: clear."""
     try:
         _method(request, "POST", "DELETE")
         _authenticate(request)
         if request.method == "DELETE":
             engine.faults.clear()
-            return HttpResponse(status=204)
+            return Response(204)
         try:
             spec: dict[str, Any] = json.loads(request.body)
             fault = Fault(**spec)
@@ -128,16 +122,30 @@ async def faults(request: HttpRequest) -> HttpResponse:
         engine.faults.append(fault)
     except protocol.ApiError as exc:
         return _error(exc)
-    return JsonResponse(spec, status=201)
+    return Response.json(spec, 201)
 
 
-async def call_detail(request: HttpRequest, call_id: str) -> HttpResponse:
+async def call_detail(request: Request, call_id: str) -> Response:
     """GET: what the engine knows of a call (connection state, hangups received, close reason)."""
     try:
+        _method(request, "GET")
         _authenticate(request)
         call = engine.find(call_id)
         if call is None:
             raise protocol.ApiError(404, f"Call '{call_id[:100]}' not found.", code="call_not_found")
     except protocol.ApiError as exc:
         return _error(exc)
-    return JsonResponse(call.describe())
+    return Response.json(call.describe())
+
+
+PREFIX = "/v1/"
+
+application = Router(
+    PREFIX,
+    [
+        ("realtime/calls", calls),
+        ("realtime/calls/(?P<call_id>[^/]+)/hangup", hangup),
+        ("_local/faults", faults),
+        ("_local/calls/(?P<call_id>[^/]+)", call_detail),
+    ],
+)

@@ -1,19 +1,26 @@
 """Pushes to WebSocket subscribers. The only module that calls the channel layer's `group_send`.
 
 Pushes are scheduled with `transaction.on_commit`, so a rolled-back change pushes nothing, and
-they carry the same serializers' output as the REST API. Groups:
+they carry the same serializers' output as the REST API. Groups and messages:
 
-- `realtime.calls`: every call's lifecycle change, with a fresh stats snapshot;
-- `realtime.call.<call_id>`: every event recorded for that call.
+- `realtime.call.<call_id>`: `call.event` for every event recorded for that call;
+- `realtime.calls`: `call.changed` (the event and the call after it) for every lifecycle
+  transition, and `stats.changed` with a fresh statistics snapshot shortly after a burst of them.
+
+Statistics are aggregates over every call; computing them per transition would put several SQL
+aggregates on every call setup's path, so they are debounced: one snapshot at most every
+`STATS_PUSH_DELAY` seconds per process, always sent after the last transition of a burst.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import weakref
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -24,6 +31,10 @@ from .serializers import CallEventSerializer, CallSerializer
 logger = logging.getLogger(__name__)
 
 CALLS_GROUP = "realtime.calls"
+STATS_PUSH_DELAY = 0.2
+
+# Loops with a stats snapshot already scheduled (one pending snapshot per event loop).
+_stats_scheduled: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 def call_group(call_id: str) -> str:
@@ -42,14 +53,33 @@ def event_recorded(*, event: CallEvent, call: Call, lifecycle: bool) -> None:
 def send(*, call_id: str, event: dict[str, Any], call: dict[str, Any] | None) -> None:
     """Deliver one recorded event: to the call's subscribers, and to the list's if the call changed."""
     layer = get_channel_layer()
-    if layer is None:
-        return
-    messages = [(call_group(call_id), {"type": "call.event", "event": event})]
-    if call is not None:
-        messages.append((CALLS_GROUP, {"type": "call.changed", "event": event, "call": call, "stats": selectors.stats()}))
-    for group, message in messages:
-        try:
-            async_to_sync(layer.group_send)(group, message)
-        except Exception:
-            # A push is a notification; the committed row is the truth and clients re-fetch.
-            logger.exception("Push to %s failed", group)
+    if layer is not None:
+        async_to_sync(_deliver)(layer, call_id, event, call)
+
+
+async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: dict[str, Any] | None) -> None:
+    try:
+        await layer.group_send(call_group(call_id), {"type": "call.event", "event": event})
+        if call is not None:
+            await layer.group_send(CALLS_GROUP, {"type": "call.changed", "event": event, "call": call})
+            _schedule_stats(layer)
+    except Exception:
+        # A push is a notification; the committed row is the truth and clients re-fetch.
+        logger.exception("Push for %s failed", call_id)
+
+
+def _schedule_stats(layer: Any) -> None:
+    loop = asyncio.get_running_loop()
+    if loop not in _stats_scheduled:
+        _stats_scheduled.add(loop)
+        loop.call_later(STATS_PUSH_DELAY, lambda: asyncio.ensure_future(_push_stats(layer, loop)))
+
+
+async def _push_stats(layer: Any, loop: asyncio.AbstractEventLoop) -> None:
+    # Cleared before the query: a transition committed while it runs schedules the next snapshot.
+    _stats_scheduled.discard(loop)
+    try:
+        stats = await sync_to_async(selectors.stats)()
+        await layer.group_send(CALLS_GROUP, {"type": "stats.changed", "stats": stats})
+    except Exception:
+        logger.exception("Statistics push failed")

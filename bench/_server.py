@@ -1,0 +1,85 @@
+"""Start and stop a real server (daphne, the whole project) on loopback for a benchmark."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def server(extra_env: dict[str, str] | None = None, *, database: Path | None = None) -> Iterator[str]:
+    """Yield the base URL of a fresh server with its own migrated SQLite database."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = database or Path(tmp) / "bench.sqlite3"
+        port = free_port()
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "iaposte.settings",
+            "DEBUG": "true",
+            "SECRET_KEY": "bench-only",
+            "OPENAI_API_KEY": "",
+            "DATABASE_URL": f"sqlite:///{db}",
+            "PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
+        }
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+        log = open(Path(tmp) / "server.log", "wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "iaposte.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((Path(tmp) / "server.log").read_text()[-2000:])
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            log.close()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?"
+    )
+    return f"{os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}"

@@ -1,0 +1,103 @@
+"""200 concurrent POST /api/realtime/calls against an upstream that answers each in 500 ms.
+
+Call setup waits on OpenAI without holding a thread, so the total should stay close to one
+upstream round trip rather than 200 / threads of them. Two layouts are measured:
+
+- embedded: the default `make run` process, serving the API and the local engine together;
+- separate: the engine in a second process, as OpenAI is another host in production.
+
+Usage: python bench/create_concurrency.py [--calls 200] [--delay-ms 500] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._server import machine, server
+
+
+async def make_offer() -> str:
+    import django
+
+    django.setup()
+    from localrealtime.caller import Caller
+
+    caller = Caller()
+    offer = await caller.offer()
+    await caller.close()
+    return offer
+
+
+async def burst(url: str, offer: str, calls: int) -> tuple[float, list[float], list[int]]:
+    limits = httpx.Limits(max_connections=calls, max_keepalive_connections=calls)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+
+        async def one() -> tuple[float, int]:
+            start = time.perf_counter()
+            response = await http.post("/api/realtime/calls", json={"sdp": offer, "session": {"voice": "alloy"}})
+            return time.perf_counter() - start, response.status_code
+
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one() for _ in range(calls)))
+        total = time.perf_counter() - start
+        # Hang the calls up so the next run starts from an idle engine.
+        listing = (await http.get("/api/realtime/calls", params={"status": "active", "limit": 100})).json()
+        while listing["data"]:
+            await asyncio.gather(*(http.delete(f"/api/realtime/calls/{c['call_id']}") for c in listing["data"]))
+            listing = (await http.get("/api/realtime/calls", params={"status": "active", "limit": 100})).json()
+    return total, [r[0] for r in results], [r[1] for r in results]
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure(label: str, url: str, offer: str, args: argparse.Namespace) -> None:
+    asyncio.run(burst(url, offer, 10))  # warm-up: imports, connection pools, first peers
+    totals, p50s, p99s = [], [], []
+    for _ in range(args.runs):
+        total, latencies, statuses = asyncio.run(burst(url, offer, args.calls))
+        errors = sum(1 for s in statuses if s != 201)
+        totals.append(total)
+        p50s.append(quantile(latencies, 0.5))
+        p99s.append(quantile(latencies, 0.99))
+        print(
+            f"  {label}: {args.calls} creates in {total:.2f} s (p50 {p50s[-1] * 1000:.0f} ms, p99 {p99s[-1] * 1000:.0f} ms, errors {errors})"
+        )
+    print(
+        f"{label}: median of {args.runs} runs: total {statistics.median(totals):.2f} s, "
+        f"p50 {statistics.median(p50s) * 1000:.0f} ms, p99 {statistics.median(p99s) * 1000:.0f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--delay-ms", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    import os
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
+    os.environ.setdefault("DEBUG", "true")
+    offer = asyncio.run(make_offer())
+    print(f"machine: {machine()}; upstream answer delay {args.delay_ms} ms")
+    delay = {"LOCALREALTIME_ANSWER_DELAY_MS": str(args.delay_ms), "LOCALREALTIME_CONNECT_TIMEOUT": "5"}
+    with server(delay) as url:
+        measure("embedded", url, offer, args)
+    with server(delay) as engine_url, server({"LOCALREALTIME_ENABLED": "false", "OPENAI_BASE_URL": f"{engine_url}/v1"}) as url:
+        measure("separate", url, offer, args)
+
+
+if __name__ == "__main__":
+    main()
