@@ -129,3 +129,60 @@ class Caller:
         await self.pc.close()
         for task in self._consumers:
             task.cancel()
+
+
+async def _call(base_url: str, seconds: float, session: dict[str, Any]) -> None:
+    import httpx
+
+    caller = Caller(script=[(0.6, 0.3), (0.6, 0.0)], loop_script=True)
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+            created = await http.post("/api/realtime/calls", json={"sdp": await caller.offer(), "session": session})
+            body = created.json()
+            if created.status_code != 201:
+                raise SystemExit(f"create failed ({created.status_code}): {body}")
+            print(f"call {body['call_id']} {body['status']}")
+            await caller.accept(body["sdp_answer"])
+            await asyncio.wait_for(caller.connected.wait(), 15)
+            print("WebRTC connected")
+            await asyncio.sleep(seconds)
+            print(f"audio frames received: {caller.frames_received} ({caller.loud_frames_received} with sound)")
+            print(f"data channel events: {[e['type'] for e in caller.events]}")
+            ended = await http.delete(f"/api/realtime/calls/{body['call_id']}")
+            print(f"ended: {ended.json()['call']['status']} after {ended.json()['call']['duration_seconds']} s")
+    finally:
+        await caller.close()
+
+
+def main() -> None:
+    """`python -m localrealtime.caller offer` prints a real SDP offer; `... call URL` makes a whole call."""
+    import argparse
+
+    from .ice import restrict_host_addresses
+
+    parser = argparse.ArgumentParser(prog="python -m localrealtime.caller", description=main.__doc__)
+    parser.add_argument("--ice-address", action="append", default=None, help="host candidate address (default 127.0.0.1)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("offer", help="print an SDP offer (audio + the oai-events data channel)")
+    call = sub.add_parser("call", help="create a call through the API, connect, listen, end it")
+    call.add_argument("base_url", nargs="?", default="http://localhost:5000")
+    call.add_argument("--seconds", type=float, default=3.0)
+    call.add_argument("--session", default='{"model": "gpt-4o-realtime-preview", "voice": "alloy"}', help="session JSON")
+    args = parser.parse_args()
+    restrict_host_addresses(args.ice_address or ["127.0.0.1"])
+
+    if args.command == "offer":
+
+        async def offer() -> str:
+            caller = Caller()
+            sdp = await caller.offer()
+            await caller.close()
+            return sdp
+
+        print(asyncio.run(offer()), end="")
+    else:
+        asyncio.run(_call(args.base_url, args.seconds, json.loads(args.session)))
+
+
+if __name__ == "__main__":
+    main()
