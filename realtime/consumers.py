@@ -10,6 +10,7 @@ exactly once, after commit. Payloads are the REST serializers' output, forwarded
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -37,6 +38,7 @@ class _Feed(AsyncJsonWebsocketConsumer):
     """Joins one group on connect, leaves it on disconnect, forwards pushes as JSON."""
 
     group: str | None = None
+    PUSHES = {"call.changed": "call_changed", "call.event": "call_event"}
 
     async def join(self, group: str) -> None:
         self.group = group
@@ -47,15 +49,41 @@ class _Feed(AsyncJsonWebsocketConsumer):
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        if message["type"] in self.PUSHES:
+            # Channels closes stale DB connections (a thread hop) before every handler; pushes carry
+            # all they need and never touch the database, and one push reaches every subscriber, so
+            # that hop would cost one thread round-trip per socket per change.
+            await getattr(self, self.PUSHES[message["type"]])(message)
+            return
+        await super().dispatch(message)
+
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         # Push-only: clients change calls through the REST API, which is what records and pushes.
         pass
 
     async def call_changed(self, message: dict[str, Any]) -> None:
-        await self.send_json({"type": "call.changed", "event": message["event"], "call": message["call"], "stats": message["stats"]})
+        await self.send(text_data=_encode(message, ("event", "call", "stats")))
 
     async def call_event(self, message: dict[str, Any]) -> None:
-        await self.send_json({"type": "call.event", "event": message["event"]})
+        await self.send(text_data=_encode(message, ("event",)))
+
+
+# The last push encoded, keyed by the identity of its `event` object. The embedded channel layer
+# hands every member of a group the same nested objects (realtime.layers), so a push to 1,000
+# sockets is encoded once, not 1,000 times. Holding the object keeps its id from being reused;
+# with layers that copy per member (Redis) the identity never matches and each socket encodes.
+_last_encoded: tuple[str, object, str] = ("", None, "")
+
+
+def _encode(message: dict[str, Any], keys: tuple[str, ...]) -> str:
+    global _last_encoded
+    kind, source = message["type"], message["event"]
+    if _last_encoded[0] == kind and _last_encoded[1] is source:
+        return _last_encoded[2]
+    text = json.dumps({"type": kind, **{key: message[key] for key in keys}})
+    _last_encoded = (kind, source, text)
+    return text
 
 
 class CallsConsumer(_Feed):
