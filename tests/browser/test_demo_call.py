@@ -58,6 +58,8 @@ async def test_it_makes_a_call_from_the_page_and_shows_every_call_live(asgi_serv
     await page.wait_for_function(f"({INBOUND_AUDIO_BYTES})().then((bytes) => bytes > 0)")
     first = await page.evaluate(INBOUND_AUDIO_BYTES)
     await page.wait_for_function(f"({INBOUND_AUDIO_BYTES})().then((bytes) => bytes > {first})")
+    # The page shows it too.
+    await page.wait_for_function("Number(document.querySelector('#c-bytes').dataset.bytes) > 0")
 
     # Events arrive: the recorded ones (REST + call socket) and the engine's data-channel events.
     await page.wait_for_selector('#events-list li[data-source="server"][data-event-type="call.answered"]')
