@@ -59,9 +59,13 @@
     return data;
   }
 
-  function showError(element, message) {
+  // `kind` names the failure for scripts and tests (the message is translated): "microphone",
+  // "sdp", "upstream", "session", "throttled", "network", "answer", "hangup", "ended-elsewhere", or
+  // the API's error code.
+  function showError(element, message, kind) {
     element.textContent = message;
     element.hidden = !message;
+    element.dataset.error = message ? kind || "" : "";
   }
 
   // --- WebSocket with backoff ------------------------------------------------------------------
@@ -343,15 +347,16 @@
     return session;
   }
 
+  // [message, kind] for a refused POST /calls, naming where it failed.
   function describeCreateError(error) {
     const details = error.details || {};
-    if (error.status === 0) return error.message;
+    if (error.status === 0) return [error.message, "network"];
     if (error.code === "invalid_sdp" || details.field === "sdp" || details.upstream_code === "invalid_offer")
-      return fmt(t("SDP offer rejected: %s"), [error.message]);
-    if (error.status === 502 || error.status === 504) return fmt(t("Upstream refused the call: %s"), [error.message]);
-    if (error.status === 429) return fmt(t("Too many calls, try again later: %s"), [error.message]);
-    if (error.status === 400 && details.field) return fmt(t("Invalid session: %s"), [error.message]);
-    return error.message;
+      return [fmt(t("SDP offer rejected: %s"), [error.message]), "sdp"];
+    if (error.status === 502 || error.status === 504) return [fmt(t("Upstream refused the call: %s"), [error.message]), "upstream"];
+    if (error.status === 429) return [fmt(t("Too many calls, try again later: %s"), [error.message]), "throttled"];
+    if (error.status === 400 && details.field) return [fmt(t("Invalid session: %s"), [error.message]), "session"];
+    return [error.message, error.code];
   }
 
   function waitForIceGathering(pc, timeoutMs) {
@@ -379,7 +384,7 @@
     try {
       stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     } catch (error) {
-      showError($("call-error"), fmt(t("Microphone refused: %s"), [error.message || error.name]));
+      showError($("call-error"), fmt(t("Microphone refused: %s"), [error.message || error.name]), "microphone");
       setConnection("idle");
       $("start-call").disabled = false;
       return;
@@ -425,7 +430,8 @@
       await waitForIceGathering(pc, 3000);
       created = await api("POST", "/calls", { sdp: pc.localDescription.sdp, session: sessionFromForm() });
     } catch (error) {
-      showError($("call-error"), error instanceof ApiError ? describeCreateError(error) : error.message);
+      if (error instanceof ApiError) showError($("call-error"), ...describeCreateError(error));
+      else showError($("call-error"), error.message, "webrtc");
       teardown(call, "failed");
       return;
     }
@@ -437,7 +443,7 @@
     try {
       await pc.setRemoteDescription({ type: "answer", sdp: created.sdp_answer });
     } catch (error) {
-      showError($("call-error"), fmt(t("The SDP answer could not be applied: %s"), [error.message]));
+      showError($("call-error"), fmt(t("The SDP answer could not be applied: %s"), [error.message]), "answer");
       await endCall();
       return;
     }
@@ -478,7 +484,7 @@
       } catch (error) {
         // 409: it had already ended (elsewhere); closing our side is all that is left to do.
         if (error.status !== 409) {
-          showError($("call-error"), fmt(t("The call could not be ended: %s"), [error.message]));
+          showError($("call-error"), fmt(t("The call could not be ended: %s"), [error.message]), "hangup");
           call.ending = false;
           $("end-call").disabled = false;
           return;
@@ -496,7 +502,7 @@
     const call = current;
     if (call && !call.ending && call.id === message.call.call_id && (message.call.status === "ended" || message.call.status === "failed")) {
       // Ended elsewhere (another tab, the admin, the API): stop sending audio to nobody.
-      showError($("call-error"), t("The call was ended elsewhere."));
+      showError($("call-error"), t("The call was ended elsewhere."), "ended-elsewhere");
       teardown(call, "closed");
     }
   }

@@ -37,6 +37,18 @@ def _require_chromium() -> None:
 @pytest_asyncio.fixture
 async def browser_context(tmp_path: Path) -> AsyncIterator[object]:
     """A fresh Chromium profile per test, closed afterwards."""
+    async for context in _launch(tmp_path, CHROMIUM_ARGS):
+        yield context
+
+
+@pytest_asyncio.fixture
+async def browser_context_without_microphone(tmp_path: Path) -> AsyncIterator[object]:
+    """As `browser_context`, but nobody answers the microphone prompt: getUserMedia is refused."""
+    async for context in _launch(tmp_path, [arg for arg in CHROMIUM_ARGS if arg != "--use-fake-ui-for-media-stream"]):
+        yield context
+
+
+async def _launch(tmp_path: Path, args: list[str]) -> AsyncIterator[object]:
     _require_chromium()
     from playwright.async_api import async_playwright
 
@@ -45,7 +57,7 @@ async def browser_context(tmp_path: Path) -> AsyncIterator[object]:
             user_data_dir=str(tmp_path / "profile"),
             executable_path=CHROMIUM,
             headless=True,
-            args=CHROMIUM_ARGS,
+            args=args,
             locale="fr-FR",
             viewport={"width": 1440, "height": 1000},
         )

@@ -11,7 +11,9 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from localrealtime.caller import Caller
+from realtime import services, sessions
 from realtime.models import Call, CallEvent
+from tests.conftest import start_server, stop_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -116,6 +118,8 @@ async def test_it_shows_an_upstream_refusal_next_to_the_form(asgi_server, browse
     await page.click("#start-call")
 
     await page.wait_for_selector("#call-error:not([hidden])")
+    assert await page.locator("#call-error").get_attribute("data-error") == "upstream"
+    # The upstream's own words are shown, inside the page's translated sentence.
     assert "Scripted fault (400)." in await _text(page, "#call-error")
     assert await page.locator("#c-connection").get_attribute("data-state") == "failed"
     assert await page.locator("#start-call").is_enabled()
@@ -123,3 +127,39 @@ async def test_it_shows_an_upstream_refusal_next_to_the_form(asgi_server, browse
     assert status == ["failed"]
     # The failed call is listed live too.
     await page.wait_for_selector('#calls-body tr[data-status="failed"]')
+
+
+async def test_it_shows_a_refused_microphone_next_to_the_form(asgi_server, browser_context_without_microphone):
+    page = await browser_context_without_microphone.new_page()
+    await page.goto(f"{asgi_server.url}/realtime-api.html")
+    await page.wait_for_selector('#feed-state[data-state="live"]')
+
+    await page.click("#start-call")
+
+    await page.wait_for_selector("#call-error:not([hidden])")
+    assert await page.locator("#call-error").get_attribute("data-error") == "microphone"
+    assert await page.locator("#c-connection").get_attribute("data-state") == "idle"
+    # Nothing was sent: no call recorded.
+    assert await sync_to_async(Call.objects.count)() == 0
+
+
+async def test_it_reconnects_and_catches_up_after_the_server_restarts(browser_context, tmp_path, sdp_offer):
+    server = start_server(tmp_path)
+    try:
+        page = await browser_context.new_page()
+        await page.goto(f"{server.url}/realtime-api.html")
+        await page.wait_for_selector('#feed-state[data-state="live"]')
+        await _wait_text(page, "#s-total_calls", "0")
+
+        stop_server(server)
+        await page.wait_for_selector('#feed-state[data-state="reconnecting"]')
+        # A call recorded while the page was cut off: its push reached nobody.
+        call = await sync_to_async(services.call_open)(offer=sdp_offer, session=sessions.parse_session({}), source="webrtc", actor="api")
+        server = start_server(tmp_path, port=int(server.url.rsplit(":", 1)[1]))
+
+        # It should reconnect by itself and re-fetch, so the missed call and the stats appear.
+        await page.wait_for_selector('#feed-state[data-state="live"]', timeout=30_000)
+        await page.wait_for_selector(f'#calls-body tr[data-call-id="{call.call_id}"][data-status="pending"]')
+        await _wait_text(page, "#s-total_calls", "1")
+    finally:
+        stop_server(server)
