@@ -9,10 +9,11 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const config = JSON.parse($("realtime-config").textContent);
-  const t = window.gettext || ((text) => text);
+  // Named `gettext` so that `makemessages -d djangojs` finds the strings.
+  const gettext = window.gettext || ((text) => text);
   const fmt = (text, values) => (window.interpolate ? window.interpolate(text, values) : text.replace(/%s/g, () => values.shift()));
 
-  const STATUS_LABELS = { pending: t("Pending"), active: t("Active"), ended: t("Ended"), failed: t("Failed") };
+  const STATUS_LABELS = { pending: gettext("Pending"), active: gettext("Active"), ended: gettext("Ended"), failed: gettext("Failed") };
   // Terminal states never go back: a push older than what was fetched must not regress a row.
   const STATUS_RANK = { pending: 0, active: 1, ended: 2, failed: 2 };
   const LIST_LIMIT = 50;
@@ -44,7 +45,7 @@
     try {
       response = await fetch(config.apiBase + path, init);
     } catch (error) {
-      throw new ApiError(0, "network_error", t("The server could not be reached."));
+      throw new ApiError(0, "network_error", gettext("The server could not be reached."));
     }
     let data = null;
     try {
@@ -54,7 +55,7 @@
     }
     if (!response.ok || !data || data.success === false) {
       const error = (data && data.error) || {};
-      throw new ApiError(response.status, error.code || `http_${response.status}`, error.message || fmt(t("The server answered %s."), [response.status]), error.details);
+      throw new ApiError(response.status, error.code || `http_${response.status}`, error.message || fmt(gettext("The server answered %s."), [response.status]), error.details);
     }
     return data;
   }
@@ -117,7 +118,7 @@
     element.dataset.state = state;
     element.className = `pill ${state === "live" ? "pill-ok" : state === "reconnecting" ? "pill-warn" : "pill-muted"}`;
     element.textContent =
-      state === "live" ? t("Live") : state === "reconnecting" ? fmt(t("Reconnecting in %s s…"), [Math.ceil(delay / 1000)]) : t("Connecting…");
+      state === "live" ? gettext("Live") : state === "reconnecting" ? fmt(gettext("Reconnecting in %s s…"), [Math.ceil(delay / 1000)]) : gettext("Connecting…");
   }
 
   // --- formatting ------------------------------------------------------------------------------
@@ -176,11 +177,11 @@
       ...calls.map((call) => {
         const live = call.status === "pending" || call.status === "active";
         const actions = element("td", { className: "row-actions" });
-        const show = element("button", { type: "button", className: "link" }, t("Events"));
+        const show = element("button", { type: "button", className: "link" }, gettext("Events"));
         show.addEventListener("click", () => selectCall(call.call_id));
         actions.append(show);
         if (live) {
-          const end = element("button", { type: "button", className: "link danger-text", dataset: { action: "end" } }, t("End"));
+          const end = element("button", { type: "button", className: "link danger-text", dataset: { action: "end" } }, gettext("End"));
           end.addEventListener("click", () => endListedCall(call.call_id));
           actions.append(end);
         }
@@ -265,7 +266,7 @@
           "li",
           { dataset: { source: event.source, eventType: event.type } },
           element("time", {}, new Date(event.at).toLocaleTimeString()),
-          element("span", { className: `source source-${event.source}` }, event.source === "server" ? t("recorded") : t("data channel")),
+          element("span", { className: `source source-${event.source}` }, event.source === "server" ? gettext("recorded") : gettext("data channel")),
           element("strong", {}, event.type),
           details,
         );
@@ -281,7 +282,7 @@
   function addServerEvent(event) {
     if (event.call_id !== selected.id || selected.seen.has(event.id)) return;
     selected.seen.add(event.id);
-    const summary = event.actor ? fmt(t("by %s"), [event.actor]) : "";
+    const summary = event.actor ? fmt(gettext("by %s"), [event.actor]) : "";
     selected.events.push({ at: event.timestamp * 1000, seq: event.id, source: "server", type: event.event_type, summary, data: event.event_data });
     renderEvents();
   }
@@ -352,10 +353,10 @@
     const details = error.details || {};
     if (error.status === 0) return [error.message, "network"];
     if (error.code === "invalid_sdp" || details.field === "sdp" || details.upstream_code === "invalid_offer")
-      return [fmt(t("SDP offer rejected: %s"), [error.message]), "sdp"];
-    if (error.status === 502 || error.status === 504) return [fmt(t("Upstream refused the call: %s"), [error.message]), "upstream"];
-    if (error.status === 429) return [fmt(t("Too many calls, try again later: %s"), [error.message]), "throttled"];
-    if (error.status === 400 && details.field) return [fmt(t("Invalid session: %s"), [error.message]), "session"];
+      return [fmt(gettext("SDP offer rejected: %s"), [error.message]), "sdp"];
+    if (error.status === 502 || error.status === 504) return [fmt(gettext("Upstream refused the call: %s"), [error.message]), "upstream"];
+    if (error.status === 429) return [fmt(gettext("Too many calls, try again later: %s"), [error.message]), "throttled"];
+    if (error.status === 400 && details.field) return [fmt(gettext("Invalid session: %s"), [error.message]), "session"];
     return [error.message, error.code];
   }
 
@@ -384,7 +385,7 @@
     try {
       stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     } catch (error) {
-      showError($("call-error"), fmt(t("Microphone refused: %s"), [error.message || error.name]), "microphone");
+      showError($("call-error"), fmt(gettext("Microphone refused: %s"), [error.message || error.name]), "microphone");
       setConnection("idle");
       $("start-call").disabled = false;
       return;
@@ -443,7 +444,7 @@
     try {
       await pc.setRemoteDescription({ type: "answer", sdp: created.sdp_answer });
     } catch (error) {
-      showError($("call-error"), fmt(t("The SDP answer could not be applied: %s"), [error.message]), "answer");
+      showError($("call-error"), fmt(gettext("The SDP answer could not be applied: %s"), [error.message]), "answer");
       await endCall();
       return;
     }
@@ -484,7 +485,7 @@
       } catch (error) {
         // 409: it had already ended (elsewhere); closing our side is all that is left to do.
         if (error.status !== 409) {
-          showError($("call-error"), fmt(t("The call could not be ended: %s"), [error.message]), "hangup");
+          showError($("call-error"), fmt(gettext("The call could not be ended: %s"), [error.message]), "hangup");
           call.ending = false;
           $("end-call").disabled = false;
           return;
@@ -502,7 +503,7 @@
     const call = current;
     if (call && !call.ending && call.id === message.call.call_id && (message.call.status === "ended" || message.call.status === "failed")) {
       // Ended elsewhere (another tab, the admin, the API): stop sending audio to nobody.
-      showError($("call-error"), t("The call was ended elsewhere."), "ended-elsewhere");
+      showError($("call-error"), gettext("The call was ended elsewhere."), "ended-elsewhere");
       teardown(call, "closed");
     }
   }
@@ -522,7 +523,7 @@ events.onmessage = (e) => console.log(JSON.parse(e.data));
 pc.ontrack = (e) => { const audio = new Audio(); audio.srcObject = e.streams[0]; audio.play(); };
 
 await pc.setLocalDescription(await pc.createOffer());
-// ${t("Wait for ICE gathering: the offer is sent once, with its candidates.")}
+// ${gettext("Wait for ICE gathering: the offer is sent once, with its candidates.")}
 await new Promise((r) => pc.iceGatheringState === "complete" ? r()
   : pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && r()));
 
@@ -535,11 +536,11 @@ const data = await response.json();
 if (!data.success) throw new Error(data.error.message);
 await pc.setRemoteDescription({ type: "answer", sdp: data.sdp_answer });
 
-// ${t("Later: end the call (the record stays for audit).")}
+// ${gettext("Later: end the call (the record stays for audit).")}
 await fetch(\`${url}/\${data.call_id}\`, { method: "DELETE" });`;
     $("code-py").textContent = `import requests
 
-# ${t("An SDP offer from your WebRTC stack (aiortc, a SIP gateway...).")}
+# ${gettext("An SDP offer from your WebRTC stack (aiortc, a SIP gateway...).")}
 sdp_offer = open("offer.sdp").read()
 
 response = requests.post("${url}", json={
@@ -550,9 +551,9 @@ data = response.json()
 if not data["success"]:
     raise RuntimeError(data["error"]["message"])
 print(data["call_id"], data["status"])
-answer = data["sdp_answer"]  # ${t("apply it to your peer connection")}
+answer = data["sdp_answer"]  # ${gettext("apply it to your peer connection")}
 
-# ${t("Later: end the call (the record stays for audit).")}
+# ${gettext("Later: end the call (the record stays for audit).")}
 requests.delete(f"${url}/{data['call_id']}")`;
   }
 
