@@ -5,8 +5,8 @@ measured with bench/ws_fanout.py at 1,000 subscribers:
 
 - it sweeps every channel's queue for expired messages at the start of every `receive` and
   `group_send`; one push to N subscribers makes N receives each sweeping N queues, O(N²) per push
-  (about 0.25 s of CPU per push to 1,000 subscribers, under the profiler). Sweeping at most once a second keeps expiry (60 s by
-  default) working and makes a push O(N);
+  (about 0.25 s of CPU per push to 1,000 subscribers, under the profiler). Sweeping at most once
+  a second keeps expiry (60 s by default) working and makes a push O(N);
 - `group_send` starts one task per member, each deep-copying the message. Here the message is
   deep-copied once per group send and each member gets its own shallow copy: members may change
   the top-level keys of what they receive, and must treat nested values as read-only (our
