@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import transaction
@@ -131,4 +132,20 @@ async def test_it_ignores_what_clients_send(sdp_offer):
 
     # It should stay push-only: no reply, nothing changed.
     assert await feed.receive_nothing(timeout=0.3)
+    await feed.disconnect()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_it_pushes_an_end_from_the_admin_once(sdp_offer, admin_client):
+    call = await database_sync_to_async(_open)(sdp_offer)
+    feed, connected = await _connect("/ws/realtime/calls")
+    assert connected
+
+    response = await sync_to_async(admin_client.post)("/admin/realtime/call/", {"action": "end_calls", "_selected_action": [call.pk]})
+
+    assert response.status_code == 302
+    pushed = await feed.receive_json_from(timeout=5)
+    assert await feed.receive_nothing(timeout=0.3)
+    assert (pushed["event"]["event_type"], pushed["event"]["actor"], pushed["call"]["status"]) == ("call.ended", "admin", "ended")
     await feed.disconnect()
