@@ -188,7 +188,7 @@
         const row = element(
           "tr",
           { dataset: { callId: call.call_id, status: call.status } },
-          element("td", { title: call.call_id }, element("code", {}, call.call_id.slice(0, 13) + "…")),
+          element("td", { title: call.call_id }, element("code", {}, call.call_id.slice(0, 11) + "…")),
           element("td", {}, statusPill(call.status)),
           element("td", {}, call.model),
           element("td", {}, call.voice),
@@ -354,7 +354,8 @@
     if (error.status === 0) return [error.message, "network"];
     if (error.code === "invalid_sdp" || details.field === "sdp" || details.upstream_code === "invalid_offer")
       return [fmt(gettext("SDP offer rejected: %s"), [error.message]), "sdp"];
-    if (error.status === 502 || error.status === 504) return [fmt(gettext("Upstream refused the call: %s"), [error.message]), "upstream"];
+    // The API's message already says that OpenAI (or the engine standing in for it) refused.
+    if (error.status === 502 || error.status === 504) return [error.message, "upstream"];
     if (error.status === 429) return [fmt(gettext("Too many calls, try again later: %s"), [error.message]), "throttled"];
     if (error.status === 400 && details.field) return [fmt(gettext("Invalid session: %s"), [error.message]), "session"];
     return [error.message, error.code];

@@ -119,7 +119,7 @@ async def test_it_shows_an_upstream_refusal_next_to_the_form(asgi_server, browse
 
     await page.wait_for_selector("#call-error:not([hidden])")
     assert await page.locator("#call-error").get_attribute("data-error") == "upstream"
-    # The upstream's own words are shown, inside the page's translated sentence.
+    # The API's message (which quotes the upstream's own words) is shown where the call was started.
     assert "Scripted fault (400)." in await _text(page, "#call-error")
     assert await page.locator("#c-connection").get_attribute("data-state") == "failed"
     assert await page.locator("#start-call").is_enabled()
