@@ -101,6 +101,13 @@ async def test_it_makes_a_call_from_the_page_and_shows_every_call_live(asgi_serv
     await _wait_text(page, "#s-ended_calls", "2")
     assert await page.locator("#call-error").is_hidden()
 
+    # The status filter asks the API again: no call is active any more.
+    await page.select_option("#status-filter", "active")
+    await page.wait_for_selector("#calls-empty:not([hidden])")
+    await page.select_option("#status-filter", "ended")
+    await page.wait_for_selector(f'#calls-body tr[data-call-id="{call_id}"]')
+    assert set(await page.locator("#calls-body tr").evaluate_all("rows => rows.map((r) => r.dataset.status)")) == {"ended"}
+
     status, ended_events = await _call_in_db(call_id)
     assert status == "ended"
     # It should have recorded exactly one end, by the API the page called.
