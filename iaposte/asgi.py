@@ -12,10 +12,15 @@ from typing import Any
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
+# Django is set up before anything imports models (the consumers do).
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
+
+from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 
 def _http() -> Any:
@@ -31,4 +36,10 @@ def _http() -> Any:
     return http
 
 
-application = ProtocolTypeRouter({"http": _http()})
+application = ProtocolTypeRouter(
+    {
+        "http": _http(),
+        # Browsers send Origin on WebSockets and no CORS protects them: refuse other sites' pages.
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)

@@ -124,7 +124,7 @@ if env.str("REDIS_URL", default=""):
 else:
     # One process serves everything in the embedded default, so an in-memory layer reaches
     # every socket; several processes need Redis (REDIS_URL).
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.layers.FanOutInMemoryChannelLayer"}}
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -4,10 +4,17 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.utils.translation import gettext as _
+from django.views.i18n import JavaScriptCatalog
+
+from realtime import views as realtime_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/realtime/", include("realtime.urls")),
+    path("realtime-api.html", realtime_views.demo, name="realtime-demo"),
+    # The demo page's translations (served here, never from a CDN) and its language switch.
+    path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
+    path("i18n/", include("django.conf.urls.i18n")),
 ]
 
 

@@ -15,12 +15,14 @@ aggregates on every call setup's path, so they are debounced: one snapshot at mo
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import weakref
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -72,14 +74,15 @@ def _schedule_stats(layer: Any) -> None:
     loop = asyncio.get_running_loop()
     if loop not in _stats_scheduled:
         _stats_scheduled.add(loop)
-        loop.call_later(STATS_PUSH_DELAY, lambda: asyncio.ensure_future(_push_stats(layer, loop)))
+        # A fresh context: the push outlives the request (or sync call) whose context we are in.
+        loop.call_later(STATS_PUSH_DELAY, lambda: asyncio.ensure_future(_push_stats(layer, loop)), context=contextvars.Context())
 
 
 async def _push_stats(layer: Any, loop: asyncio.AbstractEventLoop) -> None:
     # Cleared before the query: a transition committed while it runs schedules the next snapshot.
     _stats_scheduled.discard(loop)
     try:
-        stats = await sync_to_async(selectors.stats)()
+        stats = await database_sync_to_async(selectors.stats)()
         await layer.group_send(CALLS_GROUP, {"type": "stats.changed", "stats": stats})
     except Exception:
         logger.exception("Statistics push failed")

@@ -45,9 +45,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None) -> Server:
-    """Start daphne serving the whole project (API + engine) on a free loopback port."""
-    port = _free_port()
+def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, port: int | None = None) -> Server:
+    """Start daphne serving the whole project (API + engine) on a free loopback port (or `port`, to restart one)."""
+    port = port or _free_port()
     log = tmp_dir / f"server-{port}.log"
     env = {
         **os.environ,

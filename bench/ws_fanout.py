@@ -1,0 +1,219 @@
+"""WebSocket fan-out: how long after a DELETE does the last of N subscribers hear about it?
+
+Starts one server process (daphne on loopback, embedded engine, a fresh SQLite file), opens N
+subscribers to /ws/realtime/calls, then per run: creates a call through the REST API (with a real
+aiortc offer), waits until every subscriber has its pushes, sends DELETE and records, for each
+subscriber, the time from sending the DELETE to receiving the `call.ended` push.
+
+    .venv/bin/python bench/ws_fanout.py --subscribers 1000 --runs 7
+
+Subscribers run in client processes (`--clients`, one by default); every timestamp is
+CLOCK_MONOTONIC, shared by the processes of one machine. Real subscribers sit on other machines;
+here they share the cores with the server, so the figures include their work. One client process
+takes at most one of the two cores; two take both, and the server then competes with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed, soft)), hard))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(workdir: Path, profile: str = "") -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "iaposte.settings",
+        "DEBUG": "true",
+        "SECRET_KEY": "bench-only-not-secret",
+        "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+        "PORT": str(port),
+        "OPENAI_API_KEY": "",
+        "LOG_LEVEL": "WARNING",
+    }
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    log = (workdir / "server.log").open("wb")
+    profiler = ["-m", "cProfile", "-o", profile] if profile else []
+    process = subprocess.Popen(
+        [sys.executable, *profiler, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "iaposte.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: _raise_fd_limit(8192),
+    )
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError((workdir / "server.log").read_text()[-3000:])
+
+
+# --- subscriber processes ---------------------------------------------------------------------
+
+
+def subscriber_process(url: str, count: int, commands: Any, results: Any) -> None:
+    """Hold `count` sockets; for each ("watch", call_id) command, report when each got its end."""
+    _raise_fd_limit(count + 256)
+    asyncio.run(_subscribe(url, count, commands, results))
+
+
+async def _subscribe(url: str, count: int, commands: Any, results: Any) -> None:
+    import websockets
+
+    ws_url = url.replace("http://", "ws://") + "/ws/realtime/calls"
+    sockets = []
+    for start in range(0, count, 100):
+        batch = [websockets.connect(ws_url, origin=url, open_timeout=60, max_queue=None) for _ in range(start, min(start + 100, count))]
+        sockets += await asyncio.gather(*batch)
+    results.put(("ready", count))
+    loop = asyncio.get_running_loop()
+    while True:
+        command = await loop.run_in_executor(None, commands.get)
+        if command[0] == "stop":
+            break
+        _, call_id, event_type = command
+        received = await asyncio.gather(*(_wait_for(sock, call_id, event_type) for sock in sockets))
+        results.put(("received", received))
+    await asyncio.gather(*(sock.close() for sock in sockets))
+
+
+async def _wait_for(sock: Any, call_id: str, event_type: str) -> int:
+    while True:
+        message = json.loads(await asyncio.wait_for(sock.recv(), timeout=60))
+        if message["call"]["call_id"] == call_id and message["event"]["event_type"] == event_type:
+            return time.monotonic_ns()
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def _offer() -> str:
+    from localrealtime.caller import Caller
+
+    caller = Caller()
+    offer = await caller.offer()
+    await caller.close()
+    return offer
+
+
+def one_run(url: str, offer: str, queues: list[tuple[Any, Any]]) -> dict[str, float]:
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=30) as http:
+        created = http.post("/api/realtime/calls", json={"sdp": offer, "session": {"voice": "alloy"}})
+        created.raise_for_status()
+        call_id = created.json()["call_id"]
+        # Wait until every subscriber has seen the call answered: the sockets are idle before the DELETE.
+        for commands, _ in queues:
+            commands.put(("watch", call_id, "call.answered"))
+        for _, results in queues:
+            results.get(timeout=120)
+        for commands, _ in queues:
+            commands.put(("watch", call_id, "call.ended"))
+        time.sleep(0.5)  # let the subscribers' readers park on recv()
+        sent = time.monotonic_ns()
+        response = http.delete(f"/api/realtime/calls/{call_id}")
+        response_ms = (time.monotonic_ns() - sent) / 1e6
+        response.raise_for_status()
+    latencies: list[float] = []
+    for _, results in queues:
+        _, received = results.get(timeout=120)
+        latencies += [(at - sent) / 1e6 for at in received]
+    return {
+        "p50": _percentile(latencies, 50),
+        "p99": _percentile(latencies, 99),
+        "max": max(latencies),
+        "delete_ms": response_ms,
+        "n": len(latencies),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--clients", type=int, default=1, help="subscriber processes")
+    parser.add_argument("--profile", default="", help="write the server's cProfile stats to this file")
+    args = parser.parse_args()
+    _raise_fd_limit(args.subscribers + 256)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server, url = start_server(Path(tmp), args.profile)
+        queues: list[tuple[Any, Any]] = []
+        workers: list[mp.Process] = []
+        try:
+            context = mp.get_context("spawn")
+            share = [args.subscribers // args.clients + (i < args.subscribers % args.clients) for i in range(args.clients)]
+            for count in share:
+                commands, results = context.Queue(), context.Queue()
+                worker = context.Process(target=subscriber_process, args=(url, count, commands, results), daemon=True)
+                worker.start()
+                workers.append(worker)
+                queues.append((commands, results))
+            for _, results in queues:
+                results.get(timeout=180)
+            offer = asyncio.run(_offer())
+            one_run(url, offer, queues)  # warm-up, not reported
+            runs = [one_run(url, offer, queues) for _ in range(args.runs)]
+        finally:
+            for commands, _ in queues:
+                commands.put(("stop",))
+            for worker in workers:
+                worker.join(30)
+                if worker.is_alive():
+                    worker.kill()
+            server.terminate()
+            server.wait(10)
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}")
+    print(f"{args.subscribers} subscribers in {args.clients} client processes, one daphne process, in-memory channel layer")
+    print("run  n     p50 ms  p99 ms  max ms  DELETE ms")
+    for i, run in enumerate(runs, 1):
+        print(f"{i:<4} {run['n']:<5} {run['p50']:7.1f} {run['p99']:7.1f} {run['max']:7.1f} {run['delete_ms']:9.1f}")
+    median = {key: statistics.median(run[key] for run in runs) for key in ("p50", "p99", "max", "delete_ms")}
+    print(f"median     {median['p50']:7.1f} {median['p99']:7.1f} {median['max']:7.1f} {median['delete_ms']:9.1f}")
+
+
+if __name__ == "__main__":
+    main()

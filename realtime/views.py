@@ -1,0 +1,36 @@
+"""HTML views: the demo page. The REST API lives in `api.py`."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+
+from . import sessions
+from .models import Call
+
+
+@ensure_csrf_cookie
+def demo(request: HttpRequest) -> HttpResponse:
+    """`/realtime-api.html`: make a WebRTC call from the browser and watch every call live.
+
+    The page talks only to our public API and WebSocket feeds; the CSRF cookie is set so its
+    POST/DELETE requests keep working once the API adds session authentication.
+    """
+    models = [settings.REALTIME_DEFAULT_MODEL, *sorted(sessions.GA_MODELS | set(settings.REALTIME_MODEL_ALIASES))]
+    config = {
+        "apiBase": "/api/realtime",
+        "feedPath": "/ws/realtime/calls",
+        # None by default: no public STUN host is contacted (see settings.REALTIME_ICE_SERVERS).
+        "iceServers": settings.REALTIME_ICE_SERVERS,
+    }
+    context = {
+        "models": list(dict.fromkeys(models)),
+        "default_model": settings.REALTIME_DEFAULT_MODEL,
+        "voices": sessions.VOICES,
+        "default_voice": sessions.DEFAULT_VOICE,
+        "statuses": Call.Status.choices,
+        "config": config,
+    }
+    return render(request, "realtime-api.html", context)
