@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from localrealtime.caller import Caller
@@ -110,6 +111,14 @@ def _clear_faults(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "asgi_server" in request.fixturenames:
         request.getfixturevalue("asgi_server").engine("DELETE", "faults")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> Iterator[None]:
+    """Throttle counters live in the cache; each test starts with none spent."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(scope="session")
