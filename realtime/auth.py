@@ -162,9 +162,12 @@ class ApiKeyAuthentication(BaseAuthentication):
 
 def is_loopback(address: str | None) -> bool:
     try:
-        return address is not None and ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+        ip = ipaddress.ip_address((address or "").split("%", 1)[0])
     except ValueError:
         return False
+    # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 def same_origin(origin: str | None, host: str | None) -> bool:

@@ -62,10 +62,16 @@ class ApiKey(models.Model):
     @classmethod
     def generate(cls, *, name: str, owner: models.Model | None = None, expires_at: datetime | None = None) -> tuple[ApiKey, str]:
         """Create a key; returns the row and the raw key, which the caller shows once and forgets."""
-        raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        prefix, key_hash = raw[:API_KEY_VISIBLE_CHARS], hash_api_key(raw)
-        key = cls.objects.create(name=name, owner=owner, expires_at=expires_at, prefix=prefix, key_hash=key_hash)
+        key = cls(name=name, owner=owner, expires_at=expires_at)
+        raw = key.set_new_secret()
+        key.save()
         return key, raw
+
+    def set_new_secret(self) -> str:
+        """Give an unsaved key its secret: keep the hash and a visible prefix, return the raw key."""
+        raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        self.prefix, self.key_hash = raw[:API_KEY_VISIBLE_CHARS], hash_api_key(raw)
+        return raw
 
     def is_usable(self, at: datetime | None = None) -> bool:
         at = at or timezone.now()

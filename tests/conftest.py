@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from localrealtime.caller import Caller
+from realtime import services, sessions
+from realtime.models import ApiKey, Call, CallEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,3 +147,25 @@ def pushes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr("realtime.publish.send", lambda **kw: sent.append(kw))
     return sent
+
+
+@pytest.fixture
+def make_key() -> Callable[..., tuple[ApiKey, str]]:
+    """A new API key and its raw value: make_key("name", expires_at=..., owner=...)."""
+
+    def make(name: str = "integrator", **kwargs: Any) -> tuple[ApiKey, str]:
+        return ApiKey.generate(name=name, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def make_call(sdp_offer: str) -> Callable[..., Call]:
+    """A pending call recorded through the service (nothing sent upstream), owned by `api_key`."""
+
+    def make(api_key: ApiKey | None = None) -> Call:
+        return services.call_open(
+            offer=sdp_offer, session=sessions.parse_session({}), source=Call.Source.WEBRTC, actor=CallEvent.Actor.API, api_key=api_key
+        )
+
+    return make
