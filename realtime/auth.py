@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
+from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.views import redirect_to_login
@@ -227,6 +228,21 @@ def websocket_token(scope: dict[str, Any]) -> str | None:
 def websocket_subprotocol(scope: dict[str, Any]) -> str | None:
     """The subprotocol a consumer should accept with (`accept(subprotocol=...)`), never the key."""
     return WEBSOCKET_SUBPROTOCOL if WEBSOCKET_SUBPROTOCOL in (scope.get("subprotocols") or []) else None
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Channels' AllowedHostsOriginValidator, except that a handshake with no Origin is let through.
+
+    Browsers always send Origin on a WebSocket handshake, so a missing one means a server-side
+    client (an integrator's script with an API key), which cross-site protection does not concern;
+    Channels' own validator would refuse it. `principal_from_scope` then decides who it is.
+    """
+
+    def __init__(self, application: Any) -> None:
+        super().__init__(application, settings.ALLOWED_HOSTS)
+
+    def valid_origin(self, parsed_origin: Any) -> bool:
+        return parsed_origin is None or super().valid_origin(parsed_origin)
 
 
 async def principal_from_scope(scope: dict[str, Any]) -> Principal | None:
