@@ -22,8 +22,8 @@ def content_security_policy(request: HttpRequest) -> str:
         # The answer to a request for an unknown host is an error page: it opens no socket.
         host = ""
     # 'self' covers same-origin ws:/wss: in current browsers; naming them keeps older ones working.
-    sockets = f"ws://{host} wss://{host}" if host else ""
-    return settings.REALTIME_CSP.replace("{websocket_origins}", sockets).replace("  ", " ")
+    sockets = f" ws://{host} wss://{host}" if host else ""
+    return settings.REALTIME_CSP.replace(" {websocket_origins}", sockets).replace("{websocket_origins}", sockets.strip())
 
 
 class SecurityHeadersMiddleware:
