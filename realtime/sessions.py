@@ -93,6 +93,12 @@ def _string(*, max_length: int = 1000, choices: tuple[str, ...] | frozenset[str]
             raise _fail(path, _("must be at most %(n)d characters.") % {"n": max_length})
         if "\x00" in value:
             raise _fail(path, _("must not contain NUL characters."))
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                # A lone surrogate (JSON allows "\ud800"): the database and OpenAI would refuse it later.
+                raise _fail(path, _("must be valid Unicode text.")) from None
         return value
 
     return check
