@@ -149,7 +149,8 @@ def _one_of(kind_field: str, variants: dict[str, Validator]) -> Validator:
         if not isinstance(value, dict):
             raise _fail(path, _("must be an object."))
         kind = value.get(kind_field)
-        if kind not in variants:
+        # isinstance first: a list or object as discriminator is unhashable and cannot be looked up.
+        if not isinstance(kind, str) or kind not in variants:
             raise _fail(
                 f"{path}.{kind_field}",
                 _("'%(value)s' is not one of: %(choices)s.") % {"value": str(kind)[:100], "choices": ", ".join(variants)},
