@@ -74,7 +74,8 @@ def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None) -> S
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code == 200:
+            # Up once the API answers: 200 in local mode, 401 in production mode (no credentials).
+            if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code in (200, 401):
                 return Server(url=url, process=process, log=log)
         except httpx.HTTPError:
             pass
