@@ -91,6 +91,28 @@ def test_it_records_which_staff_member_ended_a_call(make_staff, make_call, make_
 
 
 @pytest.mark.django_db
+def test_it_refuses_staff_without_the_add_call_permission_to_create(make_staff, sdp_offer):
+    response = _session(make_staff("viewer", "view_call", "end_call")).post("/api/realtime/calls", {"sdp": sdp_offer}, format="json")
+
+    assert response.status_code == 403
+    assert response.json()["error"]["message"] == "Your account lacks the permission realtime.add_call."
+    assert not Call.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_records_which_staff_member_created_a_call(make_staff, sdp_offer):
+    client = _session(make_staff("demo", "view_call", "add_call"))
+
+    response = client.post("/api/realtime/calls", {"sdp": sdp_offer}, format="json")
+
+    assert response.status_code == 201
+    call = Call.objects.get(call_id=response.json()["call_id"])
+    assert call.api_key is None
+    created = call.events.get(event_type="call.created")
+    assert (created.actor, created.data["staff_user"]) == (CallEvent.Actor.ADMIN, "demo")
+
+
+@pytest.mark.django_db
 def test_it_requires_the_csrf_token_on_session_writes(make_staff, make_call):
     call = make_call()
     client = _session(make_staff("supervisor", "view_call", "end_call"), enforce_csrf_checks=True)
