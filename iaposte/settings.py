@@ -21,16 +21,21 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")
 
 DEBUG = env.bool("DEBUG", default=False)
+# Local mode: the API and sockets answer anonymous requests from loopback, so the seed's examples
+# work as written on a developer's machine. Decided here, once: pytest-django turns DEBUG off at
+# test time, and access rules must not depend on that.
+REALTIME_LOCAL_MODE = env.bool("REALTIME_LOCAL_MODE", default=DEBUG)
 
 # A development key is only ever generated for DEBUG; production must bring its own.
+DEVELOPMENT_SECRET_KEY = "django-insecure-local-development-only"
 SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
-    SECRET_KEY = "django-insecure-local-development-only"
+if not SECRET_KEY and DEBUG:
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
 
 PORT = env.int("PORT", default=5000)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+# Origins (scheme://host) allowed to POST with a session cookie when served behind a proxy.
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
@@ -49,6 +54,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "realtime.middleware.SecurityHeadersMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -129,15 +135,39 @@ else:
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "realtime.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    # Bearer keys first: the first class names the WWW-Authenticate challenge of a 401.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["realtime.auth.ApiKeyAuthentication", "rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["realtime.permissions.RealtimeAccess"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "realtime.throttling.ApiKeyThrottle",
+        "realtime.throttling.StaffThrottle",
+        "realtime.throttling.AnonymousThrottle",
+    ],
     "EXCEPTION_HANDLER": "realtime.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # The client address is REMOTE_ADDR unless told how many proxies stand in front: an
+    # X-Forwarded-For a client wrote itself must not pick its throttling bucket.
+    "NUM_PROXIES": env.int("REALTIME_NUM_PROXIES", default=0),
 }
+
+# Requests per period ("120/min", "10/s", "5000/day"); empty means unlimited. Read at request
+# time by realtime.throttling, so they can change without restarting the throttle classes.
+REALTIME_THROTTLE_RATES = {
+    "api_key": env.str("REALTIME_THROTTLE_API_KEY", default="600/min") or None,
+    "staff": env.str("REALTIME_THROTTLE_STAFF", default="600/min") or None,
+    "anonymous": env.str("REALTIME_THROTTLE_ANONYMOUS", default="300/min") or None,
+}
+# Throttle counters live in the cache: per process by default, shared (redis://...) when several
+# web processes serve the API.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = env.str("LOGIN_REDIRECT_URL", default="/realtime-api.html")
+LOGOUT_REDIRECT_URL = "login"
 
 LOGGING = {
     "version": 1,
@@ -151,6 +181,8 @@ LOGGING = {
         # aioice logs every ICE check at INFO.
         "aioice": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        # The SDK logs request options (SDPs, instructions) at DEBUG; never let them through.
+        "openai": {"level": "WARNING"},
     },
 }
 
@@ -199,3 +231,61 @@ LOCALREALTIME_ANSWER_DELAY_MS = env.int("LOCALREALTIME_ANSWER_DELAY_MS", default
 LOCALREALTIME_CONNECT_TIMEOUT = env.float("LOCALREALTIME_CONNECT_TIMEOUT", default=60.0)
 # OpenAI closes a realtime session after 60 minutes; the engine does the same.
 LOCALREALTIME_MAX_SESSION_SECONDS = env.float("LOCALREALTIME_MAX_SESSION_SECONDS", default=3600.0)
+
+# --- Browser-facing safety ----------------------------------------------------------------
+# Content security policy: the pages run only their own /static/ files. json_script blocks are
+# application/json, never executed, so they need no exception; sockets go to this same host.
+REALTIME_CSP = env.str(
+    "REALTIME_CSP",
+    default=(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self' {websocket_origins}; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+# Production is served over HTTPS (directly or behind a proxy that says so).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+    # Only behind a proxy that always sets (and overwrites) X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Health probes that cannot follow the HTTPS redirect (regexes on the path without its slash).
+SECURE_REDIRECT_EXEMPT = env.list("SECURE_REDIRECT_EXEMPT", default=[])
+
+
+def _production_problems() -> list[str]:
+    """Every setting that makes a non-DEBUG deployment unsafe, each named, so one start lists them all."""
+    problems = []
+    if not SECRET_KEY:
+        problems.append("SECRET_KEY is not set.")
+    elif SECRET_KEY.startswith("django-insecure") or SECRET_KEY.lower() in {"change-me", "changeme", "secret"}:
+        problems.append("SECRET_KEY is a default or example value; generate a new one.")
+    elif len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
+        problems.append("SECRET_KEY is too weak (use at least 50 random characters).")
+    if not ALLOWED_HOSTS:
+        problems.append("ALLOWED_HOSTS is empty; list the host names this service answers to.")
+    elif "*" in ALLOWED_HOSTS:
+        problems.append("ALLOWED_HOSTS must not contain '*'.")
+    if REALTIME_LOCAL_MODE:
+        # Behind a reverse proxy on the same host every request comes from loopback: local mode
+        # would let the whole internet in anonymously.
+        problems.append("REALTIME_LOCAL_MODE must be off when DEBUG is off.")
+    if LOCALREALTIME_ENABLED and LOCALREALTIME_API_KEY == "sk-localrealtime":
+        problems.append("LOCALREALTIME_API_KEY is the public default; set OPENAI_API_KEY, or a private LOCALREALTIME_API_KEY.")
+    if any(origin.endswith("*") or "://" not in origin for origin in CSRF_TRUSTED_ORIGINS):
+        problems.append("CSRF_TRUSTED_ORIGINS entries must be full origins such as https://calls.example.org.")
+    return problems
+
+
+if not DEBUG and (_problems := _production_problems()):
+    raise ImproperlyConfigured("Unsafe production settings (DEBUG is off):\n- " + "\n- ".join(_problems))

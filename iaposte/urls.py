@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.utils.translation import gettext as _
@@ -8,7 +10,17 @@ from django.views.i18n import JavaScriptCatalog
 
 from realtime import views as realtime_views
 
+# Staff sign in once, on one page in the project's style, for the admin and the demo page alike.
+admin.site.login_template = "registration/login.html"
+
 urlpatterns = [
+    path(
+        "accounts/login/",
+        # AdminAuthenticationForm: only active staff accounts can sign in here.
+        auth_views.LoginView.as_view(authentication_form=AdminAuthenticationForm),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/realtime/", include("realtime.urls")),
     path("realtime-api.html", realtime_views.demo, name="realtime-demo"),

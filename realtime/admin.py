@@ -11,13 +11,15 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.forms import ModelForm
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from . import services
 from .exceptions import CallStateConflict
-from .models import Call, CallEvent
+from .models import ApiKey, Call, CallEvent
 
 
 class CallEventInline(admin.TabularInline):
@@ -127,3 +129,50 @@ class CallEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are created here (the key is shown once, in a message) and revoked, never deleted:
+    the calls they made keep pointing at them."""
+
+    list_display = ("name", "prefix", "owner", "created_at", "last_used_at", "expires_at", "revoked_at", "usable")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), ("expires_at", admin.EmptyFieldListFilter))
+    search_fields = ("name", "=prefix", "owner__username")
+    list_select_related = ("owner",)
+    ordering = ("-created_at", "-id")
+    actions = ["revoke_keys"]
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    raw_id_fields = ("owner",)
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        if obj is None:
+            return ["name", "owner", "expires_at"]
+        return ["name", "prefix", "owner", "created_at", "last_used_at", "expires_at", "revoked_at"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("usable"), boolean=True)
+    def usable(self, key: ApiKey) -> bool:
+        return key.is_usable()
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: ModelForm, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        raw = obj.set_new_secret()
+        super().save_model(request, obj, form, change)
+        # The only time the key exists in clear outside the integrator's hands.
+        self.message_user(
+            request,
+            gettext("New API key for “%(name)s”: %(key)s — copy it now, it will not be shown again.") % {"name": obj.name, "key": raw},
+            messages.WARNING,
+        )
+
+    @admin.action(description=_("Revoke selected API keys"), permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        # A bulk UPDATE is right here: revoking writes no call event, and keeps a first revocation time.
+        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        message = ngettext("%(n)d API key revoked.", "%(n)d API keys revoked.", revoked) % {"n": revoked}
+        self.message_user(request, message, messages.SUCCESS)

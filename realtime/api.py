@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from . import selectors, services
 from .exceptions import PayloadTooLarge
-from .models import Call, CallEvent
+from .permissions import request_principal
 from .serializers import (
     CallCreatedSerializer,
     CallCreateInputSerializer,
@@ -53,28 +53,37 @@ class CallViewSet(ViewSet):
     async def create(self, request: Request) -> Response:
         serializer = CallCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)  # pure validation: no I/O, no thread hop
-        call = await services.call_create(offer=serializer.validated_data["sdp"], session=serializer.validated_data["session"])
+        principal = request_principal(request)
+        call = await services.call_create(
+            offer=serializer.validated_data["sdp"],
+            session=serializer.validated_data["session"],
+            actor=principal.actor,
+            api_key=principal.api_key,
+            data=principal.audit(),
+        )
         return Response({"success": True, **CallCreatedSerializer(call).data}, status=201)
 
     def list(self, request: Request) -> Response:
         query = _query(CallListQuerySerializer, request)
-        calls = selectors.call_list(status=query.get("status"))
+        calls = selectors.call_list(status=query.get("status"), principal=request_principal(request))
         page = calls[query["offset"] : query["offset"] + query["limit"]]
         return Response({"success": True, "data": CallSerializer(page, many=True).data, "count": calls.count()})
 
     def retrieve(self, request: Request, call_id: str) -> Response:
-        call = selectors.call_get(call_id=call_id)
+        call = selectors.call_get(call_id=call_id, principal=request_principal(request))
         return Response({"success": True, "call": CallSerializer(call).data})
 
     async def destroy(self, request: Request, call_id: str) -> Response:
         """Ends the call (hangs up upstream); the record stays for audit."""
-        call = await sync_to_async(selectors.call_get)(call_id=call_id)
-        call = await services.call_hangup(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.API)
+        principal = request_principal(request)
+        call = await sync_to_async(selectors.call_get)(call_id=call_id, principal=principal)
+        # Who ended it goes into the call.ended event: the key's prefix, or the staff user's name.
+        call = await services.call_hangup(call=call, reason=principal.end_reason, actor=principal.actor, data=principal.audit() or None)
         return Response({"success": True, "call": CallSerializer(call).data, "message": _("Call ended")})
 
     def events(self, request: Request, call_id: str) -> Response:
         query = _query(EventListQuerySerializer, request)
-        call = selectors.call_get(call_id=call_id)
+        call = selectors.call_get(call_id=call_id, principal=request_principal(request))
         events = selectors.call_events(call=call, event_type=query.get("event_type")).select_related("call")
         page = events[query["offset"] : query["offset"] + query["limit"]]
         return Response({"success": True, "data": CallEventSerializer(page, many=True).data, "count": events.count()})
@@ -82,4 +91,4 @@ class CallViewSet(ViewSet):
 
 class StatsView(APIView):
     def get(self, request: Request) -> Response:
-        return Response({"success": True, "stats": selectors.stats()})
+        return Response({"success": True, "stats": selectors.stats(principal=request_principal(request))})

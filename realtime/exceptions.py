@@ -73,8 +73,20 @@ class UpstreamThrottled(UpstreamError):
     code = "upstream_rate_limited"
 
 
+def _encodable(value: Any) -> Any:
+    """Messages and details echo what the client sent; a lone surrogate in it would make the JSON
+    renderer fail (a 500 page instead of our 400), so it is shown escaped."""
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encodable(v) for v in value]
+    return value
+
+
 def _error_response(status: int, code: str, message: str, details: Any = None, headers: dict | None = None) -> Response:
-    body = {"success": False, "error": {"code": code, "message": str(message), "details": details or {}}}
+    body = {"success": False, "error": {"code": code, "message": _encodable(str(message)), "details": _encodable(details or {})}}
     return Response(body, status=status, headers=headers)
 
 

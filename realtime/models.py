@@ -5,15 +5,77 @@ Only `realtime.services` changes these rows (see its docstring); models stay dec
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+from datetime import datetime
 
+from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+# What every key starts with, so a leaked key is recognisable (secret scanners, log reviews).
+API_KEY_PREFIX = "iap_"
+# Characters of the key kept in clear to tell keys apart in the admin and in audit events.
+API_KEY_VISIBLE_CHARS = 12
 
 
 def new_call_id() -> str:
     # 128 random bits: public ids must be unguessable, since they are the handle for ending a call.
     return f"call_{secrets.token_hex(16)}"
+
+
+def hash_api_key(raw: str) -> str:
+    # A key carries 256 random bits, so a fast hash is enough: there is nothing to brute-force,
+    # unlike a password. It also lets a lookup be one indexed equality on the hash.
+    return hashlib.sha256(raw.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+class ApiKey(models.Model):
+    """An integrator's credential. The key itself is shown once at creation and never stored."""
+
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(_("prefix"), max_length=API_KEY_VISIBLE_CHARS, unique=True, editable=False)
+    key_hash = models.CharField(_("key hash"), max_length=64, unique=True, editable=False)
+    # SET_NULL: a key outlives its owner's account, so the calls it made keep their audit trail.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="realtime_api_keys",
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
+        ordering = ("-created_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def generate(cls, *, name: str, owner: models.Model | None = None, expires_at: datetime | None = None) -> tuple[ApiKey, str]:
+        """Create a key; returns the row and the raw key, which the caller shows once and forgets."""
+        key = cls(name=name, owner=owner, expires_at=expires_at)
+        raw = key.set_new_secret()
+        key.save()
+        return key, raw
+
+    def set_new_secret(self) -> str:
+        """Give an unsaved key its secret: keep the hash and a visible prefix, return the raw key."""
+        raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        self.prefix, self.key_hash = raw[:API_KEY_VISIBLE_CHARS], hash_api_key(raw)
+        return raw
+
+    def is_usable(self, at: datetime | None = None) -> bool:
+        at = at or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > at)
 
 
 class Call(models.Model):
@@ -57,6 +119,12 @@ class Call(models.Model):
     upstream_model = models.CharField(_("upstream model"), max_length=100)
     session_upstream = models.JSONField(_("session sent upstream"), default=dict)
 
+    # Who created it: the integrator's key, or nobody (staff, local mode). PROTECT: keys are revoked,
+    # never deleted, so calls keep saying which key made them.
+    api_key = models.ForeignKey(
+        ApiKey, verbose_name=_("API key"), null=True, blank=True, on_delete=models.PROTECT, related_name="calls", db_index=False
+    )
+
     sdp_offer = models.TextField(_("SDP offer"))
     sdp_answer = models.TextField(_("SDP answer"), blank=True, default="")
 
@@ -84,6 +152,8 @@ class Call(models.Model):
             models.Index(fields=["voice"], name="call_voice_idx"),
             # admin search by upstream id and lookups from upstream events (rtc_...).
             models.Index(fields=["upstream_id"], name="call_upstream_idx"),
+            # GET /api/realtime/calls with an API key: that key's calls, newest first.
+            models.Index(fields=["api_key", "-created_at", "-id"], name="call_key_recent_idx"),
         ]
         permissions = [("end_call", _("Can end calls"))]
 

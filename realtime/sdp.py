@@ -25,7 +25,12 @@ def validate_offer(raw: object) -> str:
     """Return the offer normalised to CRLF line endings, or raise InvalidInput/PayloadTooLarge."""
     if not isinstance(raw, str):
         raise _invalid(_("must be a string containing an SDP offer."))
-    if len(raw.encode("utf-8")) > settings.REALTIME_MAX_SDP_BYTES:
+    try:
+        size = len(raw.encode("utf-8"))
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON allows "\ud800"): not text we can store or send on.
+        raise _invalid(_("must be valid Unicode text.")) from None
+    if size > settings.REALTIME_MAX_SDP_BYTES:
         raise PayloadTooLarge(
             _("sdp: the offer exceeds %(n)d bytes.") % {"n": settings.REALTIME_MAX_SDP_BYTES},
             details={"field": "sdp", "max_bytes": settings.REALTIME_MAX_SDP_BYTES},

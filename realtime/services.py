@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 
 from . import publish, upstream
 from .exceptions import CallStateConflict, RealtimeError, UpstreamError
-from .models import Call, CallEvent
+from .models import ApiKey, Call, CallEvent
 from .sessions import SessionConfig
 
 logger = logging.getLogger(__name__)
@@ -49,8 +49,14 @@ def _transition(*, call: Call, allowed: tuple[str, ...], changes: dict[str, Any]
 # --- sync transitions -----------------------------------------------------------------------
 
 
-def call_open(*, offer: str, session: SessionConfig, source: str, actor: str) -> Call:
-    """Record a new pending call before anything is sent upstream (the audit trail starts here)."""
+def call_open(
+    *, offer: str, session: SessionConfig, source: str, actor: str, api_key: ApiKey | None = None, data: dict[str, Any] | None = None
+) -> Call:
+    """Record a new pending call before anything is sent upstream (the audit trail starts here).
+
+    `api_key` is the key that owns the call (it alone may see and end it); `data` says who asked
+    (`{"api_key": prefix}` or `{"staff_user": name}`) in the call.created event.
+    """
     now = timezone.now()
     with transaction.atomic():
         call = Call.objects.create(
@@ -67,12 +73,13 @@ def call_open(*, offer: str, session: SessionConfig, source: str, actor: str) ->
             session_upstream=session.upstream,
             sdp_offer=offer,
             created_at=now,
+            api_key=api_key,
         )
-        data: dict[str, Any] = {"model": session.model, "voice": session.voice, "source": source}
+        payload: dict[str, Any] = {"model": session.model, "voice": session.voice, "source": source, **(data or {})}
         if session.notes:
             # What we could not pass on as asked (a seed model alias, temperature): noted, not hidden.
-            data["adjustments"] = session.notes
-        _record(call=call, event_type="call.created", actor=actor, data=data, at=now, lifecycle=True)
+            payload["adjustments"] = session.notes
+        _record(call=call, event_type="call.created", actor=actor, data=payload, at=now, lifecycle=True)
     return call
 
 
@@ -147,9 +154,17 @@ def call_note_hangup_failed(*, call: Call, error: RealtimeError) -> None:
 # --- async orchestration --------------------------------------------------------------------
 
 
-async def call_create(*, offer: str, session: SessionConfig, source: str = Call.Source.WEBRTC, actor: str = CallEvent.Actor.API) -> Call:
+async def call_create(
+    *,
+    offer: str,
+    session: SessionConfig,
+    source: str = Call.Source.WEBRTC,
+    actor: str = CallEvent.Actor.API,
+    api_key: ApiKey | None = None,
+    data: dict[str, Any] | None = None,
+) -> Call:
     """Record the call, ask OpenAI for an answer, and activate it; a refusal leaves it `failed`."""
-    call = await sync_to_async(call_open)(offer=offer, session=session, source=source, actor=actor)
+    call = await sync_to_async(call_open)(offer=offer, session=session, source=source, actor=actor, api_key=api_key, data=data)
     try:
         created = await upstream.create_call(sdp=offer, session=session.upstream)
     except UpstreamError as exc:

@@ -93,6 +93,12 @@ def _string(*, max_length: int = 1000, choices: tuple[str, ...] | frozenset[str]
             raise _fail(path, _("must be at most %(n)d characters.") % {"n": max_length})
         if "\x00" in value:
             raise _fail(path, _("must not contain NUL characters."))
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                # A lone surrogate (JSON allows "\ud800"): the database and OpenAI would refuse it later.
+                raise _fail(path, _("must be valid Unicode text.")) from None
         return value
 
     return check
@@ -143,7 +149,8 @@ def _one_of(kind_field: str, variants: dict[str, Validator]) -> Validator:
         if not isinstance(value, dict):
             raise _fail(path, _("must be an object."))
         kind = value.get(kind_field)
-        if kind not in variants:
+        # isinstance first: a list or object as discriminator is unhashable and cannot be looked up.
+        if not isinstance(kind, str) or kind not in variants:
             raise _fail(
                 f"{path}.{kind_field}",
                 _("'%(value)s' is not one of: %(choices)s.") % {"value": str(kind)[:100], "choices": ", ".join(variants)},

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,12 @@ from typing import Any
 import httpx
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from localrealtime.caller import Caller
+from realtime import services, sessions
+from realtime.models import ApiKey, Call, CallEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +74,8 @@ def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, port
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code == 200:
+            # Up once the API answers: 200 in local mode, 401 in production mode (no credentials).
+            if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code in (200, 401):
                 return Server(url=url, process=process, log=log)
         except httpx.HTTPError:
             pass
@@ -112,6 +116,14 @@ def _clear_faults(request: pytest.FixtureRequest) -> Iterator[None]:
         request.getfixturevalue("asgi_server").engine("DELETE", "faults")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> Iterator[None]:
+    """Throttle counters live in the cache; each test starts with none spent."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture(scope="session")
 def sdp_offer() -> str:
     """A real offer from an aiortc caller (audio + the oai-events data channel)."""
@@ -136,3 +148,25 @@ def pushes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr("realtime.publish.send", lambda **kw: sent.append(kw))
     return sent
+
+
+@pytest.fixture
+def make_key() -> Callable[..., tuple[ApiKey, str]]:
+    """A new API key and its raw value: make_key("name", expires_at=..., owner=...)."""
+
+    def make(name: str = "integrator", **kwargs: Any) -> tuple[ApiKey, str]:
+        return ApiKey.generate(name=name, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def make_call(sdp_offer: str) -> Callable[..., Call]:
+    """A pending call recorded through the service (nothing sent upstream), owned by `api_key`."""
+
+    def make(api_key: ApiKey | None = None) -> Call:
+        return services.call_open(
+            offer=sdp_offer, session=sessions.parse_session({}), source=Call.Source.WEBRTC, actor=CallEvent.Actor.API, api_key=api_key
+        )
+
+    return make

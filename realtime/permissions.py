@@ -1,0 +1,44 @@
+"""DRF permission for every realtime endpoint; the rules themselves live in `realtime.auth`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.translation import gettext as _
+from rest_framework import exceptions
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from .auth import Principal, principal_from_request
+
+
+def request_principal(request: Request) -> Principal:
+    """The principal `RealtimeAccess` let in (views run only after it did)."""
+    return request.realtime_principal
+
+
+class RealtimeAccess(BasePermission):
+    """Reads need `can_view`, POST `can_create`, DELETE `can_end`; which calls is the selectors' job.
+
+    Nobody (no key, no staff session, not local) gets a 401 with a Bearer challenge; a staff user
+    lacking the permission gets a 403. A key asking for another key's call gets a 404 later, from
+    the scoped selectors, so that call ids do not leak.
+    """
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        principal = principal_from_request(request)
+        request.realtime_principal = principal
+        if principal is None:
+            if request.successful_authenticator is None:
+                raise exceptions.NotAuthenticated(_("Authentication required: send an API key as 'Authorization: Bearer <key>'."))
+            self.message = _("This account may not use the realtime API.")
+            return False
+        if request.method == "POST":
+            allowed, permission = principal.can_create, "realtime.add_call"
+        elif request.method == "DELETE":
+            allowed, permission = principal.can_end, "realtime.end_call"
+        else:
+            allowed, permission = principal.can_view, "realtime.view_call"
+        if not allowed:
+            self.message = _("Your account lacks the permission %(permission)s.") % {"permission": permission}
+        return allowed
