@@ -18,33 +18,27 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from . import publish
+from .auth import Principal, may_see_call, may_see_calls_of, principal_from_scope, websocket_subprotocol
 from .models import Call
-
-
-async def _allowed(scope: dict[str, Any], call: Call | None = None) -> bool:
-    """May this socket connect (and, with `call`, see that call)?
-
-    The one place that decides, mirroring the REST API's permission (open today: AllowAny), so
-    the sockets follow whatever rule the API adopts by changing this function alone.
-    """
-    return True
 
 
 @database_sync_to_async
 def _find_call(call_id: str) -> Call | None:
-    return Call.objects.only("pk", "call_id").filter(call_id=call_id).first()
+    return Call.objects.only("pk", "call_id", "api_key_id").filter(call_id=call_id).first()
 
 
 class _Feed(AsyncJsonWebsocketConsumer):
     """Joins one group on connect, leaves it on disconnect, forwards pushes as JSON."""
 
     group: str | None = None
+    principal: Principal | None = None
     PUSHES = {"call.changed": "call_changed", "call.event": "call_event", "stats.changed": "stats_changed"}
 
     async def join(self, group: str) -> None:
         self.group = group
         await self.channel_layer.group_add(group, self.channel_name)
-        await self.accept()
+        # A key sent as a `bearer.<key>` subprotocol is acknowledged without echoing the key.
+        await self.accept(subprotocol=websocket_subprotocol(self.scope))
 
     async def disconnect(self, code: int) -> None:
         if self.group is not None:
@@ -64,13 +58,17 @@ class _Feed(AsyncJsonWebsocketConsumer):
         pass
 
     async def call_changed(self, message: dict[str, Any]) -> None:
-        await self.send(text_data=_encode(message, ("event", "call")))
+        # The list feed carries every call; a key sees only the calls it created (as in the API).
+        if may_see_calls_of(self.principal, api_key_id=message.get("api_key_id")):
+            await self.send(text_data=_encode(message, ("event", "call")))
 
     async def call_event(self, message: dict[str, Any]) -> None:
         await self.send(text_data=_encode(message, ("event",)))
 
     async def stats_changed(self, message: dict[str, Any]) -> None:
-        await self.send(text_data=_encode(message, ("stats",)))
+        # Statistics cover every call: only for those who see every call (staff, local mode).
+        if self.principal is not None and self.principal.sees_all:
+            await self.send(text_data=_encode(message, ("stats",)))
 
 
 # The last push encoded, keyed by the identity of its first payload object. The embedded channel layer
@@ -94,7 +92,9 @@ class CallsConsumer(_Feed):
     """`/ws/realtime/calls`: lifecycle changes of every call, and statistics as they change."""
 
     async def connect(self) -> None:
-        if not await _allowed(self.scope):
+        # The same rules as the REST API: a key, a staff session, or local mode from loopback.
+        self.principal = await principal_from_scope(self.scope)
+        if self.principal is None or not self.principal.can_view:
             await self.close()
             return
         await self.join(publish.CALLS_GROUP)
@@ -104,8 +104,10 @@ class CallConsumer(_Feed):
     """`/ws/realtime/calls/<call_id>`: every event recorded for one call. Unknown ids are refused."""
 
     async def connect(self) -> None:
+        self.principal = await principal_from_scope(self.scope)
         call = await _find_call(self.scope["url_route"]["kwargs"]["call_id"])
-        if call is None or not await _allowed(self.scope, call):
+        # Unknown and not-yours are refused alike, so ids do not leak.
+        if call is None or not may_see_call(self.principal, call):
             await self.close()
             return
         await self.join(publish.call_group(call.call_id))

@@ -49,21 +49,25 @@ def event_recorded(*, event: CallEvent, call: Call, lifecycle: bool) -> None:
     # cannot be sent fails here rather than in an on-commit hook (Zulip's habit).
     event_payload = json.loads(json.dumps(CallEventSerializer(event).data))
     call_payload = json.loads(json.dumps(CallSerializer(call).data)) if lifecycle else None
-    transaction.on_commit(lambda: send(call_id=call.call_id, event=event_payload, call=call_payload))
+    api_key_id = call.api_key_id
+    transaction.on_commit(lambda: send(call_id=call.call_id, event=event_payload, call=call_payload, api_key_id=api_key_id))
 
 
-def send(*, call_id: str, event: dict[str, Any], call: dict[str, Any] | None) -> None:
-    """Deliver one recorded event: to the call's subscribers, and to the list's if the call changed."""
+def send(*, call_id: str, event: dict[str, Any], call: dict[str, Any] | None, api_key_id: int | None = None) -> None:
+    """Deliver one recorded event: to the call's subscribers, and to the list's if the call changed.
+
+    `api_key_id` (the key that created the call) lets the list feed show a key only its own calls.
+    """
     layer = get_channel_layer()
     if layer is not None:
-        async_to_sync(_deliver)(layer, call_id, event, call)
+        async_to_sync(_deliver)(layer, call_id, event, call, api_key_id)
 
 
-async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: dict[str, Any] | None) -> None:
+async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: dict[str, Any] | None, api_key_id: int | None) -> None:
     try:
         await layer.group_send(call_group(call_id), {"type": "call.event", "event": event})
         if call is not None:
-            await layer.group_send(CALLS_GROUP, {"type": "call.changed", "event": event, "call": call})
+            await layer.group_send(CALLS_GROUP, {"type": "call.changed", "event": event, "call": call, "api_key_id": api_key_id})
             _schedule_stats(layer)
     except Exception:
         # A push is a notification; the committed row is the truth and clients re-fetch.

@@ -36,7 +36,7 @@ def validate_offer(raw: object) -> str:
             details={"field": "sdp", "max_bytes": settings.REALTIME_MAX_SDP_BYTES},
         )
     # Integrators paste offers from heredocs: tolerate surrounding blank space and bare LF.
-    lines = [line for line in raw.strip().replace("\r\n", "\n").split("\n")]
+    lines = raw.strip().replace("\r\n", "\n").split("\n")
     if not lines or lines[0] != "v=0":
         raise _invalid(_("an SDP offer must start with 'v=0'."))
     for number, line in enumerate(lines, start=1):

@@ -8,10 +8,12 @@ from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from . import sessions
+from .auth import page_access_required
 from .models import Call
 
 
 @ensure_csrf_cookie
+@page_access_required
 def demo(request: HttpRequest) -> HttpResponse:
     """`/realtime-api.html`: make a WebRTC call from the browser and watch every call live.
 
@@ -24,6 +26,8 @@ def demo(request: HttpRequest) -> HttpResponse:
         "feedPath": "/ws/realtime/calls",
         # None by default: no public STUN host is contacted (see settings.REALTIME_ICE_SERVERS).
         "iceServers": settings.REALTIME_ICE_SERVERS,
+        # Staff without realtime.end_call may watch but not end calls.
+        "canEnd": request.realtime_principal.can_end,  # type: ignore[attr-defined]
     }
     context = {
         "models": list(dict.fromkeys(models)),

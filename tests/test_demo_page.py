@@ -27,6 +27,7 @@ def test_it_serves_the_page_with_its_configuration(client, settings):
         "apiBase": "/api/realtime",
         "feedPath": "/ws/realtime/calls",
         "iceServers": [{"urls": "stun:stun.example.invalid:3478"}],
+        "canEnd": True,
     }
     # It should set the CSRF cookie, so the page's POST/DELETE carry X-CSRFToken.
     assert response.cookies["csrftoken"].value

@@ -13,6 +13,7 @@ from realtime import services, sessions
 from realtime.models import Call, CallEvent
 
 ORIGIN = (b"origin", b"http://localhost")
+HOST = (b"host", b"localhost")
 
 
 def _open(offer: str) -> Call:
@@ -32,7 +33,9 @@ async def _drain(feed: WebsocketCommunicator, quiet: float = 0.6) -> list[dict]:
 
 
 async def _connect(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[WebsocketCommunicator, bool]:
-    communicator = WebsocketCommunicator(application, path, headers=[ORIGIN] if headers is None else headers)
+    communicator = WebsocketCommunicator(application, path, headers=[ORIGIN, HOST] if headers is None else headers)
+    # Local mode: an anonymous page from loopback, as `make run` serves it.
+    communicator.scope["client"] = ["127.0.0.1", 50000]
     connected, _ = await communicator.connect(timeout=5)
     return communicator, connected
 
@@ -120,9 +123,19 @@ async def test_it_refuses_an_unknown_call():
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("headers", [[(b"origin", b"http://evil.example")], []], ids=["other-site", "no-origin"])
-async def test_it_refuses_sockets_from_other_origins(headers):
-    feed, connected = await _connect("/ws/realtime/calls", headers=headers)
+async def test_it_refuses_sockets_from_other_origins():
+    feed, connected = await _connect("/ws/realtime/calls", headers=[(b"origin", b"http://evil.example"), HOST])
+    assert not connected
+    await feed.disconnect()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_it_refuses_an_anonymous_server_side_client_from_another_machine():
+    # No Origin (not a browser) and no key: only local mode from loopback may go without one.
+    feed = WebsocketCommunicator(application, "/ws/realtime/calls", headers=[HOST])
+    feed.scope["client"] = ["192.0.2.10", 50000]
+    connected, _ = await feed.connect(timeout=5)
     assert not connected
     await feed.disconnect()
 

@@ -180,7 +180,7 @@
         const show = element("button", { type: "button", className: "link" }, gettext("Events"));
         show.addEventListener("click", () => selectCall(call.call_id));
         actions.append(show);
-        if (live) {
+        if (live && config.canEnd) {
           const end = element("button", { type: "button", className: "link danger-text", dataset: { action: "end" } }, gettext("End"));
           end.addEventListener("click", () => endListedCall(call.call_id));
           actions.append(end);
@@ -440,7 +440,7 @@
 
     call.id = created.call_id;
     $("c-call-id").textContent = created.call_id;
-    $("end-call").disabled = false;
+    $("end-call").disabled = !config.canEnd;
     selectCall(created.call_id);
     try {
       await pc.setRemoteDescription({ type: "answer", sdp: created.sdp_answer });

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,20 @@ async def _text(page: Any, selector: str) -> str:
     return (await page.locator(selector).text_content() or "").strip()
 
 
+async def _wait_until(page: Any, function: str, arg: Any = None, within: float = 15.0) -> None:
+    """Poll a JS function until it returns true. (wait_for_function compiles its predicate with
+    eval, which the page's content security policy rightly forbids.)"""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await page.evaluate(function, arg):
+        if loop.time() > deadline:
+            raise TimeoutError(f"still false after {within} s: {function}")
+        await asyncio.sleep(0.1)
+
+
 async def _wait_text(page: Any, selector: str, expected: str) -> None:
-    await page.wait_for_function(
-        "([selector, expected]) => document.querySelector(selector)?.textContent.trim() === expected", arg=[selector, expected]
+    await _wait_until(
+        page, "([selector, expected]) => document.querySelector(selector)?.textContent.trim() === expected", [selector, expected]
     )
 
 
@@ -57,11 +69,11 @@ async def test_it_makes_a_call_from_the_page_and_shows_every_call_live(asgi_serv
     assert call_id.startswith("call_")
 
     # Audio comes back: the engine echoes the fake microphone, so inbound RTP bytes keep growing.
-    await page.wait_for_function(f"({INBOUND_AUDIO_BYTES})().then((bytes) => bytes > 0)")
+    await _wait_until(page, f"() => ({INBOUND_AUDIO_BYTES})().then((bytes) => bytes > 0)")
     first = await page.evaluate(INBOUND_AUDIO_BYTES)
-    await page.wait_for_function(f"({INBOUND_AUDIO_BYTES})().then((bytes) => bytes > {first})")
+    await _wait_until(page, f"() => ({INBOUND_AUDIO_BYTES})().then((bytes) => bytes > {first})")
     # The page shows it too.
-    await page.wait_for_function("Number(document.querySelector('#c-bytes').dataset.bytes) > 0")
+    await _wait_until(page, "() => Number(document.querySelector('#c-bytes').dataset.bytes) > 0")
 
     # Events arrive: the recorded ones (REST + call socket) and the engine's data-channel events.
     await page.wait_for_selector('#events-list li[data-source="server"][data-event-type="call.answered"]')
