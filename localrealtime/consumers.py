@@ -57,6 +57,9 @@ class SidebandConsumer(AsyncWebsocketConsumer):
         """Send the call's events in order; close when the call ends."""
         assert self.sideband is not None
         while (event := await self.sideband.queue.get()) is not None:
+            if event is Sideband.DROP:
+                await self.close(code=3008)
+                return
             await self.send(text_data=json.dumps(event))
         await self.close(code=1000)
 

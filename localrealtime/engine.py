@@ -52,7 +52,14 @@ class Fault:
 
 
 class Sideband:
-    """One sideband WebSocket's outbox: events in order, then None when the call is over."""
+    """One sideband WebSocket's outbox: events in order, then None when the call is over.
+
+    `DROP` instead makes the socket fail as a server-side timeout would (close 3008, the IANA
+    "timeout" code; daphne's WebSocket stack cannot send 1011 or abort the connection): the
+    engine's control for testing reconnection.
+    """
+
+    DROP: dict[str, Any] = {"type": "_drop"}
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -214,6 +221,11 @@ class Engine:
         call.sideband_connections += 1
         self._send_sideband(call, sideband, protocol.server_event("session.created", session=call.session))
         return sideband
+
+    def drop_sidebands(self, call: LocalCall) -> int:
+        for sideband in call.sidebands:
+            sideband.queue.put_nowait(Sideband.DROP)
+        return len(call.sidebands)
 
     def detach_sideband(self, call: LocalCall, sideband: Sideband) -> None:
         if sideband in call.sidebands:

@@ -9,4 +9,5 @@ urlpatterns = [
     path("realtime/calls/<str:call_id>/hangup", views.hangup),
     path("_local/faults", views.faults),
     path("_local/calls/<str:call_id>", views.call_detail),
+    path("_local/calls/<str:call_id>/drop_sideband", views.drop_sideband),
 ]

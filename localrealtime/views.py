@@ -141,3 +141,17 @@ async def call_detail(request: HttpRequest, call_id: str) -> HttpResponse:
     except protocol.ApiError as exc:
         return _error(exc)
     return JsonResponse(call.describe())
+
+
+@csrf_exempt
+async def drop_sideband(request: HttpRequest, call_id: str) -> HttpResponse:
+    """POST: make the call's sideband sockets fail (close 3008, timeout) while the call goes on."""
+    try:
+        _method(request, "POST")
+        _authenticate(request)
+        call = engine.calls.get(call_id)
+        if call is None:
+            raise protocol.ApiError(404, f"Call '{call_id[:100]}' not found.", code="call_not_found")
+    except protocol.ApiError as exc:
+        return _error(exc)
+    return JsonResponse({"dropped": engine.drop_sidebands(call)})

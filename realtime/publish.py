@@ -39,6 +39,32 @@ def event_recorded(*, event: CallEvent, call: Call, lifecycle: bool) -> None:
     transaction.on_commit(lambda: send(call_id=call.call_id, event=event_payload, call=call_payload))
 
 
+def events_recorded(*, events: list[CallEvent], call: Call) -> None:
+    """Schedule, for after commit, the push of a batch of upstream events to the call's subscribers."""
+    if not events:
+        return
+    # Built by hand rather than through CallEventSerializer: a monitor stores thousands of events a
+    # second and the serializer would dominate. Same fields, same values.
+    payloads = [
+        {
+            "id": event.pk,
+            "call_id": call.call_id,
+            "event_type": event.event_type,
+            "timestamp": int(event.created_at.timestamp()),
+            "event_data": event.data,
+            "actor": event.actor,
+        }
+        for event in events
+    ]
+    payloads = json.loads(json.dumps(payloads))
+    transaction.on_commit(lambda: send_batch(call_id=call.call_id, events=payloads))
+
+
+def send_batch(*, call_id: str, events: list[dict[str, Any]]) -> None:
+    for event in events:
+        send(call_id=call_id, event=event, call=None)
+
+
 def send(*, call_id: str, event: dict[str, Any], call: dict[str, Any] | None) -> None:
     """Deliver one recorded event: to the call's subscribers, and to the list's if the call changed."""
     layer = get_channel_layer()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Avg, Count, Q, QuerySet
+from django.db.models import Avg, Count, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 
 from .exceptions import CallNotFound
 from .models import Call, CallEvent
+
+# Upstream events a transcript is made of (the monitor stores them as they came).
+TRANSCRIPT_EVENTS = ("conversation.item.done", "conversation.item.input_audio_transcription.completed")
 
 
 def call_get(*, call_id: str) -> Call:
@@ -44,9 +47,66 @@ def stats() -> dict[str, Any]:
         avg_duration_seconds=Avg("duration_seconds", filter=Q(status=Call.Status.ENDED)),
     )
     totals["avg_duration_seconds"] = round(totals["avg_duration_seconds"] or 0.0, 1)
+    usage = Call.objects.aggregate(
+        total_input_tokens=Sum("input_tokens", default=0),
+        total_output_tokens=Sum("output_tokens", default=0),
+        total_cost_usd=Sum("cost_usd", default=0),
+    )
+    usage["total_cost_usd"] = round(float(usage["total_cost_usd"]), 6)
     return {
         **totals,
         "total_events": CallEvent.objects.count(),
         "calls_by_model": _counts_by("model"),
         "calls_by_voice": _counts_by("voice"),
+        **usage,
+        "usage_by_model": _usage_by_upstream_model(),
     }
+
+
+def _usage_by_upstream_model() -> dict[str, dict[str, Any]]:
+    """Tokens and cost per model actually used upstream (what OpenAI bills), not per alias asked for."""
+    rows = (
+        Call.objects.order_by()
+        .values("upstream_model")
+        .annotate(calls=Count("id"), input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost_usd=Sum("cost_usd"))
+    )
+    return {
+        row["upstream_model"]: {
+            "calls": row["calls"],
+            "input_tokens": row["input_tokens"] or 0,
+            "output_tokens": row["output_tokens"] or 0,
+            "cost_usd": round(float(row["cost_usd"] or 0), 6),
+        }
+        for row in rows
+    }
+
+
+def call_transcript(*, call: Call) -> list[dict[str, Any]]:
+    """The conversation in order: who spoke, what was said (or transcribed), and when.
+
+    Built from the recorded upstream events: each user or assistant `conversation.item.done` is
+    an entry, in conversation order; a user audio item's text is its input transcription, which
+    OpenAI sends separately (and possibly later).
+    """
+    events = CallEvent.objects.filter(call=call, actor=CallEvent.Actor.UPSTREAM, event_type__in=TRANSCRIPT_EVENTS).order_by("id")
+    entries: list[dict[str, Any]] = []
+    by_item: dict[str, dict[str, Any]] = {}
+    for event in events.only("event_type", "data", "created_at"):
+        if event.event_type == "conversation.item.done":
+            item = event.data.get("item") or {}
+            if item.get("type") != "message" or item.get("role") not in ("user", "assistant"):
+                continue
+            parts = [c.get("text") or c.get("transcript") or "" for c in item.get("content") or () if isinstance(c, dict)]
+            entry = {
+                "item_id": item.get("id", ""),
+                "role": item["role"],
+                "text": " ".join(p for p in parts if p),
+                "timestamp": int(event.created_at.timestamp()),
+            }
+            by_item[entry["item_id"]] = entry
+            entries.append(entry)
+        else:
+            entry = by_item.get(event.data.get("item_id", ""))
+            if entry is not None:
+                entry["text"] = event.data.get("transcript") or entry["text"]
+    return entries

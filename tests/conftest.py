@@ -58,6 +58,9 @@ def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None) -> S
         "PORT": str(port),
         "OPENAI_API_KEY": "",
         "LOCALREALTIME_CONNECT_TIMEOUT": "20",
+        # Sideband monitors would add upstream events to every test's calls; the tests of
+        # monitoring turn them on (extra_env) in servers of their own.
+        "REALTIME_MONITORS": "off",
         **(extra_env or {}),
     }
     process = subprocess.Popen(
