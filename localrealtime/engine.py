@@ -77,7 +77,8 @@ class LocalCall:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     sidebands: list[Sideband] = field(default_factory=list)
     sideband_connections: int = 0
-    sideband_event_ids: list[str] = field(default_factory=list)
+    # (event_id, type) of what was sent on sideband sockets, for the engine's inspection endpoint.
+    sideband_events: list[tuple[str, str]] = field(default_factory=list)
     conversation_id: str = field(default_factory=lambda: protocol.new_id("conv"))
     last_item_id: str | None = None
     # The last user item, echoed by the next response.
@@ -100,7 +101,7 @@ class LocalCall:
             "session": self.session,
             "sideband_sockets": len(self.sidebands),
             "sideband_connections": self.sideband_connections,
-            "sideband_event_ids": self.sideband_event_ids,
+            "sideband_events": self.sideband_events,
             "responses": self.responses,
         }
 
@@ -237,8 +238,8 @@ class Engine:
 
     def _send_sideband(self, call: LocalCall, sideband: Sideband, event: dict[str, Any]) -> None:
         sideband.queue.put_nowait(event)
-        call.sideband_event_ids.append(event["event_id"])
-        del call.sideband_event_ids[:-KEEP_SIDEBAND_IDS]
+        call.sideband_events.append((event["event_id"], event["type"]))
+        del call.sideband_events[:-KEEP_SIDEBAND_IDS]
 
     def emit(self, call: LocalCall, event: dict[str, Any]) -> None:
         """Send one server event to every listener of the call, in the same order for all."""
