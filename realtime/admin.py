@@ -6,16 +6,20 @@ Ending calls loops over `services.call_hangup` (never a bulk UPDATE), so each en
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import services
+from . import selectors, services
 from .exceptions import CallStateConflict
 from .models import Call, CallEvent
 
@@ -38,7 +42,7 @@ class CallEventInline(admin.TabularInline):
 
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
-    list_display = ("call_id", "status", "model", "voice", "source", "created_at", "duration", "end_reason")
+    list_display = ("call_id", "status", "model", "voice", "source", "created_at", "duration", "end_reason", "cost")
     list_filter = ("status", "end_reason", "source", "model", "voice")
     search_fields = ("=call_id", "=upstream_id")
     date_hierarchy = "created_at"
@@ -55,6 +59,9 @@ class CallAdmin(admin.ModelAdmin):
             {"fields": ("model", "voice", "modalities", "instructions", "temperature", "max_output_tokens", "session_requested")},
         ),
         (_("Sent upstream"), {"fields": ("upstream_model", "session_upstream")}),
+        (_("Transcript"), {"fields": ("transcript",)}),
+        (_("Usage and cost"), {"fields": ("cost_usd", "input_tokens", "output_tokens", "usage")}),
+        (_("Monitoring"), {"classes": ("collapse",), "fields": ("monitor_owner", "monitor_lease_until")}),
         (_("SDP"), {"classes": ("collapse",), "fields": ("sdp_offer", "sdp_answer")}),
     )
 
@@ -67,7 +74,7 @@ class CallAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Call | None = None) -> list[str]:
         # An audit record: nothing on it is edited by hand, state changes go through the action.
-        return [f.name for f in Call._meta.fields]
+        return [*(f.name for f in Call._meta.fields), "transcript"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -77,6 +84,30 @@ class CallAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description=_("cost"), ordering="cost_usd")
+    def cost(self, call: Call) -> str:
+        return "—" if call.cost_usd is None else f"${call.cost_usd:.4f}"
+
+    @admin.display(description=_("transcript"))
+    def transcript(self, call: Call) -> str:
+        entries = selectors.call_transcript(call=call)
+        if not entries:
+            return _("No transcript.")
+        roles = {"user": _("Caller"), "assistant": _("Assistant")}
+        rows = format_html_join(
+            "",
+            '<tr><td style="white-space:nowrap">{}</td><th style="white-space:nowrap">{}</th><td>{}</td></tr>',
+            (
+                (
+                    date_format(timezone.localtime(datetime.fromtimestamp(e["timestamp"], tz=UTC)), "TIME_FORMAT"),
+                    roles[e["role"]],
+                    e["text"],
+                )
+                for e in entries
+            ),
+        )
+        return format_html("<table>{}</table>", rows)
 
     @admin.display(description=_("duration"), ordering="duration_seconds")
     def duration(self, call: Call) -> str:
