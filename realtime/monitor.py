@@ -95,13 +95,24 @@ class CallMonitor:
         self.call = call
         self.buffer = EventBuffer()
         self.recorded = 0
+        # Batches are stored in order, one at a time: a flush waits for the one before it.
         self._flush_lock = asyncio.Lock()
+        self._pending: asyncio.Future[None] | None = None
 
     async def flush(self) -> None:
         async with self._flush_lock:
             events = self.buffer.take()
             if events:
                 self.recorded += await sync_to_async(services.call_record_events)(call=self.call, events=events)
+
+    async def _flush_soon(self) -> None:
+        """Store a full batch while reading on; wait only if the database falls a batch behind."""
+        if self._pending is not None:
+            if not self._pending.done() and len(self.buffer.events) < 2 * settings.REALTIME_MONITOR_BATCH_SIZE:
+                return
+            # Backpressure (the socket buffers, not our memory), and a failed store fails the monitor.
+            await self._pending
+        self._pending = asyncio.ensure_future(self.flush())
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -132,7 +143,7 @@ class CallMonitor:
                         async for event in sideband.events():
                             self.buffer.add(event)
                             if len(self.buffer.events) >= settings.REALTIME_MONITOR_BATCH_SIZE:
-                                await self.flush()
+                                await self._flush_soon()
                 except upstream.SidebandGone:
                     await self.flush()
                     await self._end(reason=Call.EndReason.REMOTE_HANGUP, data={"upstream": "call_gone"})
@@ -162,6 +173,8 @@ class CallMonitor:
             flusher.cancel()
             # Whatever arrived before a cancellation is stored: nobody else received it.
             await asyncio.shield(self.flush())
+            if self._pending is not None:
+                await self._pending
 
 
 class Supervisor:

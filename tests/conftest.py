@@ -138,4 +138,9 @@ def pushes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Every push that `realtime.publish.send` delivers after commit, in order."""
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr("realtime.publish.send", lambda **kw: sent.append(kw))
+    # Batches of upstream events go out in one hop; counted here as one push per event.
+    monkeypatch.setattr(
+        "realtime.publish.send_batch",
+        lambda *, call_id, events: sent.extend({"call_id": call_id, "event": e, "call": None} for e in events),
+    )
     return sent
