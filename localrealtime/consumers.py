@@ -60,6 +60,12 @@ class SidebandConsumer(AsyncWebsocketConsumer):
             if event is Sideband.DROP:
                 await self.close(code=3008)
                 return
+            if event is Sideband.FAIL:
+                error = protocol.error_event("The server had an error while processing your session.", code="server_error")
+                error["error"]["type"] = "server_error"
+                await self.send(text_data=json.dumps(error))
+                await self.close(code=4000)
+                return
             await self.send(text_data=json.dumps(event))
         await self.close(code=1000)
 

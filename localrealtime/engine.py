@@ -60,6 +60,8 @@ class Sideband:
     """
 
     DROP: dict[str, Any] = {"type": "_drop"}
+    # A fatal session error, as OpenAI ends a session it cannot continue: `error`, then close 4000.
+    FAIL: dict[str, Any] = {"type": "_fail"}
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -223,9 +225,9 @@ class Engine:
         self._send_sideband(call, sideband, protocol.server_event("session.created", session=call.session))
         return sideband
 
-    def drop_sidebands(self, call: LocalCall) -> int:
+    def drop_sidebands(self, call: LocalCall, *, fatal: bool = False) -> int:
         for sideband in call.sidebands:
-            sideband.queue.put_nowait(Sideband.DROP)
+            sideband.queue.put_nowait(Sideband.FAIL if fatal else Sideband.DROP)
         return len(call.sidebands)
 
     def detach_sideband(self, call: LocalCall, sideband: Sideband) -> None:

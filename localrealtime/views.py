@@ -145,7 +145,10 @@ async def call_detail(request: HttpRequest, call_id: str) -> HttpResponse:
 
 @csrf_exempt
 async def drop_sideband(request: HttpRequest, call_id: str) -> HttpResponse:
-    """POST: make the call's sideband sockets fail (close 3008, timeout) while the call goes on."""
+    """POST: make the call's sideband sockets fail (close 3008, timeout) while the call goes on.
+
+    `?fatal=1`: end them with a fatal session error instead (`error` event, close 4000).
+    """
     try:
         _method(request, "POST")
         _authenticate(request)
@@ -154,4 +157,4 @@ async def drop_sideband(request: HttpRequest, call_id: str) -> HttpResponse:
             raise protocol.ApiError(404, f"Call '{call_id[:100]}' not found.", code="call_not_found")
     except protocol.ApiError as exc:
         return _error(exc)
-    return JsonResponse({"dropped": engine.drop_sidebands(call)})
+    return JsonResponse({"dropped": engine.drop_sidebands(call, fatal=request.GET.get("fatal") == "1")})

@@ -130,6 +130,9 @@ class CallMonitor:
             return  # ended meanwhile (API, admin, another monitor): that end stands, once
         if reason == Call.EndReason.REMOTE_HANGUP:
             await sync_to_async(services.call_note_upstream_closed)(call=self.call, hung_up=False)
+        else:
+            # The sideband failed, not necessarily the media: make sure nothing keeps running (and billing).
+            await services.hangup_upstream(call=self.call)
 
     async def run(self) -> None:
         """Watch the call until it ends (here or upstream). Cancelling stops it after a last flush."""

@@ -214,3 +214,30 @@ async def test_it_reconnects_when_the_sideband_drops_while_the_call_is_alive(eng
         assert ended.data["reason"] == "api_hangup"
     finally:
         await caller.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_it_ends_the_call_as_an_upstream_error_when_the_session_fails(engine, api):
+    caller, call = await _dial(api, QueuedAudioTrack())
+    try:
+        dropped = await sync_to_async(engine.engine)("POST", f"calls/{call.upstream_id}/drop_sideband?fatal=1")
+        assert dropped.json() == {"dropped": 1}
+        await _wait(lambda: Call.objects.filter(pk=call.pk, status=Call.Status.ENDED).exists())
+    finally:
+        await caller.close()
+
+    await sync_to_async(call.refresh_from_db)()
+    assert call.end_reason == Call.EndReason.UPSTREAM_ERROR
+    # It should keep OpenAI's error: as an event, and on the call's end.
+    error = await sync_to_async(CallEvent.objects.get)(call=call, event_type="error")
+    assert error.data["error"]["code"] == "server_error"
+    ended = await sync_to_async(CallEvent.objects.get)(call=call, event_type="call.ended")
+    assert ended.data["reason"] == "upstream_error"
+    assert ended.data["close_code"] == 4000
+    assert ended.data["error"]["code"] == "server_error"
+    assert await sync_to_async(_count)(call, "call.ended") == 1
+    # It should also hang the call up upstream, so nothing keeps running there.
+    assert call.upstream_closed_at is not None
+    hangup = await sync_to_async(CallEvent.objects.get)(call=call, event_type="upstream.hangup")
+    assert hangup.data["already_gone"] is False
