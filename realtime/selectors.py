@@ -91,6 +91,8 @@ def call_transcript(*, call: Call) -> list[dict[str, Any]]:
     events = CallEvent.objects.filter(call=call, actor=CallEvent.Actor.UPSTREAM, event_type__in=TRANSCRIPT_EVENTS).order_by("id")
     entries: list[dict[str, Any]] = []
     by_item: dict[str, dict[str, Any]] = {}
+    # Transcriptions that arrived before their item (they run asynchronously upstream).
+    early: dict[str, str] = {}
     for event in events.only("event_type", "data", "created_at"):
         if event.event_type == "conversation.item.done":
             item = event.data.get("item") or {}
@@ -103,10 +105,13 @@ def call_transcript(*, call: Call) -> list[dict[str, Any]]:
                 "text": " ".join(p for p in parts if p),
                 "timestamp": int(event.created_at.timestamp()),
             }
+            entry["text"] = early.pop(entry["item_id"], entry["text"])
             by_item[entry["item_id"]] = entry
             entries.append(entry)
-        else:
-            entry = by_item.get(event.data.get("item_id", ""))
-            if entry is not None:
-                entry["text"] = event.data.get("transcript") or entry["text"]
+        elif (transcript := event.data.get("transcript")) and isinstance(transcript, str):
+            item_id = event.data.get("item_id", "")
+            if item_id in by_item:
+                by_item[item_id]["text"] = transcript
+            else:
+                early[item_id] = transcript
     return entries
