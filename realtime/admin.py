@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
@@ -32,6 +34,11 @@ class CallEventInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CallEvent]:
+        # A monitored call can have thousands of sideband events: the page lists the call's own
+        # audit trail, and links to the sideband events (see CallAdmin.sideband_events).
+        return super().get_queryset(request).filter(upstream_event_id="")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -59,7 +66,7 @@ class CallAdmin(admin.ModelAdmin):
             {"fields": ("model", "voice", "modalities", "instructions", "temperature", "max_output_tokens", "session_requested")},
         ),
         (_("Sent upstream"), {"fields": ("upstream_model", "session_upstream")}),
-        (_("Transcript"), {"fields": ("transcript",)}),
+        (_("Transcript"), {"fields": ("transcript", "sideband_events")}),
         (_("Usage and cost"), {"fields": ("cost_usd", "input_tokens", "output_tokens", "usage")}),
         (_("Monitoring"), {"classes": ("collapse",), "fields": ("monitor_owner", "monitor_lease_until")}),
         (_("SDP"), {"classes": ("collapse",), "fields": ("sdp_offer", "sdp_answer")}),
@@ -74,7 +81,7 @@ class CallAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Call | None = None) -> list[str]:
         # An audit record: nothing on it is edited by hand, state changes go through the action.
-        return [*(f.name for f in Call._meta.fields), "transcript"]
+        return [*(f.name for f in Call._meta.fields), "transcript", "sideband_events"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -108,6 +115,12 @@ class CallAdmin(admin.ModelAdmin):
             ),
         )
         return format_html("<table>{}</table>", rows)
+
+    @admin.display(description=_("sideband events"))
+    def sideband_events(self, call: Call) -> str:
+        count = call.events.exclude(upstream_event_id="").count()
+        url = reverse("admin:realtime_callevent_changelist") + "?" + urlencode({"q": call.call_id})
+        return format_html('<a href="{}">{}</a>', url, ngettext("%(n)d event", "%(n)d events", count) % {"n": count})
 
     @admin.display(description=_("duration"), ordering="duration_seconds")
     def duration(self, call: Call) -> str:

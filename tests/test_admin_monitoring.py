@@ -47,7 +47,11 @@ def test_it_shows_the_transcript_on_the_call_page(admin_client):
         ],
     )
 
+    services.call_end(call=call, reason=Call.EndReason.REMOTE_HANGUP, actor="upstream")
     page = admin_client.get(f"/admin/realtime/call/{call.pk}/change/").content.decode()
+    # It should list the call's own audit trail inline, and link to its sideband events.
+    assert "call.ended" in page and "conversation.item.done" not in page
+    assert f'<a href="/admin/realtime/callevent/?q={call.call_id}">3 events</a>' in page
     assert '<th style="white-space:nowrap">Caller</th><td>Allo ?</td>' in page
     # It should escape what the model said.
     assert '<th style="white-space:nowrap">Assistant</th><td>Bonjour &lt;b&gt;!</td>' in page

@@ -214,3 +214,20 @@ async def test_it_refuses_unknown_calls_and_bad_keys_at_the_handshake(asgi_serve
     with pytest.raises(websockets.InvalidStatus) as bad_key:
         await websockets.connect(url, additional_headers={"Authorization": "Bearer sk-wrong"})
     assert bad_key.value.response.status_code == 401
+
+
+@pytest.mark.asyncio
+async def test_it_answers_the_beta_header_with_an_error_and_close_4000(asgi_server):
+    _client_unused, caller, call_id = await _start_call(asgi_server, QueuedAudioTrack())
+    url = asgi_server.engine_url.replace("http://", "ws://") + f"/realtime?call_id={call_id}"
+    headers = {"Authorization": f"Bearer {settings.LOCALREALTIME_API_KEY}", "OpenAI-Beta": "realtime=v1"}
+    try:
+        async with websockets.connect(url, additional_headers=headers) as socket:
+            event = json.loads(await socket.recv())
+            with pytest.raises(websockets.ConnectionClosedError):
+                await socket.recv()
+        assert SERVER_EVENT.validate_python(event).type == "error"
+        assert event["error"]["code"] == "beta_api_shape_disabled"
+        assert socket.close_code == 4000
+    finally:
+        await caller.close()
