@@ -134,19 +134,28 @@ class CallMonitor:
             # The sideband failed, not necessarily the media: make sure nothing keeps running (and billing).
             await services.hangup_upstream(call=self.call)
 
+    @staticmethod
+    def _quick(opened: float | None) -> bool:
+        """True if the connection never opened, or closed within a second of opening."""
+        return opened is None or asyncio.get_running_loop().time() - opened < 1.0
+
     async def run(self) -> None:
         """Watch the call until it ends (here or upstream). Cancelling stops it after a last flush."""
         flusher = asyncio.ensure_future(self._flush_periodically())
         failures = 0
         try:
             while True:
+                opened: float | None = None  # when this connection opened (None: it did not)
                 try:
                     async with upstream.connect_sideband(upstream_id=self.call.upstream_id) as sideband:
-                        failures = 0
+                        opened = asyncio.get_running_loop().time()
                         async for event in sideband.events():
                             self.buffer.add(event)
                             if len(self.buffer.events) >= settings.REALTIME_MONITOR_BATCH_SIZE:
                                 await self._flush_soon()
+                    # A clean close right after opening, again and again, is a failure too: no
+                    # busy loop of reconnections against an upstream that accepts then hangs up.
+                    failures = failures + 1 if self._quick(opened) else 0
                 except upstream.SidebandGone:
                     await self.flush()
                     await self._end(reason=Call.EndReason.REMOTE_HANGUP, data={"upstream": "call_gone"})
@@ -156,7 +165,8 @@ class CallMonitor:
                     await self._end(reason=Call.EndReason.UPSTREAM_ERROR, data={"code": exc.code, "message": exc.message, **exc.details})
                     return
                 except UpstreamError as exc:
-                    failures += 1
+                    # A socket that dropped after working a while starts a fresh count.
+                    failures = failures + 1 if self._quick(opened) else 1
                     logger.info("Sideband of %s lost (%s), attempt %d", self.call.call_id, exc.code, failures)
                     if failures >= settings.REALTIME_MONITOR_RECONNECT_ATTEMPTS:
                         await self.flush()

@@ -237,7 +237,7 @@ async def test_it_ends_the_call_as_an_upstream_error_when_the_session_fails(engi
     assert ended.data["close_code"] == 4000
     assert ended.data["error"]["code"] == "server_error"
     assert await sync_to_async(_count)(call, "call.ended") == 1
-    # It should also hang the call up upstream, so nothing keeps running there.
-    assert call.upstream_closed_at is not None
+    # It should also hang the call up upstream (right after ending it), so nothing keeps running there.
+    await _wait(lambda: Call.objects.filter(pk=call.pk, upstream_closed_at__isnull=False).exists())
     hangup = await sync_to_async(CallEvent.objects.get)(call=call, event_type="upstream.hangup")
     assert hangup.data["already_gone"] is False
