@@ -147,8 +147,9 @@ class Engine:
         def on_track(track: Any) -> None:
             if track.kind == "audio":
                 pc.addTrack(relay.subscribe(track))
-                # A second subscriber listens for speech; the relay fans frames out to both.
-                call.tasks.append(asyncio.ensure_future(self._listen(call, relay.subscribe(track, buffered=False))))
+                # A second subscriber listens for speech; the relay fans frames out to both (buffered:
+                # every frame counts towards the audio timeline, hence towards usage).
+                call.tasks.append(asyncio.ensure_future(self._listen(call, relay.subscribe(track))))
 
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
