@@ -11,6 +11,10 @@ Transitions:   (new) -> pending -> active -> ended
 
 The async functions (`call_create`, `call_hangup`) wait on OpenAI without holding a thread and use
 the sync transition functions for the database.
+
+Sideband monitors (`monitor.py`) store what they receive through `call_record_events` (a batch per
+transaction, usage and cost summed onto the call) and hold calls through `monitor_claim` /
+`monitor_renew` / `monitor_release` (a lease, not a status: claiming never changes a call's state).
 """
 
 from __future__ import annotations

@@ -79,6 +79,9 @@ async def test_it_takes_over_the_calls_of_a_killed_worker_without_losing_or_repe
         # The turn ends with rate_limits.updated: once it is stored, everything before it is.
         await _wait(lambda: _count(call, "rate_limits.updated") == 1)
 
+        # While its holder lives and renews its lease, the other worker leaves the call alone.
+        assert f":{first.pid}:" in await sync_to_async(_owner)(call)
+        assert await sync_to_async(_count)(call, "session.created") == 1
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         # It should be taken over by the other worker within seconds (a 2 s lease here).
