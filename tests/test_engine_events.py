@@ -19,6 +19,7 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from localrealtime.caller import Caller, QueuedAudioTrack
+from tests.conftest import start_server, stop_server
 
 # The server needs the test database to exist, though these tests use only the engine.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -231,3 +232,28 @@ async def test_it_answers_the_beta_header_with_an_error_and_close_4000(asgi_serv
         assert socket.close_code == 4000
     finally:
         await caller.close()
+
+
+@pytest.mark.asyncio
+async def test_it_closes_the_sideband_at_the_session_cap(tmp_path):
+    # A server whose "60-minute" cap is 4 s (and which waits at most 3 s for the caller's media).
+    server = await asyncio.to_thread(
+        start_server, tmp_path, extra_env={"LOCALREALTIME_CONNECT_TIMEOUT": "3", "LOCALREALTIME_MAX_SESSION_SECONDS": "4"}
+    )
+    try:
+        client, caller, call_id = await _start_call(server, QueuedAudioTrack())
+        received: list[dict[str, Any]] = []
+        try:
+            async with client.realtime.connect(call_id=call_id) as connection:
+                await _read_until(connection, received, "session.created")
+                async with asyncio.timeout(15):
+                    with pytest.raises(websockets.ConnectionClosedOK):
+                        while True:
+                            await connection.recv_bytes()
+            described = (await asyncio.to_thread(server.engine, "GET", f"calls/{call_id}")).json()
+            assert described["closed_reason"] == "max_duration"
+            assert described["sideband_sockets"] == 0
+        finally:
+            await caller.close()
+    finally:
+        await asyncio.to_thread(stop_server, server)
