@@ -41,6 +41,7 @@ messages: install
 
 bench: install
 	$(BIN)/python bench/create_concurrency.py
+	$(BIN)/python bench/sideband_ingest.py
 
 clean:
 	rm -rf $(VENV) staticfiles

@@ -19,6 +19,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from realtime import monitor  # noqa: E402
 from realtime.auth import BrowserOriginValidator  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
@@ -36,11 +37,27 @@ def _http() -> Any:
     return http
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": _http(),
-        # Browsers send Origin on WebSockets and no CORS protects them: refuse other sites' pages.
-        # A handshake without Origin is a server-side client; the consumers then require its key.
-        "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
-)
+def _websocket() -> Any:
+    # Browsers send Origin on WebSockets and no CORS protects them: refuse other sites' pages.
+    # A handshake without Origin is a server-side client; the consumers then require its key.
+    site = BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+    if not settings.LOCALREALTIME_ENABLED:
+        return site
+    from localrealtime.routing import websocket_urlpatterns as engine_websockets
+    from localrealtime.views import PREFIX
+
+    # The embedded engine's sideband socket (/v1/realtime?call_id=...) is another service's: it
+    # authenticates with its own Bearer key, outside our site's origin and session rules.
+    engine = URLRouter(engine_websockets)
+
+    async def websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        app = engine if scope["path"].startswith(PREFIX) else site
+        await app(scope, receive, send)
+
+    return websocket
+
+
+application = ProtocolTypeRouter({"http": _http(), "websocket": _websocket()})
+
+# daphne has no ASGI lifespan: the embedded default starts its call monitors here (see monitor.py).
+monitor.start_embedded()

@@ -231,6 +231,102 @@ LOCALREALTIME_ANSWER_DELAY_MS = env.int("LOCALREALTIME_ANSWER_DELAY_MS", default
 LOCALREALTIME_CONNECT_TIMEOUT = env.float("LOCALREALTIME_CONNECT_TIMEOUT", default=60.0)
 # OpenAI closes a realtime session after 60 minutes; the engine does the same.
 LOCALREALTIME_MAX_SESSION_SECONDS = env.float("LOCALREALTIME_MAX_SESSION_SECONDS", default=3600.0)
+# Rate limits the embedded engine reports in `rate_limits.updated` (per session, reset every minute).
+LOCALREALTIME_RATE_LIMITS = {"requests": 5000, "tokens": 400_000}
+
+# --- call monitoring, usage and cost ------------------------------------------------------------
+# Where sideband monitors run: "embedded" (inside the one server process, the default without
+# Redis), "worker" (`manage.py realtime_worker` processes, the default with REDIS_URL), or "off".
+REALTIME_MONITORS = env.str("REALTIME_MONITORS", default="worker" if env.str("REDIS_URL", default="") else "embedded")
+if REALTIME_MONITORS not in ("embedded", "worker", "off"):
+    raise ImproperlyConfigured("REALTIME_MONITORS must be 'embedded', 'worker' or 'off'.")
+# A monitor holds its call through a lease it renews every third of it; when its process dies,
+# another one takes the call over once the lease has run out.
+REALTIME_MONITOR_LEASE_SECONDS = env.float("REALTIME_MONITOR_LEASE_SECONDS", default=10.0)
+# Calls one monitor process watches at most.
+REALTIME_MONITOR_MAX_CALLS = env.int("REALTIME_MONITOR_MAX_CALLS", default=500)
+# Events are stored in batches: at most this many per transaction, at least every this many ms.
+REALTIME_MONITOR_BATCH_SIZE = env.int("REALTIME_MONITOR_BATCH_SIZE", default=500)
+REALTIME_MONITOR_FLUSH_MS = env.int("REALTIME_MONITOR_FLUSH_MS", default=100)
+# Reconnection attempts before a call whose sideband cannot be reached is ended as upstream_error.
+REALTIME_MONITOR_RECONNECT_ATTEMPTS = env.int("REALTIME_MONITOR_RECONNECT_ATTEMPTS", default=6)
+
+# USD per 1M tokens, per upstream model (OpenAI's published prices; dated snapshots match by
+# prefix). Cached tokens are a subset of input tokens and are billed at the cached rate.
+REALTIME_PRICING: dict[str, dict[str, float]] = {
+    "gpt-realtime": {
+        "text_in": 4.00,
+        "text_cached": 0.40,
+        "text_out": 16.00,
+        "audio_in": 32.00,
+        "audio_cached": 0.40,
+        "audio_out": 64.00,
+        "image_in": 5.00,
+        "image_cached": 0.50,
+    },
+    "gpt-realtime-1.5": {
+        "text_in": 4.00,
+        "text_cached": 0.40,
+        "text_out": 16.00,
+        "audio_in": 32.00,
+        "audio_cached": 0.40,
+        "audio_out": 64.00,
+        "image_in": 5.00,
+        "image_cached": 0.50,
+    },
+    "gpt-realtime-2": {
+        "text_in": 4.00,
+        "text_cached": 0.40,
+        "text_out": 24.00,
+        "audio_in": 32.00,
+        "audio_cached": 0.40,
+        "audio_out": 64.00,
+        "image_in": 5.00,
+        "image_cached": 0.50,
+    },
+    "gpt-realtime-mini": {
+        "text_in": 0.60,
+        "text_cached": 0.06,
+        "text_out": 2.40,
+        "audio_in": 10.00,
+        "audio_cached": 0.30,
+        "audio_out": 20.00,
+        "image_in": 0.80,
+        "image_cached": 0.08,
+    },
+    "gpt-realtime-2.1-mini": {
+        "text_in": 0.60,
+        "text_cached": 0.06,
+        "text_out": 2.40,
+        "audio_in": 10.00,
+        "audio_cached": 0.30,
+        "audio_out": 20.00,
+        "image_in": 0.80,
+        "image_cached": 0.08,
+    },
+    "gpt-4o-realtime-preview": {
+        "text_in": 5.00,
+        "text_cached": 2.50,
+        "text_out": 20.00,
+        "audio_in": 40.00,
+        "audio_cached": 2.50,
+        "audio_out": 80.00,
+    },
+    "gpt-4o-mini-realtime-preview": {
+        "text_in": 0.60,
+        "text_cached": 0.30,
+        "text_out": 2.40,
+        "audio_in": 10.00,
+        "audio_cached": 0.30,
+        "audio_out": 20.00,
+    },
+}
+REALTIME_PRICING["gpt-realtime-2.1"] = REALTIME_PRICING["gpt-realtime-2"]
+REALTIME_PRICING.update(json.loads(env.str("REALTIME_PRICING", default="{}")))
+# Input transcription is billed apart, at the transcription model's rate: USD per minute of audio
+# (for models billed by duration) or per 1M tokens ("text_in", "audio_in", "text_out").
+REALTIME_TRANSCRIPTION_PRICING: dict[str, dict[str, float]] = {"gpt-realtime-whisper": {"per_minute": 0.017}}
+REALTIME_TRANSCRIPTION_PRICING.update(json.loads(env.str("REALTIME_TRANSCRIPTION_PRICING", default="{}")))
 
 # --- Browser-facing safety ----------------------------------------------------------------
 # Content security policy: the pages run only their own /static/ files. json_script blocks are

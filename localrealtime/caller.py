@@ -12,6 +12,7 @@ import json
 import math
 from typing import Any
 
+import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from av import AudioFrame
@@ -65,12 +66,76 @@ class ScriptedAudioTrack(MediaStreamTrack):
         return frame
 
 
+class QueuedAudioTrack(MediaStreamTrack):
+    """Mono 48 kHz audio: silence, except what is queued with `play()` (a clip, a tone), in real time.
+
+    Lets a script speak when it decides to (after checking what the server recorded), rather
+    than on a fixed timeline.
+    """
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._sample = 0
+        self._start: float | None = None
+
+    def play(self, samples: np.ndarray) -> None:
+        """Queue float samples in [-1, 1] at 48 kHz after whatever is still playing."""
+        self._pending = np.concatenate([self._pending, samples.astype(np.float32)])
+
+    def tone(self, seconds: float, amplitude: float = 0.3) -> None:
+        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+        self.play(amplitude * np.sin(2 * math.pi * 220 * t + 0.5 * np.sin(2 * math.pi * 5 * t)))
+
+    def silence(self, seconds: float) -> None:
+        self.play(np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32))
+
+    @property
+    def playing(self) -> bool:
+        return self._pending.size > 0
+
+    async def recv(self) -> AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        due = self._start + self._sample / SAMPLE_RATE
+        if (wait := due - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        chunk = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+        taken = self._pending[:FRAME_SAMPLES]
+        chunk[: taken.size] = taken
+        self._pending = self._pending[FRAME_SAMPLES:]
+        frame = AudioFrame.from_ndarray((np.clip(chunk, -1, 1) * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._sample
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        self._sample += FRAME_SAMPLES
+        return frame
+
+
+def load_clip(path: str) -> np.ndarray:
+    """Decode an audio file (a WAV from espeak-ng, say) to mono 48 kHz float samples."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    parts = []
+    with av.open(path) as container:
+        for frame in container.decode(audio=0):
+            for out in resampler.resample(frame):
+                parts.append(out.to_ndarray().reshape(-1))
+    for out in resampler.resample(None):
+        parts.append(out.to_ndarray().reshape(-1))
+    return np.concatenate(parts).astype(np.float32) / 32768.0
+
+
 class Caller:
     """One WebRTC call from the caller's side."""
 
-    def __init__(self, script: list[tuple[float, float]] | None = None, *, loop_script: bool = False):
+    def __init__(
+        self, script: list[tuple[float, float]] | None = None, *, loop_script: bool = False, audio: MediaStreamTrack | None = None
+    ):
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTrack(ScriptedAudioTrack(script, loop=loop_script))
+        self.pc.addTrack(audio if audio is not None else ScriptedAudioTrack(script, loop=loop_script))
         self.channel = self.pc.createDataChannel("oai-events")
         self.events: list[dict[str, Any]] = []
         self.frames_received = 0

@@ -11,6 +11,7 @@ import email.parser
 import email.policy
 import json
 import re
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    query: dict[str, str] = field(default_factory=dict)
 
     @property
     def content_type(self) -> str:
@@ -94,7 +96,8 @@ class Router:
             else:
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
                 handler, params = matched
-                response = await handler(Request(scope["method"], scope["path"], headers, body), **params)
+                query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+                response = await handler(Request(scope["method"], scope["path"], headers, body, query), **params)
         raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
         raw_headers.append((b"content-length", str(len(response.body)).encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": raw_headers})

@@ -7,6 +7,7 @@ Only GA names and shapes exist here; a beta-shaped session is refused the way Op
 from __future__ import annotations
 
 import copy
+import math
 import secrets
 import time
 from typing import Any
@@ -138,3 +139,73 @@ def error_event(message: str, *, code: str, param: str | None = None, event_id: 
 
 def expires_at(max_seconds: float) -> int:
     return int(time.time() + max_seconds)
+
+
+# --- conversation shapes --------------------------------------------------------------------
+
+
+def tokens_for_text(text: str) -> int:
+    """About four characters a token, as OpenAI's rule of thumb; deterministic for tests."""
+    return math.ceil(len(text) / 4)
+
+
+def tokens_for_user_audio(ms: float) -> int:
+    # OpenAI's published rule: user audio is about 1 token per 100 ms.
+    return math.ceil(ms / 100)
+
+
+def tokens_for_assistant_audio(ms: float) -> int:
+    # ... and assistant audio about 1 token per 50 ms.
+    return math.ceil(ms / 50)
+
+
+def user_item(item_id: str, *, text: str | None = None, status: str = "completed") -> dict[str, Any]:
+    content = {"type": "input_text", "text": text} if text is not None else {"type": "input_audio", "transcript": None}
+    return {"id": item_id, "object": "realtime.item", "type": "message", "status": status, "role": "user", "content": [content]}
+
+
+def assistant_item(item_id: str, *, audio: bool, text: str | None, status: str) -> dict[str, Any]:
+    content = {"type": "output_audio", "transcript": text} if audio else {"type": "output_text", "text": text}
+    return {"id": item_id, "object": "realtime.item", "type": "message", "status": status, "role": "assistant", "content": [content]}
+
+
+def usage(*, text_in: int, audio_in: int, text_cached: int, audio_cached: int, text_out: int, audio_out: int) -> dict[str, Any]:
+    """A `response.done` usage object; cached tokens are a subset of input tokens, as OpenAI counts them."""
+    input_tokens, output_tokens = text_in + audio_in, text_out + audio_out
+    return {
+        "total_tokens": input_tokens + output_tokens,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "input_token_details": {
+            "text_tokens": text_in,
+            "audio_tokens": audio_in,
+            "image_tokens": 0,
+            "cached_tokens": text_cached + audio_cached,
+            "cached_tokens_details": {"text_tokens": text_cached, "audio_tokens": audio_cached, "image_tokens": 0},
+        },
+        "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
+    }
+
+
+def response(
+    response_id: str,
+    *,
+    session: dict[str, Any],
+    conversation_id: str,
+    status: str,
+    output: list[dict[str, Any]],
+    usage: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "object": "realtime.response",
+        "id": response_id,
+        "status": status,
+        "status_details": None,
+        "output": output,
+        "conversation_id": conversation_id,
+        "output_modalities": session["output_modalities"],
+        "max_output_tokens": session["max_output_tokens"],
+        "audio": {"output": {"format": session["audio"]["output"]["format"], "voice": session["audio"]["output"]["voice"]}},
+        "usage": usage,
+        "metadata": None,
+    }

@@ -138,6 +138,22 @@ async def call_detail(request: Request, call_id: str) -> Response:
     return Response.json(call.describe())
 
 
+async def drop_sideband(request: Request, call_id: str) -> Response:
+    """POST: make the call's sideband sockets fail (close 3008, timeout) while the call goes on.
+
+    `?fatal=1`: end them with a fatal session error instead (`error` event, close 4000).
+    """
+    try:
+        _method(request, "POST")
+        _authenticate(request)
+        call = engine.calls.get(call_id)
+        if call is None:
+            raise protocol.ApiError(404, f"Call '{call_id[:100]}' not found.", code="call_not_found")
+    except protocol.ApiError as exc:
+        return _error(exc)
+    return Response.json({"dropped": engine.drop_sidebands(call, fatal=request.query.get("fatal") == "1")})
+
+
 PREFIX = "/v1/"
 
 application = Router(
@@ -147,5 +163,6 @@ application = Router(
         ("realtime/calls/(?P<call_id>[^/]+)/hangup", hangup),
         ("_local/faults", faults),
         ("_local/calls/(?P<call_id>[^/]+)", call_detail),
+        ("_local/calls/(?P<call_id>[^/]+)/drop_sideband", drop_sideband),
     ],
 )

@@ -6,18 +6,23 @@ Ending calls loops over `services.call_hangup` (never a bulk UPDATE), so each en
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from . import services
+from . import selectors, services
 from .exceptions import CallStateConflict
 from .models import ApiKey, Call, CallEvent
 
@@ -31,6 +36,11 @@ class CallEventInline(admin.TabularInline):
     can_delete = False
     show_change_link = False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CallEvent]:
+        # A monitored call can have thousands of sideband events: the page lists the call's own
+        # audit trail, and links to the sideband events (see CallAdmin.sideband_events).
+        return super().get_queryset(request).filter(upstream_event_id="")
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -40,7 +50,7 @@ class CallEventInline(admin.TabularInline):
 
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
-    list_display = ("call_id", "status", "model", "voice", "source", "created_at", "duration", "end_reason")
+    list_display = ("call_id", "status", "model", "voice", "source", "created_at", "duration", "end_reason", "cost")
     list_filter = ("status", "end_reason", "source", "model", "voice")
     search_fields = ("=call_id", "=upstream_id")
     date_hierarchy = "created_at"
@@ -57,6 +67,9 @@ class CallAdmin(admin.ModelAdmin):
             {"fields": ("model", "voice", "modalities", "instructions", "temperature", "max_output_tokens", "session_requested")},
         ),
         (_("Sent upstream"), {"fields": ("upstream_model", "session_upstream")}),
+        (_("Transcript"), {"fields": ("transcript", "sideband_events")}),
+        (_("Usage and cost"), {"fields": ("cost_usd", "input_tokens", "output_tokens", "usage")}),
+        (_("Monitoring"), {"classes": ("collapse",), "fields": ("monitor_owner", "monitor_lease_until")}),
         (_("SDP"), {"classes": ("collapse",), "fields": ("sdp_offer", "sdp_answer")}),
     )
 
@@ -69,7 +82,7 @@ class CallAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Call | None = None) -> list[str]:
         # An audit record: nothing on it is edited by hand, state changes go through the action.
-        return [f.name for f in Call._meta.fields]
+        return [*(f.name for f in Call._meta.fields), "transcript", "sideband_events"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -79,6 +92,36 @@ class CallAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description=_("cost"), ordering="cost_usd")
+    def cost(self, call: Call) -> str:
+        return "—" if call.cost_usd is None else f"${call.cost_usd:.4f}"
+
+    @admin.display(description=_("transcript"))
+    def transcript(self, call: Call) -> str:
+        entries = selectors.call_transcript(call=call)
+        if not entries:
+            return _("No transcript.")
+        roles = {"user": _("Caller"), "assistant": _("Assistant")}
+        rows = format_html_join(
+            "",
+            '<tr><td style="white-space:nowrap">{}</td><th style="white-space:nowrap">{}</th><td>{}</td></tr>',
+            (
+                (
+                    date_format(timezone.localtime(datetime.fromtimestamp(e["timestamp"], tz=UTC)), "TIME_FORMAT"),
+                    roles[e["role"]],
+                    e["text"],
+                )
+                for e in entries
+            ),
+        )
+        return format_html("<table>{}</table>", rows)
+
+    @admin.display(description=_("sideband events"))
+    def sideband_events(self, call: Call) -> str:
+        count = call.events.exclude(upstream_event_id="").count()
+        url = reverse("admin:realtime_callevent_changelist") + "?" + urlencode({"q": call.call_id})
+        return format_html('<a href="{}">{}</a>', url, ngettext("%(n)d event", "%(n)d events", count) % {"n": count})
 
     @admin.display(description=_("duration"), ordering="duration_seconds")
     def duration(self, call: Call) -> str:

@@ -26,6 +26,7 @@ from .serializers import (
     CallListQuerySerializer,
     CallSerializer,
     EventListQuerySerializer,
+    TranscriptEntrySerializer,
 )
 
 
@@ -87,6 +88,12 @@ class CallViewSet(ViewSet):
         events = selectors.call_events(call=call, event_type=query.get("event_type")).select_related("call")
         page = events[query["offset"] : query["offset"] + query["limit"]]
         return Response({"success": True, "data": CallEventSerializer(page, many=True).data, "count": events.count()})
+
+    def transcript(self, request: Request, call_id: str) -> Response:
+        call = selectors.call_get(call_id=call_id)
+        entries = selectors.call_transcript(call=call)
+        data = TranscriptEntrySerializer(entries, many=True).data
+        return Response({"success": True, "call_id": call.call_id, "data": data, "count": len(entries)})
 
 
 class StatsView(APIView):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
@@ -137,6 +138,19 @@ class Call(models.Model):
     end_reason = models.CharField(_("end reason"), max_length=20, choices=EndReason.choices, blank=True, default="")
     error_message = models.TextField(_("error"), blank=True, default="")
 
+    # What the call consumed, summed from upstream `response.done` (and transcription) usage.
+    usage = models.JSONField(_("usage"), default=dict, blank=True)
+    # Totals as columns too, so statistics aggregate them in SQL.
+    input_tokens = models.PositiveBigIntegerField(_("input tokens"), default=0)
+    output_tokens = models.PositiveBigIntegerField(_("output tokens"), default=0)
+    # Estimated from settings.REALTIME_PRICING; null when the model has no price there.
+    cost_usd = models.DecimalField(_("cost (USD)"), max_digits=14, decimal_places=6, null=True, blank=True, default=Decimal("0"))
+    has_transcript = models.BooleanField(_("has a transcript"), default=False)
+
+    # The sideband monitor watching this call: one holder at a time, through a lease it renews.
+    monitor_owner = models.CharField(_("monitored by"), max_length=100, blank=True, default="")
+    monitor_lease_until = models.DateTimeField(_("monitor lease until"), null=True, blank=True)
+
     class Meta:
         verbose_name = _("call")
         verbose_name_plural = _("calls")
@@ -154,6 +168,10 @@ class Call(models.Model):
             models.Index(fields=["upstream_id"], name="call_upstream_idx"),
             # GET /api/realtime/calls with an API key: that key's calls, newest first.
             models.Index(fields=["api_key", "-created_at", "-id"], name="call_key_recent_idx"),
+            # monitors claiming active calls whose lease is free or expired (services.monitor_claim).
+            models.Index(fields=["monitor_lease_until"], condition=models.Q(status="active"), name="call_monitor_claim_idx"),
+            # the admin's cost column, sorted.
+            models.Index(fields=["cost_usd"], name="call_cost_idx"),
         ]
         permissions = [("end_call", _("Can end calls"))]
 
@@ -180,6 +198,8 @@ class CallEvent(models.Model):
     created_at = models.DateTimeField(_("time"))
     data = models.JSONField(_("data"), default=dict)
     actor = models.CharField(_("actor"), max_length=10, choices=Actor.choices)
+    # The upstream `event_id` of events recorded from the sideband ("" for our own events).
+    upstream_event_id = models.CharField(_("upstream event id"), max_length=64, blank=True, default="")
 
     class Meta:
         verbose_name = _("call event")
@@ -190,6 +210,12 @@ class CallEvent(models.Model):
             models.Index(fields=["call", "id"], name="event_call_idx"),
             # GET /api/realtime/calls/{id}/events?event_type=...
             models.Index(fields=["call", "event_type", "id"], name="event_call_type_idx"),
+        ]
+        constraints = [
+            # An upstream event is recorded once, even if two monitors overlap during a takeover.
+            models.UniqueConstraint(
+                fields=["call", "upstream_event_id"], condition=~models.Q(upstream_event_id=""), name="event_upstream_once"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -99,6 +99,7 @@ class CallSerializer(serializers.ModelSerializer):
     ended_at = UnixTimestampField()
     duration_seconds = serializers.SerializerMethodField()
     error = serializers.CharField(source="error_message")
+    cost_usd = serializers.SerializerMethodField()
 
     class Meta:
         model = Call
@@ -120,11 +121,25 @@ class CallSerializer(serializers.ModelSerializer):
             "temperature",
             "max_output_tokens",
             "error",
+            "usage",
+            "cost_usd",
+            "has_transcript",
         ]
         read_only_fields = fields
 
     def get_duration_seconds(self, call: Call) -> int | None:
         return None if call.duration_seconds is None else round(call.duration_seconds)
+
+    def get_cost_usd(self, call: Call) -> float | None:
+        # A JSON number (USD, 6 decimals); null when the model has no price in the table.
+        return None if call.cost_usd is None else round(float(call.cost_usd), 6)
+
+
+class TranscriptEntrySerializer(serializers.Serializer):
+    item_id = serializers.CharField()
+    role = serializers.CharField()
+    text = serializers.CharField(allow_blank=True)
+    timestamp = serializers.IntegerField()
 
 
 class CallCreatedSerializer(serializers.ModelSerializer):

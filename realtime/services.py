@@ -11,20 +11,26 @@ Transitions:   (new) -> pending -> active -> ended
 
 The async functions (`call_create`, `call_hangup`) wait on OpenAI without holding a thread and use
 the sync transition functions for the database.
+
+Sideband monitors (`monitor.py`) store what they receive through `call_record_events` (a batch per
+transaction, usage and cost summed onto the call) and hold calls through `monitor_claim` /
+`monitor_renew` / `monitor_release` (a lease, not a status: claiming never changes a call's state).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import publish, upstream
+from . import pricing, publish, selectors, upstream
 from .exceptions import CallStateConflict, RealtimeError, UpstreamError
 from .models import ApiKey, Call, CallEvent
 from .sessions import SessionConfig
@@ -197,3 +203,125 @@ async def hangup_upstream(*, call: Call) -> bool:
         return False
     await sync_to_async(call_note_upstream_closed)(call=call, hung_up=hung_up)
     return True
+
+
+# --- sideband monitoring ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpstreamEvent:
+    """One server event received on a call's sideband, as a monitor hands it over for storage."""
+
+    event_type: str
+    event_id: str
+    data: dict[str, Any]
+    received_at: datetime
+
+
+def call_record_events(*, call: Call, events: list[UpstreamEvent]) -> int:
+    """Store a batch of upstream events in one transaction; sum their usage and cost onto the call.
+
+    Idempotent per upstream `event_id`: events already stored (two monitors overlapping during a
+    takeover) are skipped, so each is recorded once. Returns how many were stored. One push after
+    commit carries the whole batch.
+    """
+    if not events:
+        return 0
+    with transaction.atomic():
+        ids = [e.event_id for e in events if e.event_id]
+        seen = set(CallEvent.objects.filter(call_id=call.pk, upstream_event_id__in=ids).values_list("upstream_event_id", flat=True))
+        fresh: list[UpstreamEvent] = []
+        for event in events:
+            if event.event_id and event.event_id in seen:
+                continue
+            seen.add(event.event_id)
+            fresh.append(event)
+        if not fresh:
+            return 0
+        rows = CallEvent.objects.bulk_create(
+            [
+                CallEvent(
+                    call_id=call.pk,
+                    event_type=e.event_type[:80],
+                    actor=CallEvent.Actor.UPSTREAM,
+                    data=e.data,
+                    created_at=e.received_at,
+                    upstream_event_id=e.event_id[:64],
+                )
+                for e in fresh
+            ]
+        )
+        _account(call=call, events=fresh)
+        publish.events_recorded(events=rows, call=call)
+    return len(rows)
+
+
+def _account(*, call: Call, events: list[UpstreamEvent]) -> None:
+    """Add the batch's usage to the call (one UPDATE), and note that a transcript exists."""
+    responses = [e.data.get("response", {}).get("usage") for e in events if e.event_type == "response.done"]
+    responses = [u for u in responses if isinstance(u, dict)]
+    transcriptions = [e.data.get("usage") for e in events if e.event_type == "conversation.item.input_audio_transcription.completed"]
+    transcriptions = [u for u in transcriptions if isinstance(u, dict)]
+    transcript = any(e.event_type in selectors.TRANSCRIPT_EVENTS for e in events)
+    if not responses and not transcriptions and not transcript:
+        return
+    # A monitor holds the call alone (its lease), so this read-modify-write has no concurrent
+    # writer; select_for_update makes that hold on PostgreSQL too (SQLite's IMMEDIATE already does).
+    row = Call.objects.select_for_update().only("pk", "usage", "cost_usd", "upstream_model", "session_upstream").get(pk=call.pk)
+    usage = dict(row.usage)
+    prices = pricing.prices_for(row.upstream_model)
+    cost = row.cost_usd if prices is not None else None
+    for response_usage in responses:
+        usage = pricing.add_usage(usage, {**response_usage, "responses": 1})
+        if cost is not None and prices is not None:
+            cost += pricing.response_cost(response_usage, prices)
+    model = ((row.session_upstream.get("audio") or {}).get("input") or {}).get("transcription") or {}
+    for transcription_usage in transcriptions:
+        usage["transcription"] = pricing.add_usage(usage.get("transcription") or {}, {**transcription_usage, "items": 1})
+        extra = pricing.transcription_cost(transcription_usage, str(model.get("model", "")))
+        if extra is not None and cost is not None:
+            cost += extra
+    changes: dict[str, Any] = {"usage": usage, "cost_usd": cost}
+    changes["input_tokens"] = usage.get("input_tokens", 0)
+    changes["output_tokens"] = usage.get("output_tokens", 0)
+    if transcript:
+        changes["has_transcript"] = True
+    Call.objects.filter(pk=call.pk).update(**changes)
+    for name, value in changes.items():
+        setattr(call, name, value)
+
+
+def monitor_claim(*, owner: str, lease_seconds: float, limit: int) -> list[Call]:
+    """Claim up to `limit` active calls that no live monitor holds (free or expired lease)."""
+    if limit <= 0:
+        return []
+    now = timezone.now()
+    claimable = Q(status=Call.Status.ACTIVE) & ~Q(upstream_id="") & (Q(monitor_lease_until__isnull=True) | Q(monitor_lease_until__lt=now))
+    candidates = list(Call.objects.filter(claimable).order_by("monitor_lease_until", "id").values_list("pk", flat=True)[:limit])
+    claimed: list[Call] = []
+    for pk in candidates:
+        # Conditional: if another monitor claimed it since the SELECT, this updates nothing.
+        with transaction.atomic():
+            won = Call.objects.filter(claimable, pk=pk).update(
+                monitor_owner=owner, monitor_lease_until=now + timedelta(seconds=lease_seconds)
+            )
+        if won:
+            claimed.append(Call.objects.get(pk=pk))
+    return claimed
+
+
+def monitor_renew(*, owner: str, lease_seconds: float, call_ids: list[int]) -> set[int]:
+    """Extend this monitor's leases on the calls it watches; returns the ones it still holds."""
+    if not call_ids:
+        return set()
+    now = timezone.now()
+    with transaction.atomic():
+        held = Call.objects.filter(pk__in=call_ids, monitor_owner=owner, status=Call.Status.ACTIVE)
+        held.update(monitor_lease_until=now + timedelta(seconds=lease_seconds))
+        return set(held.values_list("pk", flat=True))
+
+
+def monitor_release(*, owner: str, call_ids: list[int]) -> None:
+    """Give calls back at a clean shutdown, so another monitor takes them without waiting."""
+    if call_ids:
+        Call.objects.filter(pk__in=call_ids, monitor_owner=owner).update(monitor_owner="", monitor_lease_until=None)

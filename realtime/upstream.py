@@ -8,12 +8,17 @@ and in the offline demo too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import openai
+import websockets
 from django.conf import settings
 from django.utils.translation import gettext as _
 
@@ -105,3 +110,85 @@ async def hangup_call(*, upstream_id: str) -> bool:
     except openai.OpenAIError as exc:
         raise _translate(exc) from exc
     return True
+
+
+# --- the sideband WebSocket ------------------------------------------------------------------
+
+
+class SidebandGone(UpstreamError):
+    """OpenAI no longer knows the call (the handshake answered 404): it has ended upstream."""
+
+    code = "upstream_call_gone"
+
+
+class SidebandFatal(UpstreamError):
+    """OpenAI closed the sideband with an error code (4000-4999, 3000): the session is over."""
+
+    code = "upstream_sideband_error"
+
+
+class SidebandLost(UpstreamError):
+    """The sideband could not be opened, or dropped without a closing handshake; worth retrying."""
+
+    code = "upstream_sideband_lost"
+
+
+class Sideband:
+    """One open sideband socket: server events as plain dicts, client events sent as dicts.
+
+    Events are not parsed into SDK models here: a monitor stores them as they came, and parsing
+    thousands of events a second into pydantic models would cost more than storing them.
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self.last_error: dict[str, Any] | None = None
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield events until OpenAI closes the socket cleanly; raise SidebandFatal/SidebandLost otherwise."""
+        while True:
+            try:
+                raw = await self._connection.recv_bytes()
+            except websockets.ConnectionClosedOK:
+                return
+            except websockets.ConnectionClosedError as exc:
+                code = exc.rcvd.code if exc.rcvd else None
+                details = {"close_code": code, "close_reason": exc.rcvd.reason if exc.rcvd else "", "error": self.last_error}
+                if code is not None and (code == 3000 or 4000 <= code < 5000):
+                    raise SidebandFatal(_("OpenAI ended the session with an error."), details=details) from exc
+                raise SidebandLost(_("The connection to OpenAI dropped."), details=details) from exc
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                logger.warning("Unparsable sideband message (%d bytes)", len(raw))
+                continue
+            if isinstance(event, dict) and isinstance(event.get("type"), str):
+                if event["type"] == "error":
+                    self.last_error = event.get("error")
+                yield event
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self._connection.send(event)
+
+
+@asynccontextmanager
+async def connect_sideband(*, upstream_id: str) -> AsyncIterator[Sideband]:
+    """Join a running call's sideband WebSocket (`GET /v1/realtime?call_id=rtc_...`) through the SDK."""
+    # on_reconnecting=None: the SDK does not reconnect by itself; the monitor decides, because
+    # only it knows whether the call is still ours and alive.
+    manager = client().realtime.connect(call_id=upstream_id)
+    try:
+        connection = await manager.enter()
+    except websockets.InvalidStatus as exc:
+        status = exc.response.status_code
+        if status == 404:
+            raise SidebandGone(_("OpenAI no longer knows this call."), details={"upstream_id": upstream_id}) from exc
+        details = {"upstream_status": status, "upstream_id": upstream_id}
+        raise SidebandLost(_("OpenAI refused the sideband connection (%(status)d).") % {"status": status}, details=details) from exc
+    except (OSError, TimeoutError, websockets.WebSocketException, openai.OpenAIError) as exc:
+        raise SidebandLost(_("OpenAI could not be reached."), details={"reason": type(exc).__name__}) from exc
+    try:
+        yield Sideband(connection)
+    finally:
+        with contextlib.suppress(Exception):
+            await connection.close()

@@ -15,5 +15,6 @@ urlpatterns = [
         name="call-detail",
     ),
     re_path(r"^calls/(?P<call_id>[^/]+)/events/?$", CallViewSet.as_view({"get": "events"}), name="call-events"),
+    re_path(r"^calls/(?P<call_id>[^/]+)/transcript/?$", CallViewSet.as_view({"get": "transcript"}), name="call-transcript"),
     re_path(r"^stats/?$", StatsView.as_view(), name="stats"),
 ]

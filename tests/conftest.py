@@ -61,6 +61,9 @@ def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, port
         "PORT": str(port),
         "OPENAI_API_KEY": "",
         "LOCALREALTIME_CONNECT_TIMEOUT": "20",
+        # Sideband monitors would add upstream events to every test's calls; the tests of
+        # monitoring turn them on (extra_env) in servers of their own.
+        "REALTIME_MONITORS": "off",
         **(extra_env or {}),
     }
     process = subprocess.Popen(
@@ -147,6 +150,11 @@ def pushes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Every push that `realtime.publish.send` delivers after commit, in order."""
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr("realtime.publish.send", lambda **kw: sent.append(kw))
+    # Batches of upstream events go out in one hop; counted here as one push per event.
+    monkeypatch.setattr(
+        "realtime.publish.send_batch",
+        lambda *, call_id, events: sent.extend({"call_id": call_id, "event": e, "call": None} for e in events),
+    )
     return sent
 
 

@@ -23,6 +23,10 @@ def test_it_reports_zeroes_with_no_calls(api):
         "total_events": 0,
         "calls_by_model": {},
         "calls_by_voice": {},
+        "total_input_tokens": 0,
+        "total_output_tokens": 0,
+        "total_cost_usd": 0.0,
+        "usage_by_model": {},
     }
 
 
@@ -34,7 +38,7 @@ def test_it_counts_calls_by_status_model_and_voice(api, sdp_offer, django_assert
     end_call(ended)
     Call.objects.filter(pk=ended.pk).update(duration_seconds=300)
 
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(5):
         body = api.get("/api/realtime/stats/").json()
 
     stats = body["stats"]

@@ -1,0 +1,34 @@
+"""`python manage.py realtime_worker`: watch active calls through their sideband (scaled mode).
+
+Run as many as needed beside the web processes (with REALTIME_MONITORS=worker there): each call
+is watched by exactly one worker, claimed through a lease in the database, and taken over by
+another worker within a lease's length if its holder dies. SIGTERM/SIGINT stop it cleanly,
+releasing its calls at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from realtime.monitor import Supervisor
+
+
+class Command(BaseCommand):
+    help = "Watch active calls through their sideband WebSocket and record what happens."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        supervisor = Supervisor()
+        self.stdout.write(f"realtime_worker {supervisor.owner} started")
+        self.stdout.flush()
+        await supervisor.run(stop)

@@ -1,0 +1,251 @@
+"""Sideband monitors: one per active call, recording what happens upstream and noticing the end.
+
+A `CallMonitor` joins a call's sideband WebSocket (through `upstream.connect_sideband`), folds
+high-rate deltas into the events that close them, and stores events in batches through
+`services.call_record_events`. When the socket closes while the call is still active here, it
+reconnects: OpenAI answering 404 means the call ended upstream (the caller left, the model or the
+60-minute cap ended it), so the call is ended as `remote_hangup`; a fatal close, or a sideband
+that stays unreachable, ends it as `upstream_error`. Both go through `services.call_end`, which
+records `call.ended` exactly once whoever gets there first.
+
+A `Supervisor` decides which calls this process watches: it claims active calls through a
+lease in the database (`services.monitor_claim`), renews its leases every third of their length,
+and stops a monitor whose lease it lost. A process that dies stops renewing, and another
+supervisor claims its calls once the leases run out.
+
+Where supervisors run (settings.REALTIME_MONITORS):
+- "embedded": in the web server process, on a thread of its own (`start_embedded`, called from
+  asgi.py). daphne does not implement ASGI lifespan, so there is no startup hook; a thread with
+  its own event loop starts with the application, keeps monitor work (JSON, database writes) off
+  the loop that carries requests and WebRTC media, and needs no request to wake it.
+- "worker": in `manage.py realtime_worker` processes, as many as needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import threading
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from . import services, upstream
+from .exceptions import CallStateConflict, UpstreamError
+from .models import Call, CallEvent
+
+logger = logging.getLogger(__name__)
+
+# Stored inside the event that completes them (as a count), never one row each.
+FOLDED_SUFFIX = ".delta"
+# Announcements whose content the closing event repeats in full (`conversation.item.done`,
+# `response.done`): storing them would double the rows and add nothing.
+SKIPPED = frozenset(
+    {
+        "conversation.item.added",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.content_part.added",
+        "response.content_part.done",
+    }
+)
+
+
+def new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class EventBuffer:
+    """Events waiting to be stored, with deltas folded into the `.done` event they lead to."""
+
+    def __init__(self) -> None:
+        self.events: list[services.UpstreamEvent] = []
+        self._deltas: dict[tuple[str, str, Any], int] = {}
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind in SKIPPED:
+            return
+        key = (kind.removesuffix(FOLDED_SUFFIX).removesuffix(".done"), str(event.get("item_id", "")), event.get("content_index"))
+        if kind.endswith(FOLDED_SUFFIX):
+            self._deltas[key] = self._deltas.get(key, 0) + 1
+            return
+        data = {k: v for k, v in event.items() if k not in ("type", "event_id")}
+        if kind.endswith(".done") and key in self._deltas:
+            data["deltas"] = self._deltas.pop(key)
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            key = ("conversation.item.input_audio_transcription", str(event.get("item_id", "")), event.get("content_index"))
+            if key in self._deltas:
+                data["deltas"] = self._deltas.pop(key)
+        self.events.append(services.UpstreamEvent(kind, str(event.get("event_id") or ""), data, timezone.now()))
+
+    def take(self) -> list[services.UpstreamEvent]:
+        events, self.events = self.events, []
+        return events
+
+
+class CallMonitor:
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.buffer = EventBuffer()
+        self.recorded = 0
+        # Batches are stored in order, one at a time: a flush waits for the one before it.
+        self._flush_lock = asyncio.Lock()
+        self._pending: asyncio.Future[None] | None = None
+
+    async def flush(self) -> None:
+        async with self._flush_lock:
+            events = self.buffer.take()
+            if events:
+                self.recorded += await sync_to_async(services.call_record_events)(call=self.call, events=events)
+
+    async def _flush_soon(self) -> None:
+        """Store a full batch while reading on; wait only if the database falls a batch behind."""
+        if self._pending is not None:
+            if not self._pending.done() and len(self.buffer.events) < 2 * settings.REALTIME_MONITOR_BATCH_SIZE:
+                return
+            # Backpressure (the socket buffers, not our memory), and a failed store fails the monitor.
+            await self._pending
+        self._pending = asyncio.ensure_future(self.flush())
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(settings.REALTIME_MONITOR_FLUSH_MS / 1000)
+            await self.flush()
+
+    async def _still_live(self) -> bool:
+        status = await sync_to_async(Call.objects.filter(pk=self.call.pk).values_list("status", flat=True).first)()
+        return status == Call.Status.ACTIVE
+
+    async def _end(self, *, reason: str, data: dict[str, Any]) -> None:
+        try:
+            await sync_to_async(services.call_end)(call=self.call, reason=reason, actor=CallEvent.Actor.UPSTREAM, data=data)
+        except CallStateConflict:
+            return  # ended meanwhile (API, admin, another monitor): that end stands, once
+        if reason == Call.EndReason.REMOTE_HANGUP:
+            await sync_to_async(services.call_note_upstream_closed)(call=self.call, hung_up=False)
+        else:
+            # The sideband failed, not necessarily the media: make sure nothing keeps running (and billing).
+            await services.hangup_upstream(call=self.call)
+
+    @staticmethod
+    def _quick(opened: float | None) -> bool:
+        """True if the connection never opened, or closed within a second of opening."""
+        return opened is None or asyncio.get_running_loop().time() - opened < 1.0
+
+    async def run(self) -> None:
+        """Watch the call until it ends (here or upstream). Cancelling stops it after a last flush."""
+        flusher = asyncio.ensure_future(self._flush_periodically())
+        failures = 0
+        try:
+            while True:
+                opened: float | None = None  # when this connection opened (None: it did not)
+                try:
+                    async with upstream.connect_sideband(upstream_id=self.call.upstream_id) as sideband:
+                        opened = asyncio.get_running_loop().time()
+                        async for event in sideband.events():
+                            self.buffer.add(event)
+                            if len(self.buffer.events) >= settings.REALTIME_MONITOR_BATCH_SIZE:
+                                await self._flush_soon()
+                    # A clean close right after opening, again and again, is a failure too: no
+                    # busy loop of reconnections against an upstream that accepts then hangs up.
+                    failures = failures + 1 if self._quick(opened) else 0
+                except upstream.SidebandGone:
+                    await self.flush()
+                    await self._end(reason=Call.EndReason.REMOTE_HANGUP, data={"upstream": "call_gone"})
+                    return
+                except upstream.SidebandFatal as exc:
+                    await self.flush()
+                    await self._end(reason=Call.EndReason.UPSTREAM_ERROR, data={"code": exc.code, "message": exc.message, **exc.details})
+                    return
+                except UpstreamError as exc:
+                    # A socket that dropped after working a while starts a fresh count.
+                    failures = failures + 1 if self._quick(opened) else 1
+                    logger.info("Sideband of %s lost (%s), attempt %d", self.call.call_id, exc.code, failures)
+                    if failures >= settings.REALTIME_MONITOR_RECONNECT_ATTEMPTS:
+                        await self.flush()
+                        if await self._still_live():
+                            await self._end(
+                                reason=Call.EndReason.UPSTREAM_ERROR, data={"code": exc.code, "message": exc.message, **exc.details}
+                            )
+                        return
+                await self.flush()
+                # Closed (cleanly or not) while the call is active here: reconnect, and let
+                # OpenAI say whether the call still exists. Ended here: nothing left to watch.
+                if not await self._still_live():
+                    return
+                if failures:
+                    await asyncio.sleep(min(0.25 * 2**failures, 5.0))
+        finally:
+            flusher.cancel()
+            # Whatever arrived before a cancellation is stored: nobody else received it.
+            await asyncio.shield(self.flush())
+            if self._pending is not None:
+                await self._pending
+
+
+class Supervisor:
+    """Claims active calls through database leases and runs one CallMonitor per claimed call."""
+
+    def __init__(self, *, owner: str | None = None) -> None:
+        self.owner = owner or new_owner_id()
+        self.lease = settings.REALTIME_MONITOR_LEASE_SECONDS
+        self.monitors: dict[int, asyncio.Task[None]] = {}
+
+    async def tick(self) -> None:
+        for pk, task in list(self.monitors.items()):
+            if task.done():
+                del self.monitors[pk]
+                if not task.cancelled() and task.exception() is not None:
+                    logger.error("Monitor of call %s failed", pk, exc_info=task.exception())
+        held = await sync_to_async(services.monitor_renew)(owner=self.owner, lease_seconds=self.lease, call_ids=list(self.monitors))
+        for pk in set(self.monitors) - held:
+            # Lost the lease (ended, or taken over after a stall): another monitor has it now.
+            self.monitors.pop(pk).cancel()
+        room = settings.REALTIME_MONITOR_MAX_CALLS - len(self.monitors)
+        for call in await sync_to_async(services.monitor_claim)(owner=self.owner, lease_seconds=self.lease, limit=room):
+            logger.info("Monitor %s watches %s", self.owner, call.call_id)
+            self.monitors[call.pk] = asyncio.ensure_future(CallMonitor(call).run())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        logger.info("Call monitor supervisor %s started", self.owner)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.tick()
+                except Exception:
+                    # A database hiccup must not stop monitoring; the next tick retries.
+                    logger.exception("Monitor supervisor tick failed")
+                    await sync_to_async(close_old_connections)()
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self.lease / 3)
+                except TimeoutError:
+                    pass
+        finally:
+            tasks = list(self.monitors.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await sync_to_async(services.monitor_release)(owner=self.owner, call_ids=list(self.monitors))
+
+
+_embedded: threading.Thread | None = None
+
+
+def start_embedded() -> None:
+    """Start this process's supervisor on a daemon thread, if monitors run embedded (once)."""
+    global _embedded
+    if settings.REALTIME_MONITORS != "embedded" or _embedded is not None:
+        return
+
+    def main() -> None:
+        asyncio.run(Supervisor().run(asyncio.Event()))
+
+    _embedded = threading.Thread(target=main, name="realtime-monitors", daemon=True)
+    _embedded.start()
