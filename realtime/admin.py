@@ -130,7 +130,7 @@ class CallAdmin(admin.ModelAdmin):
     def has_end_call_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("realtime.end_call")
 
-    @admin.action(description=_("Terminer les appels sélectionnés"), permissions=["end_call"])
+    @admin.action(description=_("End selected calls"), permissions=["end_call"])
     def end_calls(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
         ended = skipped = 0
         actor_data = {"staff_user": request.user.get_username()}

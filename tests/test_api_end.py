@@ -101,3 +101,15 @@ def test_it_treats_an_upstream_404_as_already_hung_up(api, sdp_offer, asgi_serve
 
     note = CallEvent.objects.get(call=call, event_type="upstream.hangup")
     assert note.data["already_gone"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_answers_in_french_by_default_as_the_seed_does(api, sdp_offer, settings):
+    settings.LANGUAGE_CODE = "fr"
+    call = make_call(sdp_offer)
+
+    response = api.delete(f"/api/realtime/calls/{call.call_id}")
+    again = api.delete(f"/api/realtime/calls/{call.call_id}", HTTP_ACCEPT_LANGUAGE="en")
+
+    assert response.json()["message"] == "Appel terminé"
+    assert again.json()["error"]["message"] == "The call is already ended."
