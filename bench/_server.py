@@ -45,7 +45,7 @@ def server(extra_env: dict[str, str] | None = None, *, database: Path | None = N
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
         log = open(Path(tmp) / "server.log", "wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "iaposte.asgi:application"],
+            [sys.executable, "-m", "daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024", "iaposte.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=log,

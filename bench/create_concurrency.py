@@ -43,7 +43,11 @@ async def burst(url: str, offer: str, calls: int) -> tuple[float, list[float], l
 
         async def one() -> tuple[float, int]:
             start = time.perf_counter()
-            response = await http.post("/api/realtime/calls", json={"sdp": offer, "session": {"voice": "alloy"}})
+            try:
+                response = await http.post("/api/realtime/calls", json={"sdp": offer, "session": {"voice": "alloy"}})
+            except httpx.HTTPError as exc:
+                print(f"    transport error: {type(exc).__name__}: {exc}")
+                return time.perf_counter() - start, 0
             return time.perf_counter() - start, response.status_code
 
         start = time.perf_counter()

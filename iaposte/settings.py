@@ -65,6 +65,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Session-backed messages (the admin's): the default cookie storage builds a signer on every
+# request, API requests included, though only the admin ever shows a message.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 ROOT_URLCONF = "iaposte.urls"
 ASGI_APPLICATION = "iaposte.asgi.application"
 

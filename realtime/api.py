@@ -27,6 +27,7 @@ from .serializers import (
     CallSerializer,
     EventListQuerySerializer,
     TranscriptEntrySerializer,
+    represent,
 )
 
 
@@ -62,7 +63,7 @@ class CallViewSet(ViewSet):
             api_key=principal.api_key,
             data=principal.audit(),
         )
-        return Response({"success": True, **CallCreatedSerializer(call).data}, status=201)
+        return Response({"success": True, **represent(CallCreatedSerializer, call)}, status=201)
 
     def list(self, request: Request) -> Response:
         query = _query(CallListQuerySerializer, request)
@@ -72,7 +73,7 @@ class CallViewSet(ViewSet):
 
     def retrieve(self, request: Request, call_id: str) -> Response:
         call = selectors.call_get(call_id=call_id, principal=request_principal(request))
-        return Response({"success": True, "call": CallSerializer(call).data})
+        return Response({"success": True, "call": represent(CallSerializer, call)})
 
     async def destroy(self, request: Request, call_id: str) -> Response:
         """Ends the call (hangs up upstream); the record stays for audit."""
@@ -80,7 +81,7 @@ class CallViewSet(ViewSet):
         call = await sync_to_async(selectors.call_get)(call_id=call_id, principal=principal)
         # Who ended it goes into the call.ended event: the key's prefix, or the staff user's name.
         call = await services.call_hangup(call=call, reason=principal.end_reason, actor=principal.actor, data=principal.audit() or None)
-        return Response({"success": True, "call": CallSerializer(call).data, "message": _("Call ended")})
+        return Response({"success": True, "call": represent(CallSerializer, call), "message": _("Call ended")})
 
     def events(self, request: Request, call_id: str) -> Response:
         query = _query(EventListQuerySerializer, request)

@@ -28,7 +28,7 @@ from django.db import transaction
 
 from . import selectors
 from .models import Call, CallEvent
-from .serializers import CallEventSerializer, CallSerializer
+from .serializers import CallEventSerializer, CallSerializer, represent
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def event_recorded(*, event: CallEvent, call: Call, lifecycle: bool) -> None:
     """Schedule, for after commit, the push of one recorded event (and of the call if it changed)."""
     # Serialise now, inside the transaction, and round-trip through JSON so that a payload that
     # cannot be sent fails here rather than in an on-commit hook (Zulip's habit).
-    event_payload = json.loads(json.dumps(CallEventSerializer(event).data))
-    call_payload = json.loads(json.dumps(CallSerializer(call).data)) if lifecycle else None
+    event_payload = json.loads(json.dumps(represent(CallEventSerializer, event)))
+    call_payload = json.loads(json.dumps(represent(CallSerializer, call))) if lifecycle else None
     api_key_id = call.api_key_id
     transaction.on_commit(lambda: send(call_id=call.call_id, event=event_payload, call=call_payload, api_key_id=api_key_id))
 

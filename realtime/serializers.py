@@ -6,6 +6,7 @@ push to what it fetched.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,21 @@ from rest_framework import serializers
 from . import sdp, sessions
 from .exceptions import InvalidInput, PayloadTooLarge
 from .models import Call, CallEvent
+
+
+@functools.cache
+def _shared(serializer_class: type[serializers.BaseSerializer]) -> serializers.BaseSerializer:
+    return serializer_class()
+
+
+def represent(serializer_class: type[serializers.BaseSerializer], instance: Any) -> dict[str, Any]:
+    """`serializer_class(instance).data` without rebuilding the serializer's fields every time.
+
+    A ModelSerializer introspects its model each time one is created, which costs more than the
+    serialising itself; output serializers keep no per-object state, so one shared instance (used
+    read-only) serves every call. This is on every push and every call setup.
+    """
+    return _shared(serializer_class).to_representation(instance)
 
 
 class UnixTimestampField(serializers.Field):
