@@ -42,6 +42,7 @@ messages: install
 bench: install
 	$(BIN)/python bench/create_concurrency.py
 	$(BIN)/python bench/sideband_ingest.py
+	$(BIN)/python bench/ws_fanout.py
 
 clean:
 	rm -rf $(VENV) staticfiles

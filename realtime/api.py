@@ -91,7 +91,7 @@ class CallViewSet(ViewSet):
         return Response({"success": True, "data": CallEventSerializer(page, many=True).data, "count": events.count()})
 
     def transcript(self, request: Request, call_id: str) -> Response:
-        call = selectors.call_get(call_id=call_id)
+        call = selectors.call_get(call_id=call_id, principal=request_principal(request))
         entries = selectors.call_transcript(call=call)
         data = TranscriptEntrySerializer(entries, many=True).data
         return Response({"success": True, "call_id": call.call_id, "data": data, "count": len(entries)})

@@ -64,7 +64,7 @@ def test_it_scopes_stats_to_the_key(make_key, make_call):
     assert stats["calls_by_model"] == {"gpt-realtime": 1}
 
 
-@pytest.mark.parametrize(("method", "suffix"), [("get", ""), ("get", "/events"), ("delete", "")])
+@pytest.mark.parametrize(("method", "suffix"), [("get", ""), ("get", "/events"), ("get", "/transcript"), ("delete", "")])
 @pytest.mark.django_db
 def test_it_answers_404_for_another_keys_call(make_key, make_call, method, suffix):
     _alice, alice_raw = make_key("alice")
