@@ -268,16 +268,6 @@ REALTIME_PRICING: dict[str, dict[str, float]] = {
         "image_in": 5.00,
         "image_cached": 0.50,
     },
-    "gpt-realtime-1.5": {
-        "text_in": 4.00,
-        "text_cached": 0.40,
-        "text_out": 16.00,
-        "audio_in": 32.00,
-        "audio_cached": 0.40,
-        "audio_out": 64.00,
-        "image_in": 5.00,
-        "image_cached": 0.50,
-    },
     "gpt-realtime-2": {
         "text_in": 4.00,
         "text_cached": 0.40,
@@ -289,16 +279,6 @@ REALTIME_PRICING: dict[str, dict[str, float]] = {
         "image_cached": 0.50,
     },
     "gpt-realtime-mini": {
-        "text_in": 0.60,
-        "text_cached": 0.06,
-        "text_out": 2.40,
-        "audio_in": 10.00,
-        "audio_cached": 0.30,
-        "audio_out": 20.00,
-        "image_in": 0.80,
-        "image_cached": 0.08,
-    },
-    "gpt-realtime-2.1-mini": {
         "text_in": 0.60,
         "text_cached": 0.06,
         "text_out": 2.40,
@@ -325,7 +305,10 @@ REALTIME_PRICING: dict[str, dict[str, float]] = {
         "audio_out": 20.00,
     },
 }
+# Models priced alike (per the notes' table).
+REALTIME_PRICING["gpt-realtime-1.5"] = REALTIME_PRICING["gpt-realtime"]
 REALTIME_PRICING["gpt-realtime-2.1"] = REALTIME_PRICING["gpt-realtime-2"]
+REALTIME_PRICING["gpt-realtime-2.1-mini"] = REALTIME_PRICING["gpt-realtime-mini"]
 REALTIME_PRICING.update(json.loads(env.str("REALTIME_PRICING", default="{}")))
 # Input transcription is billed apart, at the transcription model's rate: USD per minute of audio
 # (for models billed by duration) or per 1M tokens ("text_in", "audio_in", "text_out").

@@ -21,21 +21,52 @@ SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms, Opus' usual frame
 
 
-class ScriptedAudioTrack(MediaStreamTrack):
-    """Mono 48 kHz audio following a script of (seconds, amplitude) segments, then silence.
+def voice_like(t: np.ndarray, amplitude: float) -> np.ndarray:
+    """A 220 Hz tone with a little vibrato: loud enough to register as speech to an energy VAD."""
+    return amplitude * np.sin(2 * math.pi * 220 * t + 0.5 * np.sin(2 * math.pi * 5 * t))
 
-    Amplitude 0 is silence; anything else is a 220 Hz tone with a little vibrato, loud enough
-    to register as speech to an energy-based voice activity detector.
-    """
+
+class _PacedAudioTrack(MediaStreamTrack):
+    """Mono 48 kHz audio in 20 ms frames, paced in real time as a microphone is; silent unless a
+    subclass says otherwise."""
 
     kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sample = 0
+        self._start: float | None = None
+
+    def next_samples(self) -> np.ndarray:
+        """The next FRAME_SAMPLES float samples in [-1, 1] (self._sample is the first one's index)."""
+        return np.zeros(FRAME_SAMPLES, dtype=np.float32)
+
+    async def recv(self) -> AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        due = self._start + self._sample / SAMPLE_RATE
+        if (wait := due - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        samples = np.clip(self.next_samples(), -1, 1)
+        frame = AudioFrame.from_ndarray((samples * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._sample
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        self._sample += FRAME_SAMPLES
+        return frame
+
+
+class ScriptedAudioTrack(_PacedAudioTrack):
+    """Audio following a script of (seconds, amplitude) segments, then silence.
+
+    Amplitude 0 is silence; anything else is a voice-like tone (`voice_like`).
+    """
 
     def __init__(self, script: list[tuple[float, float]] | None = None, *, loop: bool = False):
         super().__init__()
         self.script = script if script is not None else [(1.0, 0.3), (1.0, 0.0)]
         self.loop = loop
-        self._sample = 0
-        self._start: float | None = None
 
     def _amplitude(self, seconds: float) -> float:
         total = sum(length for length, _ in self.script)
@@ -47,47 +78,28 @@ class ScriptedAudioTrack(MediaStreamTrack):
             seconds -= length
         return 0.0
 
-    async def recv(self) -> AudioFrame:
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        # Pace frames in real time, as a microphone does.
-        due = self._start + self._sample / SAMPLE_RATE
-        if (wait := due - loop.time()) > 0:
-            await asyncio.sleep(wait)
+    def next_samples(self) -> np.ndarray:
         t = (self._sample + np.arange(FRAME_SAMPLES)) / SAMPLE_RATE
-        amplitude = self._amplitude(self._sample / SAMPLE_RATE)
-        signal = amplitude * np.sin(2 * math.pi * 220 * t + 0.5 * np.sin(2 * math.pi * 5 * t))
-        frame = AudioFrame.from_ndarray((signal * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._sample
-        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
-        self._sample += FRAME_SAMPLES
-        return frame
+        return voice_like(t, self._amplitude(self._sample / SAMPLE_RATE))
 
 
-class QueuedAudioTrack(MediaStreamTrack):
-    """Mono 48 kHz audio: silence, except what is queued with `play()` (a clip, a tone), in real time.
+class QueuedAudioTrack(_PacedAudioTrack):
+    """Silence, except what is queued with `play()` (a clip, a tone), in real time.
 
     Lets a script speak when it decides to (after checking what the server recorded), rather
     than on a fixed timeline.
     """
 
-    kind = "audio"
-
     def __init__(self) -> None:
         super().__init__()
         self._pending = np.zeros(0, dtype=np.float32)
-        self._sample = 0
-        self._start: float | None = None
 
     def play(self, samples: np.ndarray) -> None:
         """Queue float samples in [-1, 1] at 48 kHz after whatever is still playing."""
         self._pending = np.concatenate([self._pending, samples.astype(np.float32)])
 
     def tone(self, seconds: float, amplitude: float = 0.3) -> None:
-        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-        self.play(amplitude * np.sin(2 * math.pi * 220 * t + 0.5 * np.sin(2 * math.pi * 5 * t)))
+        self.play(voice_like(np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE, amplitude))
 
     def silence(self, seconds: float) -> None:
         self.play(np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32))
@@ -96,23 +108,12 @@ class QueuedAudioTrack(MediaStreamTrack):
     def playing(self) -> bool:
         return self._pending.size > 0
 
-    async def recv(self) -> AudioFrame:
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        due = self._start + self._sample / SAMPLE_RATE
-        if (wait := due - loop.time()) > 0:
-            await asyncio.sleep(wait)
+    def next_samples(self) -> np.ndarray:
         chunk = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         taken = self._pending[:FRAME_SAMPLES]
         chunk[: taken.size] = taken
         self._pending = self._pending[FRAME_SAMPLES:]
-        frame = AudioFrame.from_ndarray((np.clip(chunk, -1, 1) * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._sample
-        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
-        self._sample += FRAME_SAMPLES
-        return frame
+        return chunk
 
 
 def load_clip(path: str) -> np.ndarray:

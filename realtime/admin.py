@@ -27,7 +27,21 @@ from .exceptions import CallStateConflict
 from .models import ApiKey, Call, CallEvent
 
 
-class CallEventInline(admin.TabularInline):
+class ReadOnly:
+    """Audit records: shown, never added, changed or deleted by hand. Calls change only through
+    the terminate action, which goes through `services` like every other entry point."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class CallEventInline(ReadOnly, admin.TabularInline):
     model = CallEvent
     fields = ("created_at", "event_type", "actor", "data")
     readonly_fields = fields
@@ -41,15 +55,9 @@ class CallEventInline(admin.TabularInline):
         # audit trail, and links to the sideband events (see CallAdmin.sideband_events).
         return super().get_queryset(request).filter(upstream_event_id="")
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(Call)
-class CallAdmin(admin.ModelAdmin):
+class CallAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("call_id", "status", "model", "voice", "source", "created_at", "duration", "end_reason", "cost")
     list_filter = ("status", "end_reason", "source", "model", "voice")
     search_fields = ("=call_id", "=upstream_id")
@@ -83,15 +91,6 @@ class CallAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Call | None = None) -> list[str]:
         # An audit record: nothing on it is edited by hand, state changes go through the action.
         return [*(f.name for f in Call._meta.fields), "transcript", "sideband_events"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description=_("cost"), ordering="cost_usd")
     def cost(self, call: Call) -> str:
@@ -150,7 +149,7 @@ class CallAdmin(admin.ModelAdmin):
 
 
 @admin.register(CallEvent)
-class CallEventAdmin(admin.ModelAdmin):
+class CallEventAdmin(ReadOnly, admin.ModelAdmin):
     """Events are read-only everywhere: no add, change or delete."""
 
     list_display = ("created_at", "event_type", "call", "actor")
@@ -163,15 +162,6 @@ class CallEventAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in CallEvent._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(ApiKey)
