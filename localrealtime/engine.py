@@ -49,6 +49,8 @@ class Fault:
     body: str | None = None
     retry_after: str | None = None
     count: int = 1
+    # Drop the TCP connection (RST) instead of answering, as a crashed proxy or peer would.
+    reset: bool = False
 
 
 class Sideband:
@@ -116,6 +118,9 @@ class Engine:
         self.calls: dict[str, LocalCall] = {}
         self.ended: OrderedDict[str, LocalCall] = OrderedDict()
         self.faults: list[Fault] = []
+        # Authenticated requests received per operation ("create", "hangup"), faulted or not:
+        # how tests and the soak check what reached "OpenAI".
+        self.requests: dict[str, int] = {"create": 0, "hangup": 0}
 
     # --- faults -----------------------------------------------------------------------------
 
