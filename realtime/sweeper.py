@@ -37,7 +37,8 @@ from .models import Call, CallEvent, IdempotencyKey
 
 logger = logging.getLogger(__name__)
 
-# A fresh end is being hung up by whoever ended it; the sweeper leaves it alone this long.
+# A fresh end is being hung up by whoever ended it; the sweeper leaves it alone this long (and
+# at least as long as that hangup may take: OPENAI_TIMEOUT).
 HANGUP_GRACE_SECONDS = 10.0
 # A claimed hangup retry is not claimed again for this long, even if its sweeper died mid-way.
 HANGUP_CLAIM_SECONDS = 30.0
@@ -74,7 +75,8 @@ def due_calls(*, now: datetime) -> list[tuple[Call, str, dict[str, int]]]:
 def claim_hangup_retries(*, now: datetime, limit: int = 50) -> list[Call]:
     """Ended calls whose upstream hangup is unconfirmed and due again, claimed for this sweeper."""
     unconfirmed = Q(status__in=(Call.Status.ENDED, Call.Status.FAILED), upstream_closed_at__isnull=True) & ~Q(upstream_id="")
-    due = Q(hangup_retry_at__lte=now) | Q(hangup_retry_at__isnull=True, ended_at__lt=now - timedelta(seconds=HANGUP_GRACE_SECONDS))
+    grace = max(HANGUP_GRACE_SECONDS, settings.OPENAI_TIMEOUT + 5)
+    due = Q(hangup_retry_at__lte=now) | Q(hangup_retry_at__isnull=True, ended_at__lt=now - timedelta(seconds=grace))
     candidates = list(Call.objects.filter(unconfirmed & due).values_list("pk", "hangup_retry_at")[:limit])
     claimed: list[Call] = []
     for pk, seen in candidates:
