@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,10 +30,12 @@ def server(
     *,
     database: Path | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    keep_log: Path | None = None,
 ) -> Iterator[str]:
     """Yield the base URL of a fresh server with its own migrated SQLite database.
 
-    `on_start` receives the server process once it answers (to sample its memory, say).
+    `on_start` receives the server process once it answers (to sample its memory, say);
+    `keep_log` is where the server's log is copied when it stops.
     """
     with tempfile.TemporaryDirectory() as tmp:
         db = database or Path(tmp) / "bench.sqlite3"
@@ -83,6 +86,8 @@ def server(
             except subprocess.TimeoutExpired:
                 process.kill()
             log.close()
+            if keep_log is not None:
+                shutil.copyfile(Path(tmp) / "server.log", keep_log)
 
 
 def rss_kib(pid: int) -> int:

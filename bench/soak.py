@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,11 @@ class Soak:
         except httpx.HTTPError as exc:
             self.error(type(exc).__name__)
 
-    async def churn(self, seconds: float, *, record: bool) -> int:
-        """Start `rate` calls a second for `seconds`, on a fixed schedule; wait for all to end."""
+    async def churn(self, seconds: float, *, record: bool, sample: Callable[[], None] | None = None) -> int:
+        """Start `rate` calls a second for `seconds`, on a fixed schedule; wait for all to end.
+
+        `sample` is called every tenth of the run (the server's memory over time).
+        """
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
         async with httpx.AsyncClient(base_url=self.url, timeout=60, limits=limits) as http:
             total = int(seconds * self.args.rate)
@@ -71,6 +75,8 @@ class Soak:
             t0 = loop.time()
             tasks = []
             for i in range(total):
+                if sample is not None and i % max(total // 10, 1) == 0:
+                    sample()
                 delay = t0 + i / self.args.rate - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -92,6 +98,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=600.0, help="length of the measured churn")
     parser.add_argument("--hold", type=float, default=1.0, help="seconds each call stays up")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of churn before measuring")
+    parser.add_argument("--log", type=Path, help="keep the server's log here")
+    parser.add_argument("--engine-history", type=int, default=100, help="ended calls the engine remembers (LOCALREALTIME_KEEP_ENDED)")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
     os.environ.setdefault("DEBUG", "true")
@@ -101,14 +109,17 @@ def main() -> None:
     processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         database = Path(tmp) / "soak.sqlite3"
-        # The default concurrency limit (100) stays on: the churn must live within it.
-        env = {"REALTIME_MAX_ACTIVE_CALLS": "100"}
-        with server(env, database=database, on_start=processes.append) as url:
+        # The default concurrency limit (100) stays on: the churn must live within it. The engine
+        # remembers few ended calls, so that its bounded history (filled during the warm-up)
+        # does not pass for growth of the broker.
+        env = {"REALTIME_MAX_ACTIVE_CALLS": "100", "LOCALREALTIME_KEEP_ENDED": str(args.engine_history)}
+        with server(env, database=database, on_start=processes.append, keep_log=args.log) as url:
             pid = processes[0].pid
             soak = Soak(url, offer, args)
             asyncio.run(soak.churn(args.warmup, record=False))
             rss_start, started = rss_kib(pid), time.monotonic()
-            calls = asyncio.run(soak.churn(args.seconds, record=True))
+            samples: list[int] = []
+            calls = asyncio.run(soak.churn(args.seconds, record=True, sample=lambda: samples.append(rss_kib(pid))))
             elapsed, rss_end = time.monotonic() - started, rss_kib(pid)
             time.sleep(1.0)  # monitors and the last hangups settle
             stats = httpx.get(f"{url}/api/realtime/stats", timeout=10).json()["stats"]
@@ -128,6 +139,7 @@ def main() -> None:
     print(
         f"server RSS: {rss_start / 1024:.0f} MiB after warm-up, {rss_end / 1024:.0f} MiB at the end ({(rss_end / rss_start - 1) * 100:+.1f}%)"
     )
+    print(f"server RSS over the run (MiB): {' '.join(str(round(kib / 1024)) for kib in [*samples, rss_end])}")
     print(f"leaks: {live} calls still live here, {engine['live_calls']} still running in the engine")
     print(
         f"stats vs rows: {'agree' if agrees else 'DISAGREE'} (stats {stats['total_calls']} calls, {stats['total_events']} events; rows {found})"

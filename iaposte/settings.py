@@ -235,6 +235,9 @@ LOCALREALTIME_ANSWER_DELAY_MS = env.int("LOCALREALTIME_ANSWER_DELAY_MS", default
 LOCALREALTIME_CONNECT_TIMEOUT = env.float("LOCALREALTIME_CONNECT_TIMEOUT", default=60.0)
 # OpenAI closes a realtime session after 60 minutes; the engine does the same.
 LOCALREALTIME_MAX_SESSION_SECONDS = env.float("LOCALREALTIME_MAX_SESSION_SECONDS", default=3600.0)
+# Ended calls the engine remembers (for `/v1/_local/calls/{id}` and hangup counts); each holds its
+# closed peer connection, so this bounds the engine's memory, not the broker's.
+LOCALREALTIME_KEEP_ENDED = env.int("LOCALREALTIME_KEEP_ENDED", default=1000)
 # Rate limits the embedded engine reports in `rate_limits.updated` (per session, reset every minute).
 LOCALREALTIME_RATE_LIMITS = {"requests": 5000, "tokens": 400_000}
 

@@ -111,9 +111,6 @@ class LocalCall:
 
 
 class Engine:
-    # Ended calls are kept (bounded) so hangups of recently ended calls can still be counted.
-    KEEP_ENDED = 1000
-
     def __init__(self) -> None:
         self.calls: dict[str, LocalCall] = {}
         self.ended: OrderedDict[str, LocalCall] = OrderedDict()
@@ -191,7 +188,8 @@ class Engine:
             return
         call.closed_reason = reason
         self.ended[call.id] = call
-        while len(self.ended) > self.KEEP_ENDED:
+        # Ended calls are kept (bounded) so hangups of recently ended calls can still be counted.
+        while len(self.ended) > settings.LOCALREALTIME_KEEP_ENDED:
             self.ended.popitem(last=False)
         current = asyncio.current_task()
         for task in call.tasks:
