@@ -19,6 +19,7 @@ transaction, usage and cost summed onto the call) and hold calls through `monito
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -240,7 +241,16 @@ async def call_create(
     except UpstreamError as exc:
         await sync_to_async(call_fail)(call=call, error=exc)
         raise
-    if not await sync_to_async(call_answer)(call=call, created=created):
+    try:
+        answered = await sync_to_async(call_answer)(call=call, created=created)
+    except Exception:
+        # The answer could not be recorded (the database failed): the caller never gets it, so the
+        # call would run upstream unowned. Hang it up now; the sweeper ends the pending row later.
+        logger.exception("Could not record the answer of %s; hanging it up upstream", call.call_id)
+        with contextlib.suppress(UpstreamError):
+            await upstream.hangup_call(upstream_id=created.upstream_id)
+        raise
+    if not answered:
         # Ended (DELETE, admin) while OpenAI was answering: do not leave it running upstream.
         await sync_to_async(call_note_upstream_id)(call=call, upstream_id=created.upstream_id)
         await hangup_upstream(call=call)
