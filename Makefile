@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 DEBUG ?= true
 export PORT DEBUG
 
-.PHONY: run test install lint format messages bench clean
+.PHONY: run test install lint format messages bench soak clean
 
 $(BIN)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: install
 	$(BIN)/python bench/create_concurrency.py
 	$(BIN)/python bench/sideband_ingest.py
 	$(BIN)/python bench/ws_fanout.py
+
+# Four minutes of churn (10 calls/s) against the local engine; see docs/benchmarks.md, "Soak".
+soak: install
+	$(BIN)/python bench/soak.py --rate 10 --seconds 240 --warmup 30
 
 clean:
 	rm -rf $(VENV) staticfiles

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,8 +25,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(extra_env: dict[str, str] | None = None, *, database: Path | None = None) -> Iterator[str]:
-    """Yield the base URL of a fresh server with its own migrated SQLite database."""
+def server(
+    extra_env: dict[str, str] | None = None,
+    *,
+    database: Path | None = None,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    keep_log: Path | None = None,
+) -> Iterator[str]:
+    """Yield the base URL of a fresh server with its own migrated SQLite database.
+
+    `on_start` receives the server process once it answers (to sample its memory, say);
+    `keep_log` is where the server's log is copied when it stops.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         db = database or Path(tmp) / "bench.sqlite3"
         port = free_port()
@@ -38,8 +49,10 @@ def server(extra_env: dict[str, str] | None = None, *, database: Path | None = N
             "DATABASE_URL": f"sqlite:///{db}",
             "PORT": str(port),
             "LOG_LEVEL": "WARNING",
-            # Benchmarks measure throughput; the per-address rate limit would refuse the bursts.
+            # Benchmarks measure throughput; the per-address rate limit would refuse the bursts,
+            # and the concurrency limit the 200-call bursts (a benchmark may set its own).
             "REALTIME_THROTTLE_ANONYMOUS": "",
+            "REALTIME_MAX_ACTIVE_CALLS": "0",
             **(extra_env or {}),
         }
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
@@ -63,6 +76,8 @@ def server(extra_env: dict[str, str] | None = None, *, database: Path | None = N
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError((Path(tmp) / "server.log").read_text()[-2000:])
                 time.sleep(0.2)
+            if on_start is not None:
+                on_start(process)
             yield url
         finally:
             process.terminate()
@@ -71,6 +86,8 @@ def server(extra_env: dict[str, str] | None = None, *, database: Path | None = N
             except subprocess.TimeoutExpired:
                 process.kill()
             log.close()
+            if keep_log is not None:
+                shutil.copyfile(Path(tmp) / "server.log", keep_log)
 
 
 def rss_kib(pid: int) -> int:

@@ -97,10 +97,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
             # WAL lets readers run while a writer commits; synchronous=NORMAL is durable in WAL
-            # across process crashes (only an OS crash can lose the last commits).
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            # across process crashes (kill -9 loses no commit: the WAL is in the OS's hands);
+            # only an OS crash or power cut can lose the last commits, which FULL prevents at
+            # the price of an fsync per commit (docs/operations.md).
+            "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={env.str('SQLITE_SYNCHRONOUS', default='NORMAL')};",
         }
     )
+if env.str("SQLITE_SYNCHRONOUS", default="NORMAL") not in ("NORMAL", "FULL"):
+    raise ImproperlyConfigured("SQLITE_SYNCHRONOUS must be NORMAL or FULL.")
 DATABASES["default"].setdefault("TEST", {})
 if env.str("TEST_DATABASE_NAME", default=""):
     DATABASES["default"]["TEST"]["NAME"] = env.str("TEST_DATABASE_NAME")
@@ -235,6 +239,9 @@ LOCALREALTIME_ANSWER_DELAY_MS = env.int("LOCALREALTIME_ANSWER_DELAY_MS", default
 LOCALREALTIME_CONNECT_TIMEOUT = env.float("LOCALREALTIME_CONNECT_TIMEOUT", default=60.0)
 # OpenAI closes a realtime session after 60 minutes; the engine does the same.
 LOCALREALTIME_MAX_SESSION_SECONDS = env.float("LOCALREALTIME_MAX_SESSION_SECONDS", default=3600.0)
+# Ended calls the engine remembers (for `/v1/_local/calls/{id}` and hangup counts); each holds its
+# closed peer connection, so this bounds the engine's memory, not the broker's.
+LOCALREALTIME_KEEP_ENDED = env.int("LOCALREALTIME_KEEP_ENDED", default=1000)
 # Rate limits the embedded engine reports in `rate_limits.updated` (per session, reset every minute).
 LOCALREALTIME_RATE_LIMITS = {"requests": 5000, "tokens": 400_000}
 
@@ -254,6 +261,29 @@ REALTIME_MONITOR_BATCH_SIZE = env.int("REALTIME_MONITOR_BATCH_SIZE", default=500
 REALTIME_MONITOR_FLUSH_MS = env.int("REALTIME_MONITOR_FLUSH_MS", default=100)
 # Reconnection attempts before a call whose sideband cannot be reached is ended as upstream_error.
 REALTIME_MONITOR_RECONNECT_ATTEMPTS = env.int("REALTIME_MONITOR_RECONNECT_ATTEMPTS", default=6)
+
+# --- limits: every call ends, with a reason -----------------------------------------------------
+# OpenAI ends a realtime session after 60 minutes; our limit stays below it so the end is ours.
+OPENAI_MAX_SESSION_SECONDS = 3600
+# A call is hung up (reason max_duration) after this long; a session may ask for less
+# (`max_duration_seconds`), never for more.
+REALTIME_MAX_DURATION_SECONDS = env.int("REALTIME_MAX_DURATION_SECONDS", default=30 * 60)
+if not 1 <= REALTIME_MAX_DURATION_SECONDS <= OPENAI_MAX_SESSION_SECONDS:
+    raise ImproperlyConfigured(f"REALTIME_MAX_DURATION_SECONDS must be between 1 and {OPENAI_MAX_SESSION_SECONDS}.")
+# No speech from either side for this long ends the call (idle_timeout); 0 turns it off.
+REALTIME_IDLE_TIMEOUT_SECONDS = env.int("REALTIME_IDLE_TIMEOUT_SECONDS", default=5 * 60)
+# A call still pending (never answered) after this long ends as setup_timeout.
+REALTIME_SETUP_TIMEOUT_SECONDS = env.int("REALTIME_SETUP_TIMEOUT_SECONDS", default=60)
+# How often the sweeper looks for calls past a limit and hangups to retry.
+REALTIME_SWEEP_INTERVAL_SECONDS = env.float("REALTIME_SWEEP_INTERVAL_SECONDS", default=2.0)
+# Upstream hangups that failed are retried with exponential backoff, from the first delay up to the cap.
+REALTIME_HANGUP_RETRY_SECONDS = env.float("REALTIME_HANGUP_RETRY_SECONDS", default=2.0)
+REALTIME_HANGUP_RETRY_MAX_SECONDS = env.float("REALTIME_HANGUP_RETRY_MAX_SECONDS", default=300.0)
+# Live (pending or active) calls at once: in all, and per API key; 0 means no limit.
+REALTIME_MAX_ACTIVE_CALLS = env.int("REALTIME_MAX_ACTIVE_CALLS", default=100)
+REALTIME_MAX_ACTIVE_CALLS_PER_KEY = env.int("REALTIME_MAX_ACTIVE_CALLS_PER_KEY", default=0)
+# How long an Idempotency-Key on POST /api/realtime/calls is remembered.
+REALTIME_IDEMPOTENCY_TTL_SECONDS = env.int("REALTIME_IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
 
 # USD per 1M tokens, per upstream model (OpenAI's published prices; dated snapshots match by
 # prefix). Cached tokens are a subset of input tokens and are billed at the cached rate.

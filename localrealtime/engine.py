@@ -49,6 +49,8 @@ class Fault:
     body: str | None = None
     retry_after: str | None = None
     count: int = 1
+    # Drop the TCP connection (RST) instead of answering, as a crashed proxy or peer would.
+    reset: bool = False
 
 
 class Sideband:
@@ -109,13 +111,13 @@ class LocalCall:
 
 
 class Engine:
-    # Ended calls are kept (bounded) so hangups of recently ended calls can still be counted.
-    KEEP_ENDED = 1000
-
     def __init__(self) -> None:
         self.calls: dict[str, LocalCall] = {}
         self.ended: OrderedDict[str, LocalCall] = OrderedDict()
         self.faults: list[Fault] = []
+        # Authenticated requests received per operation ("create", "hangup"), faulted or not:
+        # how tests and the soak check what reached "OpenAI".
+        self.requests: dict[str, int] = {"create": 0, "hangup": 0}
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -186,7 +188,8 @@ class Engine:
             return
         call.closed_reason = reason
         self.ended[call.id] = call
-        while len(self.ended) > self.KEEP_ENDED:
+        # Ended calls are kept (bounded) so hangups of recently ended calls can still be counted.
+        while len(self.ended) > settings.LOCALREALTIME_KEEP_ENDED:
             self.ended.popitem(last=False)
         current = asyncio.current_task()
         for task in call.tasks:

@@ -11,6 +11,8 @@ import email.parser
 import email.policy
 import json
 import re
+import socket
+import struct
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,6 +53,8 @@ class Response:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    # Answer nothing: reset the connection instead (a scripted fault).
+    reset: bool = False
 
     @classmethod
     def json(cls, data: Any, status: int = 200, **headers: str) -> Response:
@@ -58,6 +62,25 @@ class Response:
 
 
 Handler = Callable[..., Awaitable[Response]]
+
+
+def reset_connection(send: Any) -> bool:
+    """Reset the TCP connection under this request (RST, no response), where the server allows it.
+
+    ASGI has no message for this, so it reaches daphne's transport through its `send` (a partial
+    bound to the request's protocol). SO_LINGER 0 turns the close into a reset. Returns False
+    when the server is not daphne; the caller then fails the request another way.
+    """
+    for candidate in getattr(send, "args", ()):
+        transport = getattr(candidate, "transport", None)
+        if transport is None or not hasattr(transport, "abortConnection"):
+            continue
+        handle = transport.getHandle() if hasattr(transport, "getHandle") else None
+        if isinstance(handle, socket.socket):
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abortConnection()
+        return True
+    return False
 
 
 class Router:
@@ -98,6 +121,8 @@ class Router:
                 handler, params = matched
                 query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
                 response = await handler(Request(scope["method"], scope["path"], headers, body, query), **params)
+        if response.reset and reset_connection(send):
+            return
         raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
         raw_headers.append((b"content-length", str(len(response.body)).encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": raw_headers})

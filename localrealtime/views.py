@@ -7,6 +7,7 @@ benchmarks; OpenAI has no such endpoints and the broker never calls them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 from typing import Any
@@ -38,6 +39,7 @@ def _method(request: Request, *allowed: str) -> None:
 
 
 async def _apply_fault(op: str) -> Response | None:
+    engine.requests[op] += 1
     fault = engine.take_fault(op)
     delay = fault.delay_ms if fault else 0
     if op == "create":
@@ -46,6 +48,9 @@ async def _apply_fault(op: str) -> Response | None:
         await asyncio.sleep(delay / 1000)
     if fault is None:
         return None
+    if fault.reset:
+        # Where the server cannot reset, a bare 502 from a "proxy" stands in for it.
+        return Response(502, b"connection reset", {"content-type": "text/plain"}, reset=True)
     if fault.body == "malformed":
         return Response(201, b"<html>upstream hiccup</html>", {"content-type": "text/html"})
     if fault.status:
@@ -105,13 +110,16 @@ async def hangup(request: Request, call_id: str) -> Response:
 
 
 async def faults(request: Request) -> Response:
-    """POST: script a fault ({"op", "status", "delay_ms", "body", "retry_after", "count"}); DELETE: clear."""
+    """POST: script a fault ({"op", "status", "delay_ms", "body", "retry_after", "count", "reset"});
+    GET: the faults still waiting; DELETE: clear them."""
     try:
-        _method(request, "POST", "DELETE")
+        _method(request, "GET", "POST", "DELETE")
         _authenticate(request)
         if request.method == "DELETE":
             engine.faults.clear()
             return Response(204)
+        if request.method == "GET":
+            return Response.json({"data": [dataclasses.asdict(f) for f in engine.faults]})
         try:
             spec: dict[str, Any] = json.loads(request.body)
             fault = Fault(**spec)
@@ -154,6 +162,16 @@ async def drop_sideband(request: Request, call_id: str) -> Response:
     return Response.json({"dropped": engine.drop_sidebands(call, fatal=request.query.get("fatal") == "1")})
 
 
+async def stats(request: Request) -> Response:
+    """GET: requests received per operation, and the calls running now (leak checks)."""
+    try:
+        _method(request, "GET")
+        _authenticate(request)
+    except protocol.ApiError as exc:
+        return _error(exc)
+    return Response.json({"requests": dict(engine.requests), "live_calls": len(engine.calls)})
+
+
 PREFIX = "/v1/"
 
 application = Router(
@@ -162,6 +180,7 @@ application = Router(
         ("realtime/calls", calls),
         ("realtime/calls/(?P<call_id>[^/]+)/hangup", hangup),
         ("_local/faults", faults),
+        ("_local/stats", stats),
         ("_local/calls/(?P<call_id>[^/]+)", call_detail),
         ("_local/calls/(?P<call_id>[^/]+)/drop_sideband", drop_sideband),
     ],

@@ -56,10 +56,28 @@ class CallEventInline(ReadOnly, admin.TabularInline):
         return super().get_queryset(request).filter(upstream_event_id="")
 
 
+class UpstreamHangupFilter(admin.SimpleListFilter):
+    """Ended calls whose upstream hangup OpenAI has not confirmed yet (the sweeper retries them)."""
+
+    title = _("upstream hangup")
+    parameter_name = "upstream_hangup"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("unconfirmed", _("Not confirmed yet")), ("confirmed", _("Confirmed"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Call]) -> QuerySet[Call]:
+        ended = queryset.exclude(status__in=Call.ENDABLE).exclude(upstream_id="")
+        if self.value() == "unconfirmed":
+            return ended.filter(upstream_closed_at__isnull=True)
+        if self.value() == "confirmed":
+            return ended.filter(upstream_closed_at__isnull=False)
+        return queryset
+
+
 @admin.register(Call)
 class CallAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("call_id", "status", "model", "voice", "source", "created_at", "duration", "end_reason", "cost")
-    list_filter = ("status", "end_reason", "source", "model", "voice")
+    list_filter = ("status", "end_reason", UpstreamHangupFilter, "source", "model", "voice")
     search_fields = ("=call_id", "=upstream_id")
     date_hierarchy = "created_at"
     ordering = ("-created_at", "-id")
@@ -69,7 +87,22 @@ class CallAdmin(ReadOnly, admin.ModelAdmin):
     inlines = [CallEventInline]
     fieldsets = (
         (None, {"fields": ("call_id", "upstream_id", "status", "end_reason", "error_message", "source")}),
-        (_("Timing"), {"fields": ("created_at", "answered_at", "ended_at", "duration_seconds", "upstream_closed_at")}),
+        (
+            _("Timing"),
+            {
+                "fields": (
+                    "created_at",
+                    "answered_at",
+                    "last_activity_at",
+                    "ended_at",
+                    "duration_seconds",
+                    "max_duration_seconds",
+                    "upstream_closed_at",
+                    "hangup_attempts",
+                    "hangup_retry_at",
+                )
+            },
+        ),
         (
             _("Session requested"),
             {"fields": ("model", "voice", "modalities", "instructions", "temperature", "max_output_tokens", "session_requested")},

@@ -16,8 +16,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import selectors, services
-from .exceptions import PayloadTooLarge
+from . import idempotency, selectors, services
+from .auth import Principal
+from .exceptions import PayloadTooLarge, RealtimeError, TooManyCalls, error_body
 from .permissions import request_principal
 from .serializers import (
     CallCreatedSerializer,
@@ -29,6 +30,7 @@ from .serializers import (
     TranscriptEntrySerializer,
     represent,
 )
+from .sessions import SessionConfig
 
 
 def _query(serializer_class: type, request: Request) -> dict[str, Any]:
@@ -56,12 +58,35 @@ class CallViewSet(ViewSet):
         serializer = CallCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)  # pure validation: no I/O, no thread hop
         principal = request_principal(request)
+        offer, session = serializer.validated_data["sdp"], serializer.validated_data["session"]
+        raw_key = request.headers.get(idempotency.HEADER)
+        if raw_key is None:
+            return await self._create(principal, offer, session)
+        key, scope = idempotency.clean_key(raw_key), idempotency.scope_for(principal)
+        digest = idempotency.request_hash(sdp=offer, session=session.requested)
+        replay = await sync_to_async(idempotency.reserve)(scope=scope, key=key, digest=digest)
+        if replay is not None:
+            return Response(replay.body, status=replay.status, headers={**replay.headers, "Idempotent-Replayed": "true"})
+        try:
+            response = await self._create(principal, offer, session)
+        except TooManyCalls:
+            # Refused before any call was recorded: the key stays free, so a retry may succeed.
+            await sync_to_async(idempotency.release)(scope=scope, key=key)
+            raise
+        except RealtimeError as exc:
+            # A call was recorded (and failed): retrying must not start another one.
+            body = error_body(exc.code, exc.message, exc.details)
+            await sync_to_async(idempotency.complete)(scope=scope, key=key, status=exc.status, body=body, headers=exc.headers)
+            raise
+        except BaseException:
+            await sync_to_async(idempotency.release)(scope=scope, key=key)
+            raise
+        await sync_to_async(idempotency.complete)(scope=scope, key=key, status=response.status_code, body=response.data)
+        return response
+
+    async def _create(self, principal: Principal, offer: str, session: SessionConfig) -> Response:
         call = await services.call_create(
-            offer=serializer.validated_data["sdp"],
-            session=serializer.validated_data["session"],
-            actor=principal.actor,
-            api_key=principal.api_key,
-            data=principal.audit(),
+            offer=offer, session=session, actor=principal.actor, api_key=principal.api_key, data=principal.audit()
         )
         return Response({"success": True, **represent(CallCreatedSerializer, call)}, status=201)
 

@@ -56,6 +56,20 @@ class CallStateConflict(RealtimeError):
     code = "call_not_active"
 
 
+class TooManyCalls(RealtimeError):
+    """The concurrency limit (in all, or for this API key) is reached: nothing was sent upstream."""
+
+    status = 429
+    code = "too_many_active_calls"
+
+
+class IdempotencyConflict(RealtimeError):
+    """The Idempotency-Key was used with another request, or its first request is still running."""
+
+    status = 409
+    code = "idempotency_key_conflict"
+
+
 class UpstreamError(RealtimeError):
     """OpenAI refused the request or could not be reached."""
 
@@ -85,9 +99,12 @@ def _encodable(value: Any) -> Any:
     return value
 
 
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"success": False, "error": {"code": code, "message": _encodable(str(message)), "details": _encodable(details or {})}}
+
+
 def _error_response(status: int, code: str, message: str, details: Any = None, headers: dict | None = None) -> Response:
-    body = {"success": False, "error": {"code": code, "message": _encodable(str(message)), "details": _encodable(details or {})}}
-    return Response(body, status=status, headers=headers)
+    return Response(error_body(code, message, details), status=status, headers=headers)
 
 
 def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:

@@ -135,6 +135,13 @@ class Call(models.Model):
     duration_seconds = models.FloatField(_("duration (s)"), null=True, blank=True)
     # Set once OpenAI confirmed the hangup (or said the call was already gone).
     upstream_closed_at = models.DateTimeField(_("upstream closed at"), null=True, blank=True)
+    # Failed upstream hangups, and when the sweeper tries again (exponential backoff).
+    hangup_attempts = models.PositiveIntegerField(_("hangup attempts"), default=0)
+    hangup_retry_at = models.DateTimeField(_("hangup retry at"), null=True, blank=True)
+    # The limit this call runs under (the session's `max_duration_seconds`, else the setting).
+    max_duration_seconds = models.PositiveIntegerField(_("maximum duration (s)"), null=True, blank=True)
+    # Last speech seen from either side (sideband); idle hang-up counts from it, or from the answer.
+    last_activity_at = models.DateTimeField(_("last activity at"), null=True, blank=True)
     end_reason = models.CharField(_("end reason"), max_length=20, choices=EndReason.choices, blank=True, default="")
     error_message = models.TextField(_("error"), blank=True, default="")
 
@@ -170,6 +177,14 @@ class Call(models.Model):
             models.Index(fields=["api_key", "-created_at", "-id"], name="call_key_recent_idx"),
             # monitors claiming active calls whose lease is free or expired (services.monitor_claim).
             models.Index(fields=["monitor_lease_until"], condition=models.Q(status="active"), name="call_monitor_claim_idx"),
+            # the sweeper: live calls past a time limit (sweeper.due_calls).
+            models.Index(fields=["status", "created_at"], condition=models.Q(status__in=["pending", "active"]), name="call_live_idx"),
+            # the sweeper: ended calls whose upstream hangup is still unconfirmed.
+            models.Index(
+                fields=["hangup_retry_at"],
+                condition=models.Q(upstream_closed_at__isnull=True, status__in=["ended", "failed"]) & ~models.Q(upstream_id=""),
+                name="call_hangup_retry_idx",
+            ),
             # the admin's cost column, sorted.
             models.Index(fields=["cost_usd"], name="call_cost_idx"),
         ]
@@ -220,3 +235,32 @@ class CallEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} ({self.call_id})"
+
+
+class IdempotencyKey(models.Model):
+    """A create request's `Idempotency-Key`, the request it came with and the response it got.
+
+    Scoped to who sent it (an API key, a staff member, local mode), so two integrators may pick the
+    same key. Kept for settings.REALTIME_IDEMPOTENCY_TTL_SECONDS; older keys are forgotten.
+    """
+
+    scope = models.CharField(_("scope"), max_length=64)
+    key = models.CharField(_("key"), max_length=255)
+    request_hash = models.CharField(_("request hash"), max_length=64)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    # Null while the first request is still being served.
+    response_status = models.PositiveSmallIntegerField(_("response status"), null=True, blank=True)
+    response_body = models.JSONField(_("response body"), null=True, blank=True)
+    response_headers = models.JSONField(_("response headers"), default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("idempotency key")
+        verbose_name_plural = _("idempotency keys")
+        constraints = [models.UniqueConstraint(fields=["scope", "key"], name="idempotency_key_once")]
+        indexes = [
+            # the sweeper forgets keys older than their time to live.
+            models.Index(fields=["created_at"], name="idempotency_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.key}"

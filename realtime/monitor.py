@@ -91,8 +91,10 @@ class EventBuffer:
 
 
 class CallMonitor:
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, *, recovered_from: str = "") -> None:
         self.call = call
+        # The monitor that held the call before its process died; "" for a call watched afresh.
+        self.recovered_from = recovered_from
         self.buffer = EventBuffer()
         self.recorded = 0
         # Batches are stored in order, one at a time: a flush waits for the one before it.
@@ -128,7 +130,7 @@ class CallMonitor:
             await sync_to_async(services.call_end)(call=self.call, reason=reason, actor=CallEvent.Actor.UPSTREAM, data=data)
         except CallStateConflict:
             return  # ended meanwhile (API, admin, another monitor): that end stands, once
-        if reason == Call.EndReason.REMOTE_HANGUP:
+        if reason in (Call.EndReason.REMOTE_HANGUP, Call.EndReason.LOST):
             await sync_to_async(services.call_note_upstream_closed)(call=self.call, hung_up=False)
         else:
             # The sideband failed, not necessarily the media: make sure nothing keeps running (and billing).
@@ -143,12 +145,16 @@ class CallMonitor:
         """Watch the call until it ends (here or upstream). Cancelling stops it after a last flush."""
         flusher = asyncio.ensure_future(self._flush_periodically())
         failures = 0
+        connected = False  # whether this monitor ever joined the sideband
         try:
             while True:
                 opened: float | None = None  # when this connection opened (None: it did not)
                 try:
                     async with upstream.connect_sideband(upstream_id=self.call.upstream_id) as sideband:
                         opened = asyncio.get_running_loop().time()
+                        if not connected and self.recovered_from:
+                            logger.warning("Re-attached %s to its sideband", self.call.call_id)
+                        connected = True
                         async for event in sideband.events():
                             self.buffer.add(event)
                             if len(self.buffer.events) >= settings.REALTIME_MONITOR_BATCH_SIZE:
@@ -158,7 +164,13 @@ class CallMonitor:
                     failures = failures + 1 if self._quick(opened) else 0
                 except upstream.SidebandGone:
                     await self.flush()
-                    await self._end(reason=Call.EndReason.REMOTE_HANGUP, data={"upstream": "call_gone"})
+                    if self.recovered_from and not connected:
+                        # Gone while nobody watched (its monitor's process died): when it ended
+                        # and why is unknown, so it is `lost`, not a hangup we saw.
+                        data = {"upstream": "call_gone", "previous_monitor": self.recovered_from}
+                        await self._end(reason=Call.EndReason.LOST, data=data)
+                    else:
+                        await self._end(reason=Call.EndReason.REMOTE_HANGUP, data={"upstream": "call_gone"})
                     return
                 except upstream.SidebandFatal as exc:
                     await self.flush()
@@ -209,9 +221,13 @@ class Supervisor:
             # Lost the lease (ended, or taken over after a stall): another monitor has it now.
             self.monitors.pop(pk).cancel()
         room = settings.REALTIME_MONITOR_MAX_CALLS - len(self.monitors)
-        for call in await sync_to_async(services.monitor_claim)(owner=self.owner, lease_seconds=self.lease, limit=room):
-            logger.info("Monitor %s watches %s", self.owner, call.call_id)
-            self.monitors[call.pk] = asyncio.ensure_future(CallMonitor(call).run())
+        for claimed in await sync_to_async(services.monitor_claim)(owner=self.owner, lease_seconds=self.lease, limit=room):
+            call = claimed.call
+            if claimed.previous_owner:
+                logger.warning("Monitor %s recovers %s from %s", self.owner, call.call_id, claimed.previous_owner)
+            else:
+                logger.info("Monitor %s watches %s", self.owner, call.call_id)
+            self.monitors[call.pk] = asyncio.ensure_future(CallMonitor(call, recovered_from=claimed.previous_owner).run())
 
     async def run(self, stop: asyncio.Event) -> None:
         logger.info("Call monitor supervisor %s started", self.owner)
@@ -235,6 +251,13 @@ class Supervisor:
             await sync_to_async(services.monitor_release)(owner=self.owner, call_ids=list(self.monitors))
 
 
+async def run_background(stop: asyncio.Event) -> None:
+    """Everything a process does in the background: call monitors and the sweeper, until `stop`."""
+    from . import sweeper
+
+    await asyncio.gather(Supervisor().run(stop), sweeper.run(stop))
+
+
 _embedded: threading.Thread | None = None
 
 
@@ -245,7 +268,7 @@ def start_embedded() -> None:
         return
 
     def main() -> None:
-        asyncio.run(Supervisor().run(asyncio.Event()))
+        asyncio.run(run_background(asyncio.Event()))
 
     _embedded = threading.Thread(target=main, name="realtime-monitors", daemon=True)
     _embedded.start()

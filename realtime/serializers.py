@@ -136,6 +136,7 @@ class CallSerializer(serializers.ModelSerializer):
             "instructions",
             "temperature",
             "max_output_tokens",
+            "max_duration_seconds",
             "error",
             "usage",
             "cost_usd",

@@ -19,23 +19,39 @@ transaction, usage and cost summed onto the call) and hold calls through `monito
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import transaction
-from django.db.models import Q
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import pricing, publish, selectors, upstream
-from .exceptions import CallStateConflict, RealtimeError, UpstreamError
+from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
 from .models import ApiKey, Call, CallEvent
 from .sessions import SessionConfig
 
 logger = logging.getLogger(__name__)
+
+# Speech from either side (or the model's output): what keeps a call from being idle.
+ACTIVITY_EVENTS = frozenset(
+    {
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "response.done",
+        "conversation.item.input_audio_transcription.completed",
+    }
+)
+# Any fixed number: the PostgreSQL advisory lock that serialises the concurrency check.
+_CAPACITY_LOCK = 0x1A905E
 
 
 def _record(*, call: Call, event_type: str, actor: str, data: dict[str, Any], at: datetime, lifecycle: bool) -> CallEvent:
@@ -65,6 +81,7 @@ def call_open(
     """
     now = timezone.now()
     with transaction.atomic():
+        _check_capacity(api_key=api_key)
         call = Call.objects.create(
             source=source,
             status=Call.Status.PENDING,
@@ -80,6 +97,7 @@ def call_open(
             sdp_offer=offer,
             created_at=now,
             api_key=api_key,
+            max_duration_seconds=session.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS,
         )
         payload: dict[str, Any] = {"model": session.model, "voice": session.voice, "source": source, **(data or {})}
         if session.notes:
@@ -87,6 +105,28 @@ def call_open(
             payload["adjustments"] = session.notes
         _record(call=call, event_type="call.created", actor=actor, data=payload, at=now, lifecycle=True)
     return call
+
+
+def _check_capacity(*, api_key: ApiKey | None) -> None:
+    """Refuse a new call over REALTIME_MAX_ACTIVE_CALLS (in all, and per key). Call inside the
+    transaction that inserts the call: the count and the insert must not interleave with another's.
+    """
+    limit, per_key = settings.REALTIME_MAX_ACTIVE_CALLS, settings.REALTIME_MAX_ACTIVE_CALLS_PER_KEY
+    if not limit and not (per_key and api_key):
+        return
+    if connection.vendor == "postgresql":
+        # SQLite's IMMEDIATE transactions already hold the write lock from BEGIN; PostgreSQL needs
+        # a lock of its own so two creates cannot both count the same free place.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CAPACITY_LOCK])
+    live = Call.objects.filter(status__in=Call.ENDABLE)
+    if limit and live.count() >= limit:
+        raise TooManyCalls(_("Too many calls in progress (at most %(n)d); try again later.") % {"n": limit}, details={"limit": limit})
+    if per_key and api_key is not None and live.filter(api_key=api_key).count() >= per_key:
+        raise TooManyCalls(
+            _("Too many calls in progress for this API key (at most %(n)d); try again later.") % {"n": per_key},
+            details={"limit": per_key, "scope": "api_key"},
+        )
 
 
 def call_answer(*, call: Call, created: upstream.CreatedCall) -> bool:
@@ -151,10 +191,35 @@ def call_note_upstream_closed(*, call: Call, hung_up: bool) -> None:
             _record(call=call, event_type="upstream.hangup", actor=CallEvent.Actor.SYSTEM, data=data, at=now, lifecycle=False)
 
 
+def call_note_upstream_id(*, call: Call, upstream_id: str) -> None:
+    """Keep the upstream id of a call ended during its setup, so its hangup can be retried."""
+    Call.objects.filter(pk=call.pk, upstream_id="").update(upstream_id=upstream_id)
+    call.refresh_from_db()
+
+
+def hangup_backoff(attempts: int) -> float:
+    """Seconds before the next try after `attempts` failed ones: doubling, capped."""
+    return min(settings.REALTIME_HANGUP_RETRY_SECONDS * 2 ** max(attempts - 1, 0), settings.REALTIME_HANGUP_RETRY_MAX_SECONDS)
+
+
 def call_note_hangup_failed(*, call: Call, error: RealtimeError) -> None:
+    """Record a failed upstream hangup and schedule the sweeper's next try (backoff)."""
+    now = timezone.now()
     with transaction.atomic():
-        data = {"upstream_id": call.upstream_id, "code": error.code, "message": error.message, "details": error.details}
-        _record(call=call, event_type="upstream.hangup_failed", actor=CallEvent.Actor.SYSTEM, data=data, at=timezone.now(), lifecycle=False)
+        Call.objects.filter(pk=call.pk).update(hangup_attempts=F("hangup_attempts") + 1)
+        attempts = Call.objects.values_list("hangup_attempts", flat=True).get(pk=call.pk)
+        retry_at = now + timedelta(seconds=hangup_backoff(attempts))
+        Call.objects.filter(pk=call.pk).update(hangup_retry_at=retry_at)
+        call.hangup_attempts, call.hangup_retry_at = attempts, retry_at
+        data = {
+            "upstream_id": call.upstream_id,
+            "code": error.code,
+            "message": error.message,
+            "details": error.details,
+            "attempt": attempts,
+            "retry_at": int(retry_at.timestamp()),
+        }
+        _record(call=call, event_type="upstream.hangup_failed", actor=CallEvent.Actor.SYSTEM, data=data, at=now, lifecycle=False)
 
 
 # --- async orchestration --------------------------------------------------------------------
@@ -176,10 +241,18 @@ async def call_create(
     except UpstreamError as exc:
         await sync_to_async(call_fail)(call=call, error=exc)
         raise
-    if not await sync_to_async(call_answer)(call=call, created=created):
+    try:
+        answered = await sync_to_async(call_answer)(call=call, created=created)
+    except Exception:
+        # The answer could not be recorded (the database failed): the caller never gets it, so the
+        # call would run upstream unowned. Hang it up now; the sweeper ends the pending row later.
+        logger.exception("Could not record the answer of %s; hanging it up upstream", call.call_id)
+        with contextlib.suppress(UpstreamError):
+            await upstream.hangup_call(upstream_id=created.upstream_id)
+        raise
+    if not answered:
         # Ended (DELETE, admin) while OpenAI was answering: do not leave it running upstream.
-        await sync_to_async(call.refresh_from_db)()
-        call.upstream_id = created.upstream_id
+        await sync_to_async(call_note_upstream_id)(call=call, upstream_id=created.upstream_id)
         await hangup_upstream(call=call)
         raise CallStateConflict(_("The call was ended while it was being set up."), details={"call_id": call.call_id})
     return call
@@ -263,6 +336,11 @@ def _account(*, call: Call, events: list[UpstreamEvent]) -> None:
     transcriptions = [e.data.get("usage") for e in events if e.event_type == "conversation.item.input_audio_transcription.completed"]
     transcriptions = [u for u in transcriptions if isinstance(u, dict)]
     transcript = any(e.event_type in selectors.TRANSCRIPT_EVENTS for e in events)
+    spoke = [e.received_at for e in events if e.event_type in ACTIVITY_EVENTS]
+    if spoke:
+        # Idle hang-up counts from here (sweeper): one small UPDATE per batch, not per event.
+        Call.objects.filter(pk=call.pk).update(last_activity_at=max(spoke))
+        call.last_activity_at = max(spoke)
     if not responses and not transcriptions and not transcript:
         return
     # A monitor holds the call alone (its lease), so this read-modify-write has no concurrent
@@ -291,22 +369,33 @@ def _account(*, call: Call, events: list[UpstreamEvent]) -> None:
         setattr(call, name, value)
 
 
-def monitor_claim(*, owner: str, lease_seconds: float, limit: int) -> list[Call]:
+@dataclass(frozen=True)
+class Claimed:
+    """A call a monitor now holds, and who held it before ("" for a new call or a clean release).
+
+    A previous holder means its process died (its lease ran out): the call is being recovered.
+    """
+
+    call: Call
+    previous_owner: str
+
+
+def monitor_claim(*, owner: str, lease_seconds: float, limit: int) -> list[Claimed]:
     """Claim up to `limit` active calls that no live monitor holds (free or expired lease)."""
     if limit <= 0:
         return []
     now = timezone.now()
     claimable = Q(status=Call.Status.ACTIVE) & ~Q(upstream_id="") & (Q(monitor_lease_until__isnull=True) | Q(monitor_lease_until__lt=now))
-    candidates = list(Call.objects.filter(claimable).order_by("monitor_lease_until", "id").values_list("pk", flat=True)[:limit])
-    claimed: list[Call] = []
-    for pk in candidates:
+    candidates = list(Call.objects.filter(claimable).order_by("monitor_lease_until", "id").values_list("pk", "monitor_owner")[:limit])
+    claimed: list[Claimed] = []
+    for pk, previous in candidates:
         # Conditional: if another monitor claimed it since the SELECT, this updates nothing.
         with transaction.atomic():
-            won = Call.objects.filter(claimable, pk=pk).update(
+            won = Call.objects.filter(claimable, pk=pk, monitor_owner=previous).update(
                 monitor_owner=owner, monitor_lease_until=now + timedelta(seconds=lease_seconds)
             )
         if won:
-            claimed.append(Call.objects.get(pk=pk))
+            claimed.append(Claimed(Call.objects.get(pk=pk), previous))
     return claimed
 
 

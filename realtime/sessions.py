@@ -74,6 +74,8 @@ class SessionConfig:
     max_output_tokens: int | None
     upstream: dict[str, Any]
     notes: list[dict[str, Any]] = field(default_factory=list)
+    # Ours, not OpenAI's: the call's own time limit (None: settings.REALTIME_MAX_DURATION_SECONDS).
+    max_duration_seconds: int | None = None
 
 
 # --- small validators: each takes (value, path) and returns the value to keep -------------------
@@ -318,7 +320,14 @@ def _instructions(value: Any, path: str) -> str:
     return _string(max_length=settings.REALTIME_MAX_INSTRUCTIONS_CHARS)(value, path)
 
 
+def _max_duration(value: Any, path: str) -> int:
+    # Bounded by the setting at validation time, so a lowered setting applies to new calls at once.
+    return int(_number(1, settings.REALTIME_MAX_DURATION_SECONDS, integer=True)(value, path))
+
+
 _FIELDS: dict[str, Validator] = {
+    # Ours (never sent upstream): the call's maximum duration, at most the configured one.
+    "max_duration_seconds": _max_duration,
     # Shared by both shapes.
     "type": _string(choices=("realtime",)),
     "model": _model,
@@ -420,6 +429,10 @@ def parse_session(raw: Any) -> SessionConfig:
         notes.append({"field": "model", "requested": model, "sent": upstream_model, "reason": "model_alias"})
     if "temperature" in session:
         notes.append({"field": "temperature", "requested": session["temperature"], "sent": None, "reason": "not_supported_upstream"})
+    if "max_duration_seconds" in session:
+        notes.append(
+            {"field": "max_duration_seconds", "requested": session["max_duration_seconds"], "sent": None, "reason": "enforced_by_broker"}
+        )
     if "modalities" in session and modalities != output_modalities:
         notes.append({"field": "modalities", "requested": modalities, "sent": output_modalities, "reason": "ga_single_modality"})
 
@@ -434,4 +447,5 @@ def parse_session(raw: Any) -> SessionConfig:
         max_output_tokens=max_tokens if isinstance(max_tokens, int) else None,
         upstream=upstream,
         notes=notes,
+        max_duration_seconds=session.get("max_duration_seconds"),
     )

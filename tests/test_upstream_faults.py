@@ -90,3 +90,19 @@ def test_it_reports_an_upstream_auth_failure_as_502(api, sdp_offer, settings, pu
     assert response.status_code == 502
     assert response.json()["error"]["details"]["upstream_code"] == "invalid_api_key"
     _assert_failed_call_left("upstream_error", pushes)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_reports_a_connection_reset_as_502_without_retrying_the_create(api, sdp_offer, asgi_server, pushes):
+    before = asgi_server.engine("GET", "stats").json()["requests"]["create"]
+    asgi_server.engine("POST", "faults", json={"op": "create", "reset": True})
+
+    response = _create(api, sdp_offer)
+
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "upstream_error"
+    assert error["details"]["reason"] in ("RemoteProtocolError", "ReadError", "ConnectError")
+    _assert_failed_call_left("upstream_error", pushes)
+    # It should have sent the create once: a reset create may have started a call upstream.
+    assert asgi_server.engine("GET", "stats").json()["requests"]["create"] == before + 1

@@ -1,4 +1,5 @@
-"""`python manage.py realtime_worker`: watch active calls through their sideband (scaled mode).
+"""`python manage.py realtime_worker`: watch active calls through their sideband, and sweep calls
+past their limits (scaled mode; see realtime/sweeper.py).
 
 Run as many as needed beside the web processes (with REALTIME_MONITORS=worker there): each call
 is watched by exactly one worker, claimed through a lease in the database, and taken over by
@@ -14,11 +15,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from realtime import sweeper
 from realtime.monitor import Supervisor
 
 
 class Command(BaseCommand):
-    help = "Watch active calls through their sideband WebSocket and record what happens."
+    help = "Watch active calls through their sideband WebSocket, record what happens, and end calls past their limits."
 
     def handle(self, *args: Any, **options: Any) -> None:
         asyncio.run(self._run())
@@ -31,4 +33,4 @@ class Command(BaseCommand):
         supervisor = Supervisor()
         self.stdout.write(f"realtime_worker {supervisor.owner} started")
         self.stdout.flush()
-        await supervisor.run(stop)
+        await asyncio.gather(supervisor.run(stop), sweeper.run(stop))

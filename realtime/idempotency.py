@@ -1,0 +1,98 @@
+"""Idempotent create: an `Idempotency-Key` header makes a retried POST return the first response.
+
+The first request with a key reserves it (a row, unique per scope and key) before anything is
+sent upstream; a concurrent or later request with the same key finds the row: the same body gets
+the stored response once there is one (409 while the first is still running), another body is a
+409. Responses that left a call behind (201, or an upstream error with its `failed` call) are
+stored; a request refused before any call was recorded (the concurrency limit, say) releases
+the key, so retrying it may succeed. Keys are kept for REALTIME_IDEMPOTENCY_TTL_SECONDS; the
+sweeper forgets older ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from .auth import Principal
+from .exceptions import IdempotencyConflict, InvalidInput
+from .models import IdempotencyKey
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Replay:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+def scope_for(principal: Principal) -> str:
+    """Keys are per client: two integrators may choose the same key without meeting."""
+    if principal.api_key is not None:
+        return f"key:{principal.api_key.pk}"
+    if principal.kind == "staff":
+        return f"staff:{principal.username}"[:64]
+    return "local"
+
+
+def request_hash(*, sdp: str, session: Any) -> str:
+    canonical = json.dumps({"sdp": sdp, "session": session}, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def clean_key(raw: str) -> str:
+    key = raw.strip()
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise InvalidInput(HEADER, _("must be 1 to %(n)d printable ASCII characters.") % {"n": MAX_KEY_LENGTH})
+    return key
+
+
+def reserve(*, scope: str, key: str, digest: str) -> Replay | None:
+    """Reserve `key` for this request (None), or return the first request's stored response.
+
+    Raises IdempotencyConflict for another body, or while the first request is still running.
+    """
+    now = timezone.now()
+    expired = now - timedelta(seconds=settings.REALTIME_IDEMPOTENCY_TTL_SECONDS)
+    try:
+        with transaction.atomic():
+            # A key past its time to live is forgotten, even if the sweeper has not come by yet.
+            IdempotencyKey.objects.filter(scope=scope, key=key, created_at__lt=expired).delete()
+            IdempotencyKey.objects.create(scope=scope, key=key, request_hash=digest, created_at=now)
+        return None
+    except IntegrityError:
+        pass
+    row = IdempotencyKey.objects.filter(scope=scope, key=key).first()
+    if row is None:
+        # Released by its first request between our insert and this read: let the client retry.
+        raise IdempotencyConflict(_("A request with this Idempotency-Key is in progress; retry later."), details={"key": key})
+    if row.request_hash != digest:
+        raise IdempotencyConflict(
+            _("This Idempotency-Key was already used with a different request."), details={"key": key, "reason": "different_request"}
+        )
+    if row.response_status is None:
+        raise IdempotencyConflict(
+            _("A request with this Idempotency-Key is in progress; retry later."), details={"key": key, "reason": "in_progress"}
+        )
+    return Replay(status=row.response_status, body=row.response_body or {}, headers=dict(row.response_headers))
+
+
+def complete(*, scope: str, key: str, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    IdempotencyKey.objects.filter(scope=scope, key=key, response_status__isnull=True).update(
+        response_status=status, response_body=body, response_headers=headers or {}
+    )
+
+
+def release(*, scope: str, key: str) -> None:
+    IdempotencyKey.objects.filter(scope=scope, key=key, response_status__isnull=True).delete()

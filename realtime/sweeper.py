@@ -1,0 +1,129 @@
+"""The sweeper: every call ends, with a reason, even when nobody asks.
+
+Each pass (`sweep_once`):
+- ends calls past a limit, through the same `services.call_hangup` as the API: `setup_timeout`
+  (still pending after REALTIME_SETUP_TIMEOUT_SECONDS: upstream never answered, or the process
+  that was creating it died), `max_duration` (the call's own `max_duration_seconds`),
+  `idle_timeout` (no speech from either side for REALTIME_IDLE_TIMEOUT_SECONDS);
+- retries upstream hangups that were never confirmed (an error, a timeout, a crash between the
+  end and the hangup), with exponential backoff, until OpenAI confirms or says 404;
+- forgets Idempotency-Keys past their time to live.
+
+Several sweepers may run at once (web processes, workers): the end itself is the claim (the
+conditional UPDATE in `services.call_end` lets one sweeper win; the others get
+CallStateConflict and move on), and a hangup retry is claimed by moving `hangup_retry_at` on
+conditionally, so two sweepers never retry the same hangup at once.
+
+It runs where the monitors run (settings.REALTIME_MONITORS): on the embedded thread of the web
+server, or in `manage.py realtime_worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import services
+from .exceptions import CallStateConflict
+from .models import Call, CallEvent, IdempotencyKey
+
+logger = logging.getLogger(__name__)
+
+# A fresh end is being hung up by whoever ended it; the sweeper leaves it alone this long (and
+# at least as long as that hangup may take: OPENAI_TIMEOUT).
+HANGUP_GRACE_SECONDS = 10.0
+# A claimed hangup retry is not claimed again for this long, even if its sweeper died mid-way.
+HANGUP_CLAIM_SECONDS = 30.0
+
+
+@dataclass
+class SweepResult:
+    ended: dict[str, int] = field(default_factory=dict)
+    hangups_retried: int = 0
+    keys_forgotten: int = 0
+
+
+def due_calls(*, now: datetime) -> list[tuple[Call, str, dict[str, int]]]:
+    """Live calls past a limit, each with the reason to end it and the limit it passed."""
+    due: list[tuple[Call, str, dict[str, int]]] = []
+    setup = settings.REALTIME_SETUP_TIMEOUT_SECONDS
+    pending = Call.objects.filter(status=Call.Status.PENDING, created_at__lt=now - timedelta(seconds=setup))
+    due.extend((call, Call.EndReason.SETUP_TIMEOUT, {"limit_seconds": setup}) for call in pending)
+    idle = settings.REALTIME_IDLE_TIMEOUT_SECONDS
+    # Active calls are few (REALTIME_MAX_ACTIVE_CALLS): deciding in Python keeps the per-call
+    # limit arithmetic portable across SQLite and PostgreSQL.
+    for call in Call.objects.filter(status=Call.Status.ACTIVE).only(
+        "pk", "call_id", "upstream_id", "status", "created_at", "answered_at", "last_activity_at", "max_duration_seconds"
+    ):
+        started = call.answered_at or call.created_at
+        limit = call.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS
+        if (now - started).total_seconds() >= limit:
+            due.append((call, Call.EndReason.MAX_DURATION, {"limit_seconds": limit}))
+        elif idle and (now - (call.last_activity_at or started)).total_seconds() >= idle:
+            due.append((call, Call.EndReason.IDLE_TIMEOUT, {"limit_seconds": idle}))
+    return due
+
+
+def claim_hangup_retries(*, now: datetime, limit: int = 50) -> list[Call]:
+    """Ended calls whose upstream hangup is unconfirmed and due again, claimed for this sweeper."""
+    unconfirmed = Q(status__in=(Call.Status.ENDED, Call.Status.FAILED), upstream_closed_at__isnull=True) & ~Q(upstream_id="")
+    grace = max(HANGUP_GRACE_SECONDS, settings.OPENAI_TIMEOUT + 5)
+    due = Q(hangup_retry_at__lte=now) | Q(hangup_retry_at__isnull=True, ended_at__lt=now - timedelta(seconds=grace))
+    candidates = list(Call.objects.filter(unconfirmed & due).values_list("pk", "hangup_retry_at")[:limit])
+    claimed: list[Call] = []
+    for pk, seen in candidates:
+        # Conditional on the value seen: if another sweeper claimed it since, this updates nothing.
+        with transaction.atomic():
+            won = Call.objects.filter(unconfirmed, pk=pk, hangup_retry_at=seen).update(
+                hangup_retry_at=now + timedelta(seconds=HANGUP_CLAIM_SECONDS)
+            )
+        if won:
+            claimed.append(Call.objects.get(pk=pk))
+    return claimed
+
+
+def forget_idempotency_keys(*, now: datetime) -> int:
+    cutoff = now - timedelta(seconds=settings.REALTIME_IDEMPOTENCY_TTL_SECONDS)
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
+async def sweep_once() -> SweepResult:
+    result = SweepResult()
+    now = timezone.now()
+    for call, reason, data in await sync_to_async(due_calls)(now=now):
+        try:
+            await services.call_hangup(call=call, reason=reason, actor=CallEvent.Actor.SYSTEM, data=data)
+        except CallStateConflict:
+            continue  # ended meanwhile (API, admin, monitor, another sweeper): that end stands
+        result.ended[reason] = result.ended.get(reason, 0) + 1
+        logger.info("Ended %s: %s", call.call_id, reason)
+    for call in await sync_to_async(claim_hangup_retries)(now=now):
+        await services.hangup_upstream(call=call)
+        result.hangups_retried += 1
+    result.keys_forgotten = await sync_to_async(forget_idempotency_keys)(now=now)
+    return result
+
+
+async def run(stop: asyncio.Event) -> None:
+    """Sweep every REALTIME_SWEEP_INTERVAL_SECONDS until `stop` is set."""
+    logger.info("Call sweeper started")
+    while not stop.is_set():
+        try:
+            await sweep_once()
+        except Exception:
+            # A database hiccup must not stop the sweeping; the next pass retries.
+            logger.exception("Sweep failed")
+            await sync_to_async(close_old_connections)()
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=settings.REALTIME_SWEEP_INTERVAL_SECONDS)
+        except TimeoutError:
+            pass
