@@ -20,7 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from realtime import monitor  # noqa: E402
-from realtime.auth import BrowserOriginValidator  # noqa: E402
+from realtime.auth.websocket import BrowserOriginValidator  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 

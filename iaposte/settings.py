@@ -148,7 +148,11 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
     ],
     # Bearer keys first: the first class names the WWW-Authenticate challenge of a 401.
-    "DEFAULT_AUTHENTICATION_CLASSES": ["realtime.auth.ApiKeyAuthentication", "rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "realtime.auth.authentication.ApiKeyAuthentication",
+        "realtime.auth.authentication.StaffSessionAuthentication",
+        "realtime.auth.authentication.LocalModeAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["realtime.permissions.RealtimeAccess"],
     "DEFAULT_THROTTLE_CLASSES": [
         "realtime.throttling.ApiKeyThrottle",

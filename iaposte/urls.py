@@ -6,9 +6,11 @@ from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.utils.translation import gettext as _
+from django.views import defaults
 from django.views.i18n import JavaScriptCatalog
 
 from realtime import views as realtime_views
+from realtime.exceptions import error_body
 
 # Staff sign in once, on one page in the project's style, for the admin and the demo page alike.
 admin.site.login_template = "registration/login.html"
@@ -33,11 +35,17 @@ urlpatterns = [
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """404s under /api/ keep the API's JSON error shape; elsewhere Django's page."""
     if request.path.startswith("/api/"):
-        body = {"success": False, "error": {"code": "not_found", "message": _("Not found."), "details": {"path": request.path[:200]}}}
-        return JsonResponse(body, status=404)
-    from django.views.defaults import page_not_found
+        return JsonResponse(error_body("not_found", _("Not found."), {"path": request.path[:200]}), status=404)
+    return defaults.page_not_found(request, exception)
 
-    return page_not_found(request, exception)
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """500s under /api/ keep the API's JSON error shape; elsewhere Django's page. Django has already
+    sent `got_request_exception` and logged the error by the time this runs."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("server_error", _("An unexpected error occurred.")), status=500)
+    return defaults.server_error(request)
 
 
 handler404 = not_found
+handler500 = server_error

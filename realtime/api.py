@@ -1,7 +1,8 @@
 """The REST API (`/api/realtime/...`): thin adapters between HTTP and `services`/`selectors`.
 
 Creating and ending a call wait on OpenAI, so those actions are coroutines (adrf) and hold no
-thread while they wait; reads are cheap and stay sync.
+thread while they wait; reads are cheap and stay sync. Who is asking is `request.auth`, the
+principal set by the authentication classes (`realtime.auth.authentication`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ from adrf.viewsets import ViewSet
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils.translation import gettext as _
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from . import idempotency, selectors, services
-from .auth import Principal
-from .exceptions import PayloadTooLarge, RealtimeError, TooManyCalls, error_body
-from .permissions import request_principal
+from .auth.authentication import request_principal
+from .exceptions import PayloadTooLarge
+from .pagination import CallPagination, EventPagination
 from .serializers import (
-    CallCreatedSerializer,
     CallCreateInputSerializer,
     CallEventSerializer,
     CallListQuerySerializer,
@@ -30,17 +30,18 @@ from .serializers import (
     TranscriptEntrySerializer,
     represent,
 )
-from .sessions import SessionConfig
 
 
 def _query(serializer_class: type, request: Request) -> dict[str, Any]:
     serializer = serializer_class(data=request.query_params)
     serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+    return dict(serializer.validated_data)
 
 
 class CallViewSet(ViewSet):
     lookup_field = "call_id"
+    # Any character but "/": call ids are ours, but a lookup of anything else must reach the 404.
+    lookup_value_regex = "[^/]+"
     # Declared rather than discovered: adrf would otherwise introspect the class on every request.
     view_is_async = True
 
@@ -57,44 +58,21 @@ class CallViewSet(ViewSet):
     async def create(self, request: Request) -> Response:
         serializer = CallCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)  # pure validation: no I/O, no thread hop
-        principal = request_principal(request)
-        offer, session = serializer.validated_data["sdp"], serializer.validated_data["session"]
-        raw_key = request.headers.get(idempotency.HEADER)
-        if raw_key is None:
-            return await self._create(principal, offer, session)
-        key, scope = idempotency.clean_key(raw_key), idempotency.scope_for(principal)
-        digest = idempotency.request_hash(sdp=offer, session=session.requested)
-        replay = await sync_to_async(idempotency.reserve)(scope=scope, key=key, digest=digest)
-        if replay is not None:
-            return Response(replay.body, status=replay.status, headers={**replay.headers, "Idempotent-Replayed": "true"})
-        try:
-            response = await self._create(principal, offer, session)
-        except TooManyCalls:
-            # Refused before any call was recorded: the key stays free, so a retry may succeed.
-            await sync_to_async(idempotency.release)(scope=scope, key=key)
-            raise
-        except RealtimeError as exc:
-            # A call was recorded (and failed): retrying must not start another one.
-            body = error_body(exc.code, exc.message, exc.details)
-            await sync_to_async(idempotency.complete)(scope=scope, key=key, status=exc.status, body=body, headers=exc.headers)
-            raise
-        except BaseException:
-            await sync_to_async(idempotency.release)(scope=scope, key=key)
-            raise
-        await sync_to_async(idempotency.complete)(scope=scope, key=key, status=response.status_code, body=response.data)
-        return response
-
-    async def _create(self, principal: Principal, offer: str, session: SessionConfig) -> Response:
-        call = await services.call_create(
-            offer=offer, session=session, actor=principal.actor, api_key=principal.api_key, data=principal.audit()
+        answer = await idempotency.call_create(
+            principal=request_principal(request),
+            offer=serializer.validated_data["sdp"],
+            session=serializer.validated_data["session"],
+            idempotency_key=request.headers.get(idempotency.HEADER),
         )
-        return Response({"success": True, **represent(CallCreatedSerializer, call)}, status=201)
+        return Response(answer.body, status=answer.status, headers=answer.headers)
 
     def list(self, request: Request) -> Response:
+        paginator = CallPagination()
+        paginator.window(request)
         query = _query(CallListQuerySerializer, request)
         calls = selectors.call_list(status=query.get("status"), principal=request_principal(request))
-        page = calls[query["offset"] : query["offset"] + query["limit"]]
-        return Response({"success": True, "data": CallSerializer(page, many=True).data, "count": calls.count()})
+        page = paginator.paginate_queryset(calls, request, view=self)
+        return paginator.get_paginated_response(CallSerializer(page, many=True).data)
 
     def retrieve(self, request: Request, call_id: str) -> Response:
         call = selectors.call_get(call_id=call_id, principal=request_principal(request))
@@ -108,13 +86,17 @@ class CallViewSet(ViewSet):
         call = await services.call_hangup(call=call, reason=principal.end_reason, actor=principal.actor, data=principal.audit() or None)
         return Response({"success": True, "call": represent(CallSerializer, call), "message": _("Call ended")})
 
+    @action(detail=True, methods=["get"])
     def events(self, request: Request, call_id: str) -> Response:
+        paginator = EventPagination()
+        paginator.window(request)  # a bad limit is a 400 even for a call that does not exist
         query = _query(EventListQuerySerializer, request)
         call = selectors.call_get(call_id=call_id, principal=request_principal(request))
         events = selectors.call_events(call=call, event_type=query.get("event_type")).select_related("call")
-        page = events[query["offset"] : query["offset"] + query["limit"]]
-        return Response({"success": True, "data": CallEventSerializer(page, many=True).data, "count": events.count()})
+        page = paginator.paginate_queryset(events, request, view=self)
+        return paginator.get_paginated_response(CallEventSerializer(page, many=True).data)
 
+    @action(detail=True, methods=["get"])
     def transcript(self, request: Request, call_id: str) -> Response:
         call = selectors.call_get(call_id=call_id, principal=request_principal(request))
         entries = selectors.call_transcript(call=call)
@@ -122,6 +104,8 @@ class CallViewSet(ViewSet):
         return Response({"success": True, "call_id": call.call_id, "data": data, "count": len(entries)})
 
 
-class StatsView(APIView):
-    def get(self, request: Request) -> Response:
+class StatsViewSet(ViewSet):
+    view_is_async = False
+
+    def list(self, request: Request) -> Response:
         return Response({"success": True, "stats": selectors.stats(principal=request_principal(request))})

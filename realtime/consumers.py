@@ -18,7 +18,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from . import publish
-from .auth import Principal, may_see_call, may_see_calls_of, principal_from_scope, websocket_subprotocol
+from .auth.principals import Principal, may_see_call, may_see_calls_of
+from .auth.websocket import principal_from_scope, websocket_subprotocol
 from .models import Call
 
 

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -14,8 +13,6 @@ from django.utils.translation import gettext as _
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
-
-logger = logging.getLogger(__name__)
 
 
 class RealtimeError(Exception):
@@ -125,7 +122,10 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "request": [str(detail)]}
 
 
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Our shape for every error we expect; None for the rest, which DRF re-raises so that it
+    reaches Django's 500 path (the `got_request_exception` signal, the `django.request` log, error
+    trackers) and `handler500` answers in our shape."""
     set_rollback()
     if isinstance(exc, RealtimeError):
         return _error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
@@ -151,5 +151,4 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         code = codes if isinstance(codes, str) else "error"
         headers = {"WWW-Authenticate": exc.auth_header} if getattr(exc, "auth_header", None) else None
         return _error_response(exc.status_code, code, str(exc.detail), headers=headers)
-    logger.exception("Unhandled error in %s", context.get("view").__class__.__name__)
-    return _error_response(500, "server_error", _("An unexpected error occurred."))
+    return None

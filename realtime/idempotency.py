@@ -7,6 +7,9 @@ the stored response once there is one (409 while the first is still running), an
 stored; a request refused before any call was recorded (the concurrency limit, say) releases
 the key, so retrying it may succeed. Keys are kept for REALTIME_IDEMPOTENCY_TTL_SECONDS; the
 sweeper forgets older ones.
+
+`call_create` is the service the API calls: it creates the call through `services.call_create`
+and does the reserving, storing and releasing around it.
 """
 
 from __future__ import annotations
@@ -17,24 +20,69 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .auth import Principal
-from .exceptions import IdempotencyConflict, InvalidInput
+from . import services
+from .auth.principals import Principal
+from .exceptions import IdempotencyConflict, InvalidInput, RealtimeError, TooManyCalls, error_body
 from .models import IdempotencyKey
+from .serializers import created_body
+from .sessions import SessionConfig
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 
 
 @dataclass(frozen=True)
-class Replay:
+class Answer:
+    """A response to send: status, JSON body, extra headers."""
+
     status: int
     body: dict[str, Any]
     headers: dict[str, str]
+
+
+async def call_create(*, principal: Principal, offer: str, session: SessionConfig, idempotency_key: str | None) -> Answer:
+    """Create a call for `principal` (the API's POST), at most once per Idempotency-Key.
+
+    Returns the response to send: the new call (201), or the first request's stored response with
+    `Idempotent-Replayed: true`. Errors propagate, after the key was stored or released as the
+    module docstring says.
+    """
+    if idempotency_key is None:
+        return await _create(principal, offer, session)
+    key, scope = clean_key(idempotency_key), scope_for(principal)
+    digest = request_hash(sdp=offer, session=session.requested)
+    replay = await sync_to_async(reserve)(scope=scope, key=key, digest=digest)
+    if replay is not None:
+        return Answer(replay.status, replay.body, {**replay.headers, "Idempotent-Replayed": "true"})
+    try:
+        created = await _create(principal, offer, session)
+    except TooManyCalls:
+        # Refused before any call was recorded: the key stays free, so a retry may succeed.
+        await sync_to_async(release)(scope=scope, key=key)
+        raise
+    except RealtimeError as exc:
+        # A call was recorded (and failed): retrying must not start another one.
+        body = error_body(exc.code, exc.message, exc.details)
+        await sync_to_async(complete)(scope=scope, key=key, status=exc.status, body=body, headers=exc.headers)
+        raise
+    except BaseException:
+        await sync_to_async(release)(scope=scope, key=key)
+        raise
+    await sync_to_async(complete)(scope=scope, key=key, status=created.status, body=created.body)
+    return created
+
+
+async def _create(principal: Principal, offer: str, session: SessionConfig) -> Answer:
+    call = await services.call_create(
+        offer=offer, session=session, actor=principal.actor, api_key=principal.api_key, data=principal.audit()
+    )
+    return Answer(201, created_body(call), {})
 
 
 def scope_for(principal: Principal) -> str:
@@ -58,7 +106,7 @@ def clean_key(raw: str) -> str:
     return key
 
 
-def reserve(*, scope: str, key: str, digest: str) -> Replay | None:
+def reserve(*, scope: str, key: str, digest: str) -> Answer | None:
     """Reserve `key` for this request (None), or return the first request's stored response.
 
     Raises IdempotencyConflict for another body, or while the first request is still running.
@@ -85,7 +133,7 @@ def reserve(*, scope: str, key: str, digest: str) -> Replay | None:
         raise IdempotencyConflict(
             _("A request with this Idempotency-Key is in progress; retry later."), details={"key": key, "reason": "in_progress"}
         )
-    return Replay(status=row.response_status, body=row.response_body or {}, headers=dict(row.response_headers))
+    return Answer(status=row.response_status, body=row.response_body or {}, headers=dict(row.response_headers))
 
 
 def complete(*, scope: str, key: str, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""DRF permission for every realtime endpoint; the rules themselves live in `realtime.auth`."""
+"""DRF permission for every realtime endpoint; who is asking is `request.auth` (see `realtime.auth`)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,7 @@ from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from .auth import Principal, principal_from_request
-
-
-def request_principal(request: Request) -> Principal:
-    """The principal `RealtimeAccess` let in (views run only after it did)."""
-    return request.realtime_principal
+from .auth.principals import Principal
 
 
 class RealtimeAccess(BasePermission):
@@ -26,9 +21,8 @@ class RealtimeAccess(BasePermission):
     """
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        principal = principal_from_request(request)
-        request.realtime_principal = principal
-        if principal is None:
+        principal = request.auth
+        if not isinstance(principal, Principal):
             if request.successful_authenticator is None:
                 raise exceptions.NotAuthenticated(_("Authentication required: send an API key as 'Authorization: Bearer <key>'."))
             self.message = _("This account may not use the realtime API.")

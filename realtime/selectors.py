@@ -11,7 +11,7 @@ from .exceptions import CallNotFound
 from .models import Call, CallEvent
 
 if TYPE_CHECKING:
-    from .auth import Principal
+    from .auth.principals import Principal
 
 # Upstream events a transcript is made of (the monitor stores them as they came).
 TRANSCRIPT_EVENTS = ("conversation.item.done", "conversation.item.input_audio_transcription.completed")

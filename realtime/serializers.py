@@ -88,22 +88,13 @@ class CallCreateInputSerializer(serializers.Serializer):
 
 
 class CallListQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(min_value=1, required=False, default=20)
-    offset = serializers.IntegerField(min_value=0, required=False, default=0)
-    status = serializers.ChoiceField(choices=Call.Status.choices, required=False)
+    """The list's filter (paging is `realtime.pagination`'s)."""
 
-    def validate_limit(self, value: int) -> int:
-        # Capped rather than refused: asking for "everything" gets the largest page we serve.
-        return min(value, settings.REALTIME_LIST_MAX_LIMIT)
+    status = serializers.ChoiceField(choices=Call.Status.choices, required=False)
 
 
 class EventListQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(min_value=1, required=False, default=100)
-    offset = serializers.IntegerField(min_value=0, required=False, default=0)
     event_type = serializers.CharField(max_length=80, required=False)
-
-    def validate_limit(self, value: int) -> int:
-        return min(value, settings.REALTIME_EVENTS_MAX_LIMIT)
 
 
 # --- output ---------------------------------------------------------------------------------
@@ -172,6 +163,11 @@ class CallCreatedSerializer(serializers.ModelSerializer):
 
     def get_session(self, call: Call) -> dict[str, Any]:
         return {"model": call.model, "voice": call.voice, "modalities": call.modalities}
+
+
+def created_body(call: Call) -> dict[str, Any]:
+    """The body of a 201 to POST /api/realtime/calls (stored as such for idempotent replays)."""
+    return {"success": True, **represent(CallCreatedSerializer, call)}
 
 
 class CallEventSerializer(serializers.ModelSerializer):

@@ -13,21 +13,29 @@ from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
-from .models import ApiKey
+from .auth.principals import Principal
+
+
+def _key_id(request: Request) -> int | None:
+    principal = request.auth
+    if isinstance(principal, Principal) and principal.api_key is not None:
+        return principal.api_key.pk
+    return None
 
 
 class _RealtimeThrottle(SimpleRateThrottle):
     def get_rate(self) -> str | None:
-        return settings.REALTIME_THROTTLE_RATES.get(self.scope)
+        return settings.REALTIME_THROTTLE_RATES.get(self.scope or "")
 
 
 class ApiKeyThrottle(_RealtimeThrottle):
     scope = "api_key"
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
-        if not isinstance(request.auth, ApiKey):
+        key_id = _key_id(request)
+        if key_id is None:
             return None
-        return self.cache_format % {"scope": self.scope, "ident": request.auth.pk}
+        return self.cache_format % {"scope": self.scope, "ident": key_id}
 
 
 class StaffThrottle(_RealtimeThrottle):
@@ -35,7 +43,7 @@ class StaffThrottle(_RealtimeThrottle):
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         user = request.user
-        if isinstance(request.auth, ApiKey) or user is None or not user.is_authenticated:
+        if _key_id(request) is not None or user is None or not user.is_authenticated:
             return None
         return self.cache_format % {"scope": self.scope, "ident": user.pk}
 
@@ -46,6 +54,6 @@ class AnonymousThrottle(_RealtimeThrottle):
     scope = "anonymous"
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
-        if isinstance(request.auth, ApiKey) or (request.user is not None and request.user.is_authenticated):
+        if _key_id(request) is not None or (request.user is not None and request.user.is_authenticated):
             return None
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

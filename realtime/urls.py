@@ -1,20 +1,21 @@
 from __future__ import annotations
 
-from django.urls import re_path
+from rest_framework.routers import SimpleRouter
 
-from .api import CallViewSet, StatsView
+from .api import CallViewSet, StatsViewSet
 
 app_name = "realtime"
 
-# Every path works with and without a trailing slash, as integrators write both.
-urlpatterns = [
-    re_path(r"^calls/?$", CallViewSet.as_view({"get": "list", "post": "create"}), name="call-list"),
-    re_path(
-        r"^calls/(?P<call_id>[^/]+)/?$",
-        CallViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
-        name="call-detail",
-    ),
-    re_path(r"^calls/(?P<call_id>[^/]+)/events/?$", CallViewSet.as_view({"get": "events"}), name="call-events"),
-    re_path(r"^calls/(?P<call_id>[^/]+)/transcript/?$", CallViewSet.as_view({"get": "transcript"}), name="call-transcript"),
-    re_path(r"^stats/?$", StatsView.as_view(), name="stats"),
-]
+
+class OptionalSlashRouter(SimpleRouter):
+    """Every path works with and without a trailing slash, as integrators write both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trailing_slash = "/?"
+
+
+router = OptionalSlashRouter()
+router.register("calls", CallViewSet, basename="call")
+router.register("stats", StatsViewSet, basename="stats")
+urlpatterns = router.urls

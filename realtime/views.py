@@ -8,13 +8,14 @@ from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from . import sessions
-from .auth import page_access_required
+from .auth.pages import page_access_required
+from .auth.principals import Principal
 from .models import Call
 
 
 @ensure_csrf_cookie
 @page_access_required
-def demo(request: HttpRequest) -> HttpResponse:
+def demo(request: HttpRequest, principal: Principal) -> HttpResponse:
     """`/realtime-api.html`: make a WebRTC call from the browser and watch every call live.
 
     The page talks only to our public API and WebSocket feeds; the CSRF cookie is set so its
@@ -27,7 +28,7 @@ def demo(request: HttpRequest) -> HttpResponse:
         # None by default: no public STUN host is contacted (see settings.REALTIME_ICE_SERVERS).
         "iceServers": settings.REALTIME_ICE_SERVERS,
         # Staff without realtime.end_call may watch but not end calls.
-        "canEnd": request.realtime_principal.can_end,  # type: ignore[attr-defined]
+        "canEnd": principal.can_end,
     }
     context = {
         "models": list(dict.fromkeys(models)),

@@ -11,7 +11,8 @@ from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
-from realtime.auth import page_access_required
+from realtime.auth.pages import page_access_required
+from realtime.auth.principals import Principal
 from realtime.models import Call, CallEvent
 
 
@@ -217,8 +218,7 @@ def test_it_refuses_non_staff_at_the_login_page(client, make_staff):
 
 
 @page_access_required
-def _page(request: HttpRequest) -> HttpResponse:
-    principal = request.realtime_principal  # type: ignore[attr-defined]
+def _page(request: HttpRequest, principal: Principal) -> HttpResponse:
     return HttpResponse(f"{principal.kind} can_end={principal.can_end}")
 
 

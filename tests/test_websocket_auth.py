@@ -1,4 +1,4 @@
-"""WebSocket authentication (`realtime.auth.principal_from_scope`) through Channels' real middleware.
+"""WebSocket authentication (`realtime.auth.websocket.principal_from_scope`) through Channels' real middleware.
 
 The consumer below is this test's own: it does what the product's consumers do at connect time
 (resolve the principal, refuse or accept with our subprotocol), behind the stack the project's
@@ -19,18 +19,8 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 
-from realtime.auth import (
-    LOCAL,
-    WEBSOCKET_SUBPROTOCOL,
-    BrowserOriginValidator,
-    Principal,
-    key_principal,
-    may_end_call,
-    may_see_call,
-    may_see_calls_of,
-    principal_from_scope,
-    websocket_subprotocol,
-)
+from realtime.auth.principals import LOCAL, Principal, key_principal, may_see_call, may_see_calls_of
+from realtime.auth.websocket import WEBSOCKET_SUBPROTOCOL, BrowserOriginValidator, principal_from_scope, websocket_subprotocol
 from realtime.models import ApiKey
 
 HOST = "localhost:5000"
@@ -206,7 +196,7 @@ def test_it_lets_a_key_see_and_end_only_its_own_calls(make_key, make_call):
     principal = key_principal(alice)
 
     assert [may_see_call(principal, c) for c in (alices, bobs, nobodys)] == [True, False, False]
-    assert [may_end_call(principal, c) for c in (alices, bobs, nobodys)] == [True, False, False]
+    assert [may_see_call(principal, c) and principal.can_end for c in (alices, bobs, nobodys)] == [True, False, False]
     assert may_see_calls_of(principal, api_key_id=alice.pk) and not may_see_calls_of(principal, api_key_id=None)
 
 
@@ -217,7 +207,8 @@ def test_it_lets_staff_and_local_see_every_call_and_end_as_permitted(make_key, m
     viewer = Principal(kind="staff", can_view=True, can_create=False, can_end=False, username="viewer")
     blind = Principal(kind="staff", can_view=False, can_create=False, can_end=True, username="blind")
 
-    assert may_see_call(LOCAL, call) and may_end_call(LOCAL, call)
-    assert may_see_call(viewer, call) and not may_end_call(viewer, call)
-    assert not may_see_call(blind, call) and not may_end_call(blind, call)
+    # Ending a call takes seeing it (the scoped lookup) and `can_end` (the permission class).
+    assert may_see_call(LOCAL, call) and LOCAL.can_end
+    assert may_see_call(viewer, call) and not viewer.can_end
+    assert not may_see_call(blind, call)
     assert not may_see_call(None, call)

@@ -1,0 +1,52 @@
+"""Limit/offset paging for the API's lists, in the seed's shape: `{"success", "data", "count"}`.
+
+DRF's `LimitOffsetPagination`, except that a bad `limit` or `offset` is refused with a 400 naming
+the parameter (DRF would silently fall back to the default), and the largest page is a setting
+read per request (asking for more gets the largest page, not an error).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+
+class _Window(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, required=False)
+    offset = serializers.IntegerField(min_value=0, required=False, default=0)
+
+
+class SeedPagination(LimitOffsetPagination):
+    max_limit_setting = ""
+
+    def window(self, request: Request) -> tuple[int, int]:
+        """(limit, offset) of the request, validated: call it before looking anything up, so a bad
+        parameter is reported before a missing object."""
+        window = _Window(data=request.query_params)
+        window.is_valid(raise_exception=True)
+        limit = window.validated_data.get("limit", self.default_limit)
+        return min(limit, getattr(settings, self.max_limit_setting)), window.validated_data["offset"]
+
+    def get_limit(self, request: Request) -> int:
+        return self.window(request)[0]
+
+    def get_offset(self, request: Request) -> int:
+        return self.window(request)[1]
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response({"success": True, "data": data, "count": self.count})
+
+
+class CallPagination(SeedPagination):
+    default_limit = 20
+    max_limit_setting = "REALTIME_LIST_MAX_LIMIT"
+
+
+class EventPagination(SeedPagination):
+    default_limit = 100
+    max_limit_setting = "REALTIME_EVENTS_MAX_LIMIT"
