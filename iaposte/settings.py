@@ -8,17 +8,31 @@ start on values that would be unsafe.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
+from realtime import catalogue
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")
+
+
+def env_json(name: str, default: dict[str, Any] | list[Any]) -> Any:
+    """A JSON setting of the same kind as its default (object or array); a bad value names it."""
+    try:
+        value = env.json(name, default=default)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be JSON ({exc}).") from None
+    if not isinstance(value, type(default)):
+        raise ImproperlyConfigured(f"{name} must be a JSON {'object' if isinstance(default, dict) else 'array'}.")
+    return value
+
 
 DEBUG = env.bool("DEBUG", default=False)
 # Local mode: the API and sockets answer anonymous requests from loopback, so the seed's examples
@@ -213,15 +227,7 @@ OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=15.0)
 
 REALTIME_DEFAULT_MODEL = env.str("REALTIME_DEFAULT_MODEL", default="gpt-realtime")
 # The seed's (retired beta) model names, mapped to the GA model that serves them today.
-REALTIME_MODEL_ALIASES: dict[str, str] = {
-    "gpt-4o-realtime-preview": "gpt-realtime",
-    "gpt-4o-realtime-preview-2024-10-01": "gpt-realtime",
-    "gpt-4o-realtime-preview-2024-12-17": "gpt-realtime",
-    "gpt-4o-realtime-preview-2025-06-03": "gpt-realtime",
-    "gpt-4o-mini-realtime-preview": "gpt-realtime-mini",
-    "gpt-4o-mini-realtime-preview-2024-12-17": "gpt-realtime-mini",
-}
-REALTIME_MODEL_ALIASES.update(json.loads(env.str("REALTIME_MODEL_ALIASES", default="{}")))
+REALTIME_MODEL_ALIASES: dict[str, str] = {**catalogue.retired_aliases(), **env_json("REALTIME_MODEL_ALIASES", {})}
 
 # Request and SDP caps: a browser offer is 3-6 KiB; anything far larger is abuse or a mistake.
 REALTIME_MAX_BODY_BYTES = env.int("REALTIME_MAX_BODY_BYTES", default=256 * 1024)
@@ -233,7 +239,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = REALTIME_MAX_BODY_BYTES
 
 # ICE servers handed to browsers by the demo page. None by default: no public STUN host is
 # contacted, and callers on the same machine or network connect through host candidates.
-REALTIME_ICE_SERVERS = json.loads(env.str("REALTIME_ICE_SERVERS", default="[]"))
+REALTIME_ICE_SERVERS = env_json("REALTIME_ICE_SERVERS", [])
 
 # Addresses the embedded engine offers as ICE host candidates (its callers are local).
 LOCALREALTIME_ICE_ADDRESSES = env.list("LOCALREALTIME_ICE_ADDRESSES", default=["127.0.0.1"])
@@ -289,65 +295,16 @@ REALTIME_MAX_ACTIVE_CALLS_PER_KEY = env.int("REALTIME_MAX_ACTIVE_CALLS_PER_KEY",
 # How long an Idempotency-Key on POST /api/realtime/calls is remembered.
 REALTIME_IDEMPOTENCY_TTL_SECONDS = env.int("REALTIME_IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
 
-# USD per 1M tokens, per upstream model (OpenAI's published prices; dated snapshots match by
-# prefix). Cached tokens are a subset of input tokens and are billed at the cached rate.
-REALTIME_PRICING: dict[str, dict[str, float]] = {
-    "gpt-realtime": {
-        "text_in": 4.00,
-        "text_cached": 0.40,
-        "text_out": 16.00,
-        "audio_in": 32.00,
-        "audio_cached": 0.40,
-        "audio_out": 64.00,
-        "image_in": 5.00,
-        "image_cached": 0.50,
-    },
-    "gpt-realtime-2": {
-        "text_in": 4.00,
-        "text_cached": 0.40,
-        "text_out": 24.00,
-        "audio_in": 32.00,
-        "audio_cached": 0.40,
-        "audio_out": 64.00,
-        "image_in": 5.00,
-        "image_cached": 0.50,
-    },
-    "gpt-realtime-mini": {
-        "text_in": 0.60,
-        "text_cached": 0.06,
-        "text_out": 2.40,
-        "audio_in": 10.00,
-        "audio_cached": 0.30,
-        "audio_out": 20.00,
-        "image_in": 0.80,
-        "image_cached": 0.08,
-    },
-    "gpt-4o-realtime-preview": {
-        "text_in": 5.00,
-        "text_cached": 2.50,
-        "text_out": 20.00,
-        "audio_in": 40.00,
-        "audio_cached": 2.50,
-        "audio_out": 80.00,
-    },
-    "gpt-4o-mini-realtime-preview": {
-        "text_in": 0.60,
-        "text_cached": 0.30,
-        "text_out": 2.40,
-        "audio_in": 10.00,
-        "audio_cached": 0.30,
-        "audio_out": 20.00,
-    },
-}
-# Models priced alike (per the notes' table).
-REALTIME_PRICING["gpt-realtime-1.5"] = REALTIME_PRICING["gpt-realtime"]
-REALTIME_PRICING["gpt-realtime-2.1"] = REALTIME_PRICING["gpt-realtime-2"]
-REALTIME_PRICING["gpt-realtime-2.1-mini"] = REALTIME_PRICING["gpt-realtime-mini"]
-REALTIME_PRICING.update(json.loads(env.str("REALTIME_PRICING", default="{}")))
+# USD per 1M tokens, per upstream model (OpenAI's published prices, from `realtime/catalogue.json`;
+# dated snapshots match by prefix), extended or overridden by the REALTIME_PRICING variable. Cached
+# tokens are a subset of input tokens and are billed at the cached rate.
+REALTIME_PRICING: dict[str, dict[str, float]] = {**catalogue.token_prices(), **env_json("REALTIME_PRICING", {})}
 # Input transcription is billed apart, at the transcription model's rate: USD per minute of audio
 # (for models billed by duration) or per 1M tokens ("text_in", "audio_in", "text_out").
-REALTIME_TRANSCRIPTION_PRICING: dict[str, dict[str, float]] = {"gpt-realtime-whisper": {"per_minute": 0.017}}
-REALTIME_TRANSCRIPTION_PRICING.update(json.loads(env.str("REALTIME_TRANSCRIPTION_PRICING", default="{}")))
+REALTIME_TRANSCRIPTION_PRICING: dict[str, dict[str, float]] = {
+    **catalogue.transcription_prices(),
+    **env_json("REALTIME_TRANSCRIPTION_PRICING", {}),
+}
 
 # --- Browser-facing safety ----------------------------------------------------------------
 # Content security policy: the pages run only their own /static/ files. json_script blocks are

@@ -7,50 +7,42 @@ The beta names map as: `modalities` -> `output_modalities` (GA allows exactly on
 `input_audio_transcription`/`turn_detection` -> `audio.input|output.*`. `temperature` no longer
 exists upstream: it is validated, kept on the call and noted, never sent. Seed model names are
 mapped through `settings.REALTIME_MODEL_ALIASES`.
+
+Validation is pydantic's (`SessionInput`: strict types, unknown keys refused, bounds, unions
+picked by their `type` or by the value's kind); its first error becomes our `InvalidInput`, naming
+the field (`session.audio.input.format.rate`) with a message in the request's language. The
+translation to GA is a plain function over the validated input.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Callable
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.utils.translation import gettext as _
+from pydantic import (
+    MISSING,
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    Tag,
+    ValidationError,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
+from .catalogue import DEFAULT_VOICE, GA_MODELS, TRANSCRIPTION_MODELS, VOICES
 from .exceptions import InvalidInput
 
-GA_MODELS = frozenset(
-    {
-        "gpt-realtime",
-        "gpt-realtime-2025-08-28",
-        "gpt-realtime-1.5",
-        "gpt-realtime-2",
-        "gpt-realtime-2.1",
-        "gpt-realtime-2.1-mini",
-        "gpt-realtime-mini",
-        "gpt-realtime-mini-2025-10-06",
-        "gpt-realtime-mini-2025-12-15",
-        "gpt-audio-1.5",
-        "gpt-audio-mini",
-        "gpt-audio-mini-2025-10-06",
-        "gpt-audio-mini-2025-12-15",
-    }
-)
-VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
-DEFAULT_VOICE = "alloy"
-TRANSCRIPTION_MODELS = (
-    "whisper-1",
-    "gpt-4o-transcribe",
-    "gpt-4o-mini-transcribe",
-    "gpt-4o-mini-transcribe-2025-12-15",
-    "gpt-4o-transcribe-diarize",
-    "gpt-transcribe",
-    "gpt-live-transcribe",
-    "gpt-realtime-whisper",
-)
+__all__ = ["DEFAULT_VOICE", "GA_MODELS", "VOICES", "SessionConfig", "SessionInput", "parse_session", "session_json_schema"]
+
 # Beta audio format names and the GA objects they became.
 BETA_AUDIO_FORMATS = {
     "pcm16": {"type": "audio/pcm", "rate": 24000},
@@ -58,8 +50,6 @@ BETA_AUDIO_FORMATS = {
     "g711_alaw": {"type": "audio/pcma"},
 }
 MAX_TOKENS_LIMIT = 4096
-
-Validator = Callable[[Any, str], Any]
 
 
 @dataclass(frozen=True)
@@ -78,282 +68,408 @@ class SessionConfig:
     max_duration_seconds: int | None = None
 
 
-# --- small validators: each takes (value, path) and returns the value to keep -------------------
+# --- field types ----------------------------------------------------------------------------
 
 
-def _fail(path: str, message: str) -> InvalidInput:
-    return InvalidInput(f"session.{path}" if path else "session", message)
+def _refuse(message: str) -> PydanticCustomError:
+    """A validation error whose message (already translated) is ours."""
+    return PydanticCustomError("realtime", "{message}", {"message": message})
 
 
-def _string(*, max_length: int = 1000, choices: tuple[str, ...] | frozenset[str] | None = None) -> Validator:
-    def check(value: Any, path: str) -> str:
-        if not isinstance(value, str):
-            raise _fail(path, _("must be a string."))
-        if choices is not None and value not in choices:
-            raise _fail(path, _("'%(value)s' is not one of: %(choices)s.") % {"value": value[:100], "choices": ", ".join(sorted(choices))})
-        if len(value) > max_length:
-            raise _fail(path, _("must be at most %(n)d characters.") % {"n": max_length})
-        if "\x00" in value:
-            raise _fail(path, _("must not contain NUL characters."))
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise _refuse(_("must not contain NUL characters."))
+    return value
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A string among `choices` (an `enum` in the JSON Schema); a message listing them otherwise."""
+
+    choices: tuple[str, ...]
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {**handler(schema), "enum": list(self.choices)}
+
+    def _check(self, value: str) -> str:
+        if value not in self.choices:
+            raise _refuse(_not_one_of(value, self.choices))
+        return value
+
+
+@dataclass(frozen=True)
+class Between:
+    """A number from `low` to `high` inclusive (`minimum`/`maximum` in the JSON Schema)."""
+
+    low: float
+    high: float
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {**handler(schema), "minimum": self.low, "maximum": self.high}
+
+    def _check(self, value: float) -> float:
+        if not self.low <= value <= self.high:
+            raise _refuse(_("must be between %(low)s and %(high)s.") % {"low": self.low, "high": self.high})
+        return value
+
+
+def _not_one_of(value: Any, choices: Any) -> str:
+    return _("'%(value)s' is not one of: %(choices)s.") % {"value": str(value)[:100], "choices": ", ".join(sorted(choices))}
+
+
+def _model(value: str) -> str:
+    # Read at validation time: aliases are a setting.
+    allowed = GA_MODELS | frozenset(settings.REALTIME_MODEL_ALIASES)
+    if value not in allowed:
+        raise _refuse(_not_one_of(value, allowed))
+    return value
+
+
+def _instructions(value: str) -> str:
+    if len(value) > settings.REALTIME_MAX_INSTRUCTIONS_CHARS:
+        raise _refuse(_("must be at most %(n)d characters.") % {"n": settings.REALTIME_MAX_INSTRUCTIONS_CHARS})
+    return value
+
+
+def _max_duration(value: int) -> int:
+    # Bounded by the setting at validation time, so a lowered setting applies to new calls at once.
+    if not 1 <= value <= settings.REALTIME_MAX_DURATION_SECONDS:
+        raise _refuse(_("must be between %(low)s and %(high)s.") % {"low": 1, "high": settings.REALTIME_MAX_DURATION_SECONDS})
+    return value
+
+
+def _modalities_beta(value: list[str]) -> list[str]:
+    if not value or len(set(value)) != len(value):
+        raise _refuse(_("must list 'text' and/or 'audio', once each."))
+    return value
+
+
+def _modalities_ga(value: list[str]) -> list[str]:
+    if value not in (["audio"], ["text"]):
+        raise _refuse(_('must be ["audio"] or ["text"] (audio output includes its transcript).'))
+    return value
+
+
+def _string_or_object(value: Any) -> str:
+    """Picks the branch of a "string or object" union by the value's kind (anything else: object)."""
+    return "string" if isinstance(value, str) else "object"
+
+
+Name = Annotated[str, Field(max_length=64), AfterValidator(_no_nul)]
+Text = Annotated[str, Field(max_length=20_000), AfterValidator(_no_nul)]
+JsonObject = dict[str, Any]
+Whole = Annotated[int, Between(0, 10_000)]
+
+
+# --- the session ------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    # JSON types only, never coerced ("1" is not 1, true is not 1); no NaN or infinity; no unknown key.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class PcmFormat(_Strict):
+    type: Literal["audio/pcm"]
+    rate: Annotated[int, Between(24000, 24000)] = 24000
+
+
+class PcmuFormat(_Strict):
+    type: Literal["audio/pcmu"]
+
+
+class PcmaFormat(_Strict):
+    type: Literal["audio/pcma"]
+
+
+AudioFormat = Annotated[PcmFormat | PcmuFormat | PcmaFormat, Field(discriminator="type")]
+
+
+class Transcription(_Strict):
+    model: Annotated[str, OneOf(TRANSCRIPTION_MODELS)] | MISSING = MISSING
+    language: Annotated[str, Field(max_length=16), AfterValidator(_no_nul)] | MISSING = MISSING
+    languages: Annotated[list[Annotated[str, Field(max_length=16), AfterValidator(_no_nul)]], Field(max_length=20)] | MISSING = MISSING
+    prompt: Text | MISSING = MISSING
+    keywords: Annotated[list[Name], Field(max_length=100)] | MISSING = MISSING
+    delay: Annotated[str, Field(max_length=16), AfterValidator(_no_nul)] | MISSING = MISSING
+
+
+class ServerVad(_Strict):
+    type: Literal["server_vad"]
+    create_response: bool | MISSING = MISSING
+    interrupt_response: bool | MISSING = MISSING
+    threshold: Annotated[float, Between(0, 1)] | MISSING = MISSING
+    prefix_padding_ms: Whole | MISSING = MISSING
+    silence_duration_ms: Whole | MISSING = MISSING
+    idle_timeout_ms: Annotated[int, Between(5000, 30000)] | MISSING | None = MISSING
+
+
+class SemanticVad(_Strict):
+    type: Literal["semantic_vad"]
+    create_response: bool | MISSING = MISSING
+    interrupt_response: bool | MISSING = MISSING
+    eagerness: Annotated[str, OneOf(("low", "medium", "high", "auto"))] | MISSING = MISSING
+
+
+TurnDetection = Annotated[ServerVad | SemanticVad, Field(discriminator="type")]
+
+
+class NoiseReduction(_Strict):
+    type: Annotated[str, OneOf(("near_field", "far_field"))] | MISSING = MISSING
+
+
+class AudioInput(_Strict):
+    format: AudioFormat | MISSING = MISSING
+    transcription: Transcription | MISSING | None = MISSING
+    noise_reduction: NoiseReduction | MISSING | None = MISSING
+    turn_detection: TurnDetection | MISSING | None = MISSING
+
+
+class CustomVoice(_Strict):
+    id: Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]
+
+
+Voice = Annotated[
+    Annotated[Annotated[str, OneOf(VOICES)], Tag("string")] | Annotated[CustomVoice, Tag("object")],
+    Discriminator(_string_or_object),
+]
+
+
+class AudioOutput(_Strict):
+    format: AudioFormat | MISSING = MISSING
+    voice: Voice | MISSING = MISSING
+    speed: Annotated[float, Between(0.25, 1.5)] | MISSING = MISSING
+
+
+class Audio(_Strict):
+    input: AudioInput | MISSING = MISSING
+    output: AudioOutput | MISSING = MISSING
+
+
+class FunctionTool(_Strict):
+    type: Literal["function"]
+    name: Name
+    description: Text | MISSING = MISSING
+    parameters: JsonObject | MISSING = MISSING
+
+
+class McpTool(_Strict):
+    type: Literal["mcp"]
+    server_label: Name
+    server_url: Annotated[str, Field(max_length=2000), AfterValidator(_no_nul)] | MISSING = MISSING
+    connector_id: Name | MISSING = MISSING
+    authorization: Annotated[str, Field(max_length=4000), AfterValidator(_no_nul)] | MISSING = MISSING
+    headers: JsonObject | MISSING = MISSING
+    allowed_tools: (
+        Annotated[
+            Annotated[list[Name], Field(max_length=100), Tag("list")] | Annotated[JsonObject, Tag("object")],
+            Discriminator(lambda value: "list" if isinstance(value, list) else "object"),
+        ]
+        | MISSING
+    ) = MISSING
+    require_approval: (
+        Annotated[
+            Annotated[Annotated[str, OneOf(("always", "never"))], Tag("string")] | Annotated[JsonObject, Tag("object")],
+            Discriminator(_string_or_object),
+        ]
+        | MISSING
+    ) = MISSING
+    server_description: Text | MISSING = MISSING
+
+
+Tool = Annotated[FunctionTool | McpTool, Field(discriminator="type")]
+
+
+class FunctionChoice(_Strict):
+    type: Literal["function"]
+    name: Name
+
+
+class McpChoice(_Strict):
+    type: Literal["mcp"]
+    server_label: Name
+    name: Name | MISSING = MISSING
+
+
+ToolChoice = Annotated[
+    Annotated[Annotated[str, OneOf(("auto", "none", "required"))], Tag("string")]
+    | Annotated[Annotated[FunctionChoice | McpChoice, Field(discriminator="type")], Tag("object")],
+    Discriminator(_string_or_object),
+]
+
+
+class TracingConfig(_Strict):
+    workflow_name: Name | MISSING = MISSING
+    group_id: Name | MISSING = MISSING
+    metadata: JsonObject | MISSING = MISSING
+
+
+Tracing = Annotated[
+    Annotated[Annotated[str, OneOf(("auto",))], Tag("string")] | Annotated[TracingConfig, Tag("object")],
+    Discriminator(_string_or_object),
+]
+
+
+class TokenLimits(_Strict):
+    post_instructions: Annotated[int, Between(0, 1_000_000)] | MISSING = MISSING
+
+
+class RetentionRatio(_Strict):
+    type: Annotated[str, OneOf(("retention_ratio",))]
+    retention_ratio: Annotated[float, Between(0, 1)]
+    token_limits: TokenLimits | MISSING = MISSING
+
+
+Truncation = Annotated[
+    Annotated[Annotated[str, OneOf(("auto", "disabled"))], Tag("string")] | Annotated[RetentionRatio, Tag("object")],
+    Discriminator(_string_or_object),
+]
+MaxTokens = Annotated[
+    Annotated[Annotated[str, OneOf(("inf",))], Tag("string")] | Annotated[Annotated[int, Between(1, MAX_TOKENS_LIMIT)], Tag("number")],
+    Discriminator(lambda value: "string" if value == "inf" else "number"),
+]
+
+
+class Prompt(_Strict):
+    id: Name
+    version: Name | MISSING = MISSING
+    variables: JsonObject | MISSING = MISSING
+
+
+class Reasoning(_Strict):
+    effort: Annotated[str, OneOf(("minimal", "low", "medium", "high", "xhigh"))] | MISSING = MISSING
+
+
+BetaAudioFormat = Annotated[str, OneOf(tuple(BETA_AUDIO_FORMATS))]
+
+
+class SessionInput(_Strict):
+    """A session in the GA shape, the seed's beta shape, or a mix (each beta field stands in for a
+    GA one; giving both is refused after validation)."""
+
+    # Ours (never sent upstream): the call's maximum duration, at most the configured one.
+    max_duration_seconds: Annotated[int, AfterValidator(_max_duration)] | MISSING = MISSING
+    # Shared by both shapes.
+    type: Annotated[str, OneOf(("realtime",))] | MISSING = MISSING
+    model: (
+        Annotated[str, Field(max_length=100), AfterValidator(_model), Field(json_schema_extra={"examples": sorted(GA_MODELS)})] | MISSING
+    ) = MISSING
+    instructions: Annotated[str, AfterValidator(_instructions), AfterValidator(_no_nul)] | MISSING = MISSING
+    tools: Annotated[list[Tool], Field(max_length=128)] | MISSING = MISSING
+    tool_choice: ToolChoice | MISSING = MISSING
+    # GA shape.
+    output_modalities: Annotated[list[str], AfterValidator(_modalities_ga)] | MISSING = MISSING
+    audio: Audio | MISSING = MISSING
+    max_output_tokens: MaxTokens | MISSING = MISSING
+    tracing: Tracing | MISSING | None = MISSING
+    truncation: Truncation | MISSING = MISSING
+    include: Annotated[list[Annotated[str, OneOf(("item.input_audio_transcription.logprobs",))]], Field(max_length=1)] | MISSING = MISSING
+    prompt: Prompt | MISSING = MISSING
+    reasoning: Reasoning | MISSING = MISSING
+    parallel_tool_calls: bool | MISSING = MISSING
+    # Seed (beta) shape.
+    modalities: (
+        Annotated[list[Annotated[str, OneOf(("text", "audio"))]], Field(max_length=2), AfterValidator(_modalities_beta)] | MISSING
+    ) = MISSING
+    voice: Annotated[str, OneOf(VOICES)] | MISSING = MISSING
+    temperature: Annotated[float, Between(0.6, 1.2)] | MISSING = MISSING
+    max_response_output_tokens: MaxTokens | MISSING = MISSING
+    input_audio_format: BetaAudioFormat | MISSING = MISSING
+    output_audio_format: BetaAudioFormat | MISSING = MISSING
+    input_audio_transcription: Transcription | MISSING | None = MISSING
+    turn_detection: TurnDetection | MISSING | None = MISSING
+
+
+def session_json_schema() -> dict[str, Any]:
+    """The JSON Schema of what `session` accepts (for the API's documentation)."""
+    return SessionInput.model_json_schema()
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+_FIELD_NAMES = frozenset(name for model in _Strict.__subclasses__() for name in model.model_fields)
+
+
+def _field_path(error: ErrorDetails) -> str:
+    """`session.tools[0].name` from pydantic's location, without the union branches' labels."""
+    loc = error["loc"]
+    path = "session"
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in _FIELD_NAMES or (i == len(loc) - 1 and error["type"] == "extra_forbidden"):
+            path += f".{part}"
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        path += "." + str(error.get("ctx", {}).get("discriminator", "type")).strip("'")
+    return path
+
+
+def _message(error: ErrorDetails) -> str:
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind == "realtime":
+        return str(ctx["message"])
+    if kind == "union_tag_invalid":
+        return _not_one_of(ctx["tag"], re.findall(r"'([^']*)'", str(ctx["expected_tags"])))
+    if kind in ("string_too_long", "too_long"):
+        limit = int(ctx.get("max_length", 0))
+        if kind == "too_long":
+            return _("must have at most %(n)d items.") % {"n": limit}
+        return _("must be at most %(n)d characters.") % {"n": limit}
+    messages = {
+        "extra_forbidden": _("unknown parameter."),
+        "missing": _("is required."),
+        "union_tag_not_found": _("is required."),
+        "string_type": _("must be a string."),
+        "int_type": _("must be an integer."),
+        "float_type": _("must be a number."),
+        "finite_number": _("must be a number."),
+        "bool_type": _("must be true or false."),
+        "list_type": _("must be a list."),
+        "dict_type": _("must be an object."),
+        "model_type": _("must be an object."),
+        "model_attributes_type": _("must be an object."),
+    }
+    return messages.get(kind, error["msg"])
+
+
+def _check_text(value: Any, path: str) -> None:
+    """Refuse lone surrogates anywhere (JSON allows "\\ud800"): the database and OpenAI would refuse
+    them later, and pydantic cannot say where they are."""
+    if isinstance(value, str):
         if not value.isascii():
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                # A lone surrogate (JSON allows "\ud800"): the database and OpenAI would refuse it later.
-                raise _fail(path, _("must be valid Unicode text.")) from None
-        return value
-
-    return check
-
-
-def _number(low: float, high: float, *, integer: bool = False) -> Validator:
-    def check(value: Any, path: str) -> float | int:
-        kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or (isinstance(value, float) and not math.isfinite(value)):
-            raise _fail(path, _("must be an integer.") if integer else _("must be a number."))
-        if not low <= value <= high:
-            raise _fail(path, _("must be between %(low)s and %(high)s.") % {"low": low, "high": high})
-        return value
-
-    return check
+                raise InvalidInput(path, _("must be valid Unicode text.")) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"{path}.{key}")
+            _check_text(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_text(item, f"{path}[{i}]")
 
 
-def _boolean(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(path, _("must be true or false."))
-    return value
+def _validate(raw: Any) -> dict[str, Any]:
+    """The session as given, once valid; `InvalidInput` naming the first field at fault."""
+    _check_text(raw, "session")
+    try:
+        SessionInput.model_validate(raw)
+    except ValidationError as exc:
+        # Unknown keys first, as they usually explain the rest (a misspelt field).
+        error = min(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+        raise InvalidInput(_field_path(error), _message(error)) from None
+    return dict(raw)
 
 
-def _nullable(inner: Validator) -> Validator:
-    return lambda value, path: None if value is None else inner(value, path)
+# --- translation to the GA session ------------------------------------------------------------
 
-
-def _object(fields: dict[str, Validator], *, required: tuple[str, ...] = ()) -> Validator:
-    def check(value: Any, path: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise _fail(path, _("must be an object."))
-        prefix = f"{path}." if path else ""
-        for key in value:
-            if key not in fields:
-                raise _fail(f"{prefix}{key}", _("unknown parameter."))
-        for key in required:
-            if key not in value:
-                raise _fail(f"{prefix}{key}", _("is required."))
-        return {key: fields[key](item, f"{prefix}{key}") for key, item in value.items()}
-
-    return check
-
-
-def _one_of(kind_field: str, variants: dict[str, Validator]) -> Validator:
-    """An object whose `type` (or other discriminator) picks the schema of the rest."""
-
-    def check(value: Any, path: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise _fail(path, _("must be an object."))
-        kind = value.get(kind_field)
-        # isinstance first: a list or object as discriminator is unhashable and cannot be looked up.
-        if not isinstance(kind, str) or kind not in variants:
-            raise _fail(
-                f"{path}.{kind_field}",
-                _("'%(value)s' is not one of: %(choices)s.") % {"value": str(kind)[:100], "choices": ", ".join(variants)},
-            )
-        return variants[kind](value, path)
-
-    return check
-
-
-def _list(inner: Validator, *, max_items: int) -> Validator:
-    def check(value: Any, path: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise _fail(path, _("must be a list."))
-        if len(value) > max_items:
-            raise _fail(path, _("must have at most %(n)d items.") % {"n": max_items})
-        return [inner(item, f"{path}[{i}]") for i, item in enumerate(value)]
-
-    return check
-
-
-def _json_object(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(path, _("must be an object."))
-    return value
-
-
-def _either(*validators: Validator) -> Validator:
-    """The first validator that accepts the value wins; the last one's error is reported."""
-
-    def check(value: Any, path: str) -> Any:
-        for validator in validators[:-1]:
-            try:
-                return validator(value, path)
-            except InvalidInput:
-                continue
-        return validators[-1](value, path)
-
-    return check
-
-
-def _max_tokens(value: Any, path: str) -> int | str:
-    if value == "inf":
-        return value
-    return _number(1, MAX_TOKENS_LIMIT, integer=True)(value, path)
-
-
-def _modalities_beta(value: Any, path: str) -> list[str]:
-    items = _list(_string(choices=("text", "audio")), max_items=2)(value, path)
-    if not items or len(set(items)) != len(items):
-        raise _fail(path, _("must list 'text' and/or 'audio', once each."))
-    return items
-
-
-def _modalities_ga(value: Any, path: str) -> list[str]:
-    if value not in (["audio"], ["text"]):
-        raise _fail(path, _('must be ["audio"] or ["text"] (audio output includes its transcript).'))
-    return value
-
-
-_name = _string(max_length=64)
-_text = _string(max_length=20_000)
-_format = _one_of(
-    "type",
-    {
-        "audio/pcm": _object({"type": _name, "rate": _number(24000, 24000, integer=True)}),
-        "audio/pcmu": _object({"type": _name}),
-        "audio/pcma": _object({"type": _name}),
-    },
-)
-_transcription = _object(
-    {
-        "model": _string(choices=TRANSCRIPTION_MODELS),
-        "language": _string(max_length=16),
-        "languages": _list(_string(max_length=16), max_items=20),
-        "prompt": _text,
-        "keywords": _list(_name, max_items=100),
-        "delay": _string(max_length=16),
-    }
-)
-_vad_common = {"type": _name, "create_response": _boolean, "interrupt_response": _boolean}
-_turn_detection = _one_of(
-    "type",
-    {
-        "server_vad": _object(
-            {
-                **_vad_common,
-                "threshold": _number(0, 1),
-                "prefix_padding_ms": _number(0, 10_000, integer=True),
-                "silence_duration_ms": _number(0, 10_000, integer=True),
-                "idle_timeout_ms": _nullable(_number(5000, 30000, integer=True)),
-            }
-        ),
-        "semantic_vad": _object({**_vad_common, "eagerness": _string(choices=("low", "medium", "high", "auto"))}),
-    },
-)
-_voice = _either(_string(choices=VOICES), _object({"id": _string(max_length=200)}, required=("id",)))
-_audio = _object(
-    {
-        "input": _object(
-            {
-                "format": _format,
-                "transcription": _nullable(_transcription),
-                "noise_reduction": _nullable(_object({"type": _string(choices=("near_field", "far_field"))})),
-                "turn_detection": _nullable(_turn_detection),
-            }
-        ),
-        "output": _object({"format": _format, "voice": _voice, "speed": _number(0.25, 1.5)}),
-    }
-)
-_tool = _one_of(
-    "type",
-    {
-        "function": _object({"type": _name, "name": _name, "description": _text, "parameters": _json_object}, required=("name",)),
-        "mcp": _object(
-            {
-                "type": _name,
-                "server_label": _name,
-                "server_url": _string(max_length=2000),
-                "connector_id": _name,
-                "authorization": _string(max_length=4000),
-                "headers": _json_object,
-                "allowed_tools": _either(_list(_name, max_items=100), _json_object),
-                "require_approval": _either(_string(choices=("always", "never")), _json_object),
-                "server_description": _text,
-            },
-            required=("server_label",),
-        ),
-    },
-)
-_tool_choice = _either(
-    _string(choices=("auto", "none", "required")),
-    _one_of(
-        "type",
-        {
-            "function": _object({"type": _name, "name": _name}, required=("name",)),
-            "mcp": _object({"type": _name, "server_label": _name, "name": _name}, required=("server_label",)),
-        },
-    ),
-)
-_tracing = _nullable(
-    _either(
-        _string(choices=("auto",)),
-        _object({"workflow_name": _name, "group_id": _name, "metadata": _json_object}),
-    )
-)
-_truncation = _either(
-    _string(choices=("auto", "disabled")),
-    _object(
-        {
-            "type": _string(choices=("retention_ratio",)),
-            "retention_ratio": _number(0, 1),
-            "token_limits": _object({"post_instructions": _number(0, 1_000_000, integer=True)}),
-        },
-        required=("type", "retention_ratio"),
-    ),
-)
-
-
-def _model(value: Any, path: str) -> str:
-    allowed = GA_MODELS | frozenset(settings.REALTIME_MODEL_ALIASES)
-    return _string(max_length=100, choices=allowed)(value, path)
-
-
-def _instructions(value: Any, path: str) -> str:
-    return _string(max_length=settings.REALTIME_MAX_INSTRUCTIONS_CHARS)(value, path)
-
-
-def _max_duration(value: Any, path: str) -> int:
-    # Bounded by the setting at validation time, so a lowered setting applies to new calls at once.
-    return int(_number(1, settings.REALTIME_MAX_DURATION_SECONDS, integer=True)(value, path))
-
-
-_FIELDS: dict[str, Validator] = {
-    # Ours (never sent upstream): the call's maximum duration, at most the configured one.
-    "max_duration_seconds": _max_duration,
-    # Shared by both shapes.
-    "type": _string(choices=("realtime",)),
-    "model": _model,
-    "instructions": _instructions,
-    "tools": _list(_tool, max_items=128),
-    "tool_choice": _tool_choice,
-    # GA shape.
-    "output_modalities": _modalities_ga,
-    "audio": _audio,
-    "max_output_tokens": _max_tokens,
-    "tracing": _tracing,
-    "truncation": _truncation,
-    "include": _list(_string(choices=("item.input_audio_transcription.logprobs",)), max_items=1),
-    "prompt": _object({"id": _name, "version": _name, "variables": _json_object}, required=("id",)),
-    "reasoning": _object({"effort": _string(choices=("minimal", "low", "medium", "high", "xhigh"))}),
-    "parallel_tool_calls": _boolean,
-    # Seed (beta) shape.
-    "modalities": _modalities_beta,
-    "voice": _string(choices=VOICES),
-    "temperature": _number(0.6, 1.2),
-    "max_response_output_tokens": _max_tokens,
-    "input_audio_format": _string(choices=tuple(BETA_AUDIO_FORMATS)),
-    "output_audio_format": _string(choices=tuple(BETA_AUDIO_FORMATS)),
-    "input_audio_transcription": _nullable(_transcription),
-    "turn_detection": _nullable(_turn_detection),
-}
 # Beta name -> the GA path it fills; giving both is ambiguous and refused.
 _BETA_TO_GA = {
     "modalities": "output_modalities",
@@ -391,11 +507,15 @@ def parse_session(raw: Any) -> SessionConfig:
     """
     if raw is None:
         raw = {}
-    session = _object(_FIELDS)(raw, "")
+    session = _validate(raw)
     for beta, ga in _BETA_TO_GA.items():
         if beta in session and _has_path(session, ga):
-            raise _fail(beta, _("cannot be combined with '%(ga)s'; use one or the other.") % {"ga": ga})
+            raise InvalidInput(f"session.{beta}", _("cannot be combined with '%(ga)s'; use one or the other.") % {"ga": ga})
+    return translate(raw, session)
 
+
+def translate(requested: Any, session: dict[str, Any]) -> SessionConfig:
+    """The GA session (and what we record) for a valid session in either shape."""
     model = session.get("model", settings.REALTIME_DEFAULT_MODEL)
     upstream_model = settings.REALTIME_MODEL_ALIASES.get(model, model)
     if "modalities" in session:
@@ -437,7 +557,7 @@ def parse_session(raw: Any) -> SessionConfig:
         notes.append({"field": "modalities", "requested": modalities, "sent": output_modalities, "reason": "ga_single_modality"})
 
     return SessionConfig(
-        requested=raw,
+        requested=requested,
         model=model,
         upstream_model=upstream_model,
         voice=voice,

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from django.utils import translation
 
 from realtime.exceptions import InvalidInput
-from realtime.sessions import parse_session
+from realtime.sessions import VOICES, parse_session, session_json_schema
+
+# Pure validation and translation: no upstream, no database.
+pytestmark = pytest.mark.no_upstream
 
 
 def test_it_translates_the_seeds_complete_example():
@@ -106,3 +110,50 @@ def test_it_names_the_field_at_fault(session, field):
         parse_session(session)
 
     assert raised.value.details["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("session", "field", "message"),
+    [
+        ({"instructions": None}, "session.instructions", "must be a string."),
+        ({"tools": [{}]}, "session.tools[0].type", "is required."),
+        ({"tools": [{"type": "webhook"}]}, "session.tools[0].type", "'webhook' is not one of: function, mcp."),
+        ({"audio": {"output": {"voice": {"id": 5}}}}, "session.audio.output.voice.id", "must be a string."),
+        ({"tool_choice": {"type": "function"}}, "session.tool_choice.name", "is required."),
+        ({"max_output_tokens": "lots"}, "session.max_output_tokens", "must be an integer."),
+        ({"temperature": float("nan")}, "session.temperature", "must be a number."),
+        ({"instructions": "\ud800"}, "session.instructions", "must be valid Unicode text."),
+    ],
+)
+def test_it_says_what_is_wrong_with_the_field(session, field, message):
+    with pytest.raises(InvalidInput) as raised:
+        parse_session(session)
+
+    assert raised.value.details == {"field": field}
+    assert raised.value.message == f"{field}: {message}"
+
+
+def test_it_keeps_null_for_the_fields_that_turn_a_feature_off():
+    config = parse_session({"type": "realtime", "tracing": None, "audio": {"input": {"turn_detection": None, "transcription": None}}})
+
+    assert config.upstream["tracing"] is None
+    assert config.upstream["audio"]["input"] == {"turn_detection": None, "transcription": None}
+
+
+def test_it_answers_in_french():
+    with translation.override("fr"), pytest.raises(InvalidInput) as raised:
+        parse_session({"temperature": 3})
+
+    assert raised.value.message == "session.temperature: doit être compris entre 0.6 et 1.2."
+
+
+def test_it_describes_what_it_accepts_as_a_json_schema():
+    schema = session_json_schema()
+
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["voice"]["enum"] == list(VOICES)
+    assert (schema["properties"]["temperature"]["minimum"], schema["properties"]["temperature"]["maximum"]) == (0.6, 1.2)
+    tools = schema["properties"]["tools"]
+    assert tools["maxItems"] == 128
+    assert tools["items"]["discriminator"]["propertyName"] == "type"
+    assert set(tools["items"]["discriminator"]["mapping"]) == {"function", "mcp"}

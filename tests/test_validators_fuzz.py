@@ -32,7 +32,18 @@ json_scalars = (
     st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=True, allow_infinity=True) | any_text
 )
 SESSION_KEYS = sorted(
-    {*sessions._FIELDS, "input", "output", "format", "voice", "type", "rate", "transcription", "turn_detection", "noise_reduction"}
+    {
+        *sessions.SessionInput.model_fields,
+        "input",
+        "output",
+        "format",
+        "voice",
+        "type",
+        "rate",
+        "transcription",
+        "turn_detection",
+        "noise_reduction",
+    }
     | {"id", "name", "model", "speed", "eagerness", "threshold", "server_label", "retention_ratio", "workflow_name", "effort"}
 )
 json_values = st.recursive(
