@@ -227,8 +227,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        raw = obj.set_new_secret()
-        super().save_model(request, obj, form, change)
+        raw = services.api_key_create(obj)
         # The only time the key exists in clear outside the integrator's hands.
         self.message_user(
             request,
@@ -238,7 +237,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Revoke selected API keys"), permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        # A bulk UPDATE is right here: revoking writes no call event, and keeps a first revocation time.
-        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        revoked = services.api_key_revoke(queryset)
         message = ngettext("%(n)d API key revoked.", "%(n)d API keys revoked.", revoked) % {"n": revoked}
         self.message_user(request, message, messages.SUCCESS)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -144,3 +144,10 @@ def complete(*, scope: str, key: str, status: int, body: dict[str, Any], headers
 
 def release(*, scope: str, key: str) -> None:
     IdempotencyKey.objects.filter(scope=scope, key=key, response_status__isnull=True).delete()
+
+
+def forget_expired(*, now: datetime) -> int:
+    """Forget keys past their time to live (the sweeper's job); returns how many."""
+    cutoff = now - timedelta(seconds=settings.REALTIME_IDEMPOTENCY_TTL_SECONDS)
+    deleted, _per_model = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

@@ -60,20 +60,6 @@ class ApiKey(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 
-    @classmethod
-    def generate(cls, *, name: str, owner: models.Model | None = None, expires_at: datetime | None = None) -> tuple[ApiKey, str]:
-        """Create a key; returns the row and the raw key, which the caller shows once and forgets."""
-        key = cls(name=name, owner=owner, expires_at=expires_at)
-        raw = key.set_new_secret()
-        key.save()
-        return key, raw
-
-    def set_new_secret(self) -> str:
-        """Give an unsaved key its secret: keep the hash and a visible prefix, return the raw key."""
-        raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        self.prefix, self.key_hash = raw[:API_KEY_VISIBLE_CHARS], hash_api_key(raw)
-        return raw
-
     def is_usable(self, at: datetime | None = None) -> bool:
         at = at or timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > at)
@@ -192,10 +178,6 @@ class Call(models.Model):
 
     def __str__(self) -> str:
         return self.call_id
-
-    @property
-    def is_live(self) -> bool:
-        return self.status in self.ENDABLE
 
 
 class CallEvent(models.Model):

@@ -125,7 +125,7 @@ class CallMonitor:
         status = await sync_to_async(Call.objects.filter(pk=self.call.pk).values_list("status", flat=True).first)()
         return status == Call.Status.ACTIVE
 
-    async def _end(self, *, reason: str, data: dict[str, Any]) -> None:
+    async def _end(self, *, reason: Call.EndReason, data: dict[str, Any]) -> None:
         try:
             await sync_to_async(services.call_end)(call=self.call, reason=reason, actor=CallEvent.Actor.UPSTREAM, data=data)
         except CallStateConflict:

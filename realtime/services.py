@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,13 +29,13 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import pricing, publish, selectors, upstream
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
-from .models import ApiKey, Call, CallEvent
+from .models import API_KEY_PREFIX, API_KEY_VISIBLE_CHARS, ApiKey, Call, CallEvent, hash_api_key
 from .sessions import SessionConfig
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ ACTIVITY_EVENTS = frozenset(
 _CAPACITY_LOCK = 0x1A905E
 
 
-def _record(*, call: Call, event_type: str, actor: str, data: dict[str, Any], at: datetime, lifecycle: bool) -> CallEvent:
+def _record(*, call: Call, event_type: str, actor: CallEvent.Actor, data: dict[str, Any], at: datetime, lifecycle: bool) -> CallEvent:
     event = CallEvent.objects.create(call=call, event_type=event_type, actor=actor, data=data, created_at=at)
     publish.event_recorded(event=event, call=call, lifecycle=lifecycle)
     return event
@@ -72,7 +73,13 @@ def _transition(*, call: Call, allowed: tuple[str, ...], changes: dict[str, Any]
 
 
 def call_open(
-    *, offer: str, session: SessionConfig, source: str, actor: str, api_key: ApiKey | None = None, data: dict[str, Any] | None = None
+    *,
+    offer: str,
+    session: SessionConfig,
+    source: Call.Source,
+    actor: CallEvent.Actor,
+    api_key: ApiKey | None = None,
+    data: dict[str, Any] | None = None,
 ) -> Call:
     """Record a new pending call before anything is sent upstream (the audit trail starts here).
 
@@ -164,7 +171,7 @@ def call_fail(*, call: Call, error: RealtimeError) -> bool:
     return True
 
 
-def call_end(*, call: Call, reason: str, actor: str, data: dict[str, Any] | None = None) -> Call:
+def call_end(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data: dict[str, Any] | None = None) -> Call:
     """pending|active -> ended, with a reason. Raises CallStateConflict if it had already ended."""
     now = timezone.now()
     duration = max((now - call.created_at).total_seconds(), 0.0)
@@ -229,8 +236,8 @@ async def call_create(
     *,
     offer: str,
     session: SessionConfig,
-    source: str = Call.Source.WEBRTC,
-    actor: str = CallEvent.Actor.API,
+    source: Call.Source = Call.Source.WEBRTC,
+    actor: CallEvent.Actor = CallEvent.Actor.API,
     api_key: ApiKey | None = None,
     data: dict[str, Any] | None = None,
 ) -> Call:
@@ -258,7 +265,7 @@ async def call_create(
     return call
 
 
-async def call_hangup(*, call: Call, reason: str, actor: str, data: dict[str, Any] | None = None) -> Call:
+async def call_hangup(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data: dict[str, Any] | None = None) -> Call:
     """End the call here (exactly once), then hang it up upstream; the winner alone hangs up."""
     call = await sync_to_async(call_end)(call=call, reason=reason, actor=actor, data=data)
     if call.upstream_id:
@@ -380,23 +387,44 @@ class Claimed:
     previous_owner: str
 
 
+def _claim(*, claimable: Q, held_by: str, changes: dict[str, Any], limit: int, order_by: tuple[str, ...] = ()) -> list[tuple[Call, Any]]:
+    """Claim up to `limit` calls matching `claimable`, each with the `held_by` value it had.
+
+    Each claim is a conditional UPDATE on the value of `held_by` seen by the SELECT: if another
+    process claimed the call since, this updates nothing and the call is not ours.
+    """
+    candidates = list(Call.objects.filter(claimable).order_by(*order_by).values_list("pk", held_by)[:limit])
+    claimed: list[tuple[Call, Any]] = []
+    for pk, seen in candidates:
+        with transaction.atomic():
+            won = Call.objects.filter(claimable, pk=pk, **{held_by: seen}).update(**changes)
+        if won:
+            claimed.append((Call.objects.get(pk=pk), seen))
+    return claimed
+
+
 def monitor_claim(*, owner: str, lease_seconds: float, limit: int) -> list[Claimed]:
     """Claim up to `limit` active calls that no live monitor holds (free or expired lease)."""
     if limit <= 0:
         return []
     now = timezone.now()
     claimable = Q(status=Call.Status.ACTIVE) & ~Q(upstream_id="") & (Q(monitor_lease_until__isnull=True) | Q(monitor_lease_until__lt=now))
-    candidates = list(Call.objects.filter(claimable).order_by("monitor_lease_until", "id").values_list("pk", "monitor_owner")[:limit])
-    claimed: list[Claimed] = []
-    for pk, previous in candidates:
-        # Conditional: if another monitor claimed it since the SELECT, this updates nothing.
-        with transaction.atomic():
-            won = Call.objects.filter(claimable, pk=pk, monitor_owner=previous).update(
-                monitor_owner=owner, monitor_lease_until=now + timedelta(seconds=lease_seconds)
-            )
-        if won:
-            claimed.append(Claimed(Call.objects.get(pk=pk), previous))
-    return claimed
+    changes = {"monitor_owner": owner, "monitor_lease_until": now + timedelta(seconds=lease_seconds)}
+    claimed = _claim(claimable=claimable, held_by="monitor_owner", changes=changes, limit=limit, order_by=("monitor_lease_until", "id"))
+    return [Claimed(call, previous) for call, previous in claimed]
+
+
+def hangup_retry_claim(*, now: datetime, grace_seconds: float, claim_seconds: float, limit: int) -> list[Call]:
+    """Ended calls whose upstream hangup is unconfirmed and due again, claimed for one retry.
+
+    Due: past `hangup_retry_at`, or never tried by a sweeper and ended more than `grace_seconds`
+    ago (whoever ended it is still hanging up before that). A claim moves `hangup_retry_at`
+    `claim_seconds` on, so it is not claimed again meanwhile, even if its sweeper dies mid-way.
+    """
+    unconfirmed = Q(status__in=(Call.Status.ENDED, Call.Status.FAILED), upstream_closed_at__isnull=True) & ~Q(upstream_id="")
+    due = Q(hangup_retry_at__lte=now) | Q(hangup_retry_at__isnull=True, ended_at__lt=now - timedelta(seconds=grace_seconds))
+    changes = {"hangup_retry_at": now + timedelta(seconds=claim_seconds)}
+    return [call for call, _seen in _claim(claimable=unconfirmed & due, held_by="hangup_retry_at", changes=changes, limit=limit)]
 
 
 def monitor_renew(*, owner: str, lease_seconds: float, call_ids: list[int]) -> set[int]:
@@ -414,3 +442,21 @@ def monitor_release(*, owner: str, call_ids: list[int]) -> None:
     """Give calls back at a clean shutdown, so another monitor takes them without waiting."""
     if call_ids:
         Call.objects.filter(pk__in=call_ids, monitor_owner=owner).update(monitor_owner="", monitor_lease_until=None)
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+def api_key_create(key: ApiKey) -> str:
+    """Give an unsaved key (name, owner, expiry set) its secret and save it; returns the raw key,
+    which the caller shows once and forgets: only its hash and a visible prefix are stored."""
+    raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key.prefix, key.key_hash = raw[:API_KEY_VISIBLE_CHARS], hash_api_key(raw)
+    key.save()
+    return raw
+
+
+def api_key_revoke(keys: QuerySet[ApiKey]) -> int:
+    """Refuse these keys from now on; returns how many were not revoked yet. Conditional, so a key
+    revoked twice keeps its first revocation time. No call event: a key is not a call."""
+    return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())

@@ -27,13 +27,12 @@ from datetime import datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, transaction
-from django.db.models import Q
+from django.db import close_old_connections
 from django.utils import timezone
 
-from . import services
+from . import idempotency, services
 from .exceptions import CallStateConflict
-from .models import Call, CallEvent, IdempotencyKey
+from .models import Call, CallEvent
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +50,9 @@ class SweepResult:
     keys_forgotten: int = 0
 
 
-def due_calls(*, now: datetime) -> list[tuple[Call, str, dict[str, int]]]:
+def due_calls(*, now: datetime) -> list[tuple[Call, Call.EndReason, dict[str, int]]]:
     """Live calls past a limit, each with the reason to end it and the limit it passed."""
-    due: list[tuple[Call, str, dict[str, int]]] = []
+    due: list[tuple[Call, Call.EndReason, dict[str, int]]] = []
     setup = settings.REALTIME_SETUP_TIMEOUT_SECONDS
     pending = Call.objects.filter(status=Call.Status.PENDING, created_at__lt=now - timedelta(seconds=setup))
     due.extend((call, Call.EndReason.SETUP_TIMEOUT, {"limit_seconds": setup}) for call in pending)
@@ -74,26 +73,8 @@ def due_calls(*, now: datetime) -> list[tuple[Call, str, dict[str, int]]]:
 
 def claim_hangup_retries(*, now: datetime, limit: int = 50) -> list[Call]:
     """Ended calls whose upstream hangup is unconfirmed and due again, claimed for this sweeper."""
-    unconfirmed = Q(status__in=(Call.Status.ENDED, Call.Status.FAILED), upstream_closed_at__isnull=True) & ~Q(upstream_id="")
     grace = max(HANGUP_GRACE_SECONDS, settings.OPENAI_TIMEOUT + 5)
-    due = Q(hangup_retry_at__lte=now) | Q(hangup_retry_at__isnull=True, ended_at__lt=now - timedelta(seconds=grace))
-    candidates = list(Call.objects.filter(unconfirmed & due).values_list("pk", "hangup_retry_at")[:limit])
-    claimed: list[Call] = []
-    for pk, seen in candidates:
-        # Conditional on the value seen: if another sweeper claimed it since, this updates nothing.
-        with transaction.atomic():
-            won = Call.objects.filter(unconfirmed, pk=pk, hangup_retry_at=seen).update(
-                hangup_retry_at=now + timedelta(seconds=HANGUP_CLAIM_SECONDS)
-            )
-        if won:
-            claimed.append(Call.objects.get(pk=pk))
-    return claimed
-
-
-def forget_idempotency_keys(*, now: datetime) -> int:
-    cutoff = now - timedelta(seconds=settings.REALTIME_IDEMPOTENCY_TTL_SECONDS)
-    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
-    return deleted
+    return services.hangup_retry_claim(now=now, grace_seconds=grace, claim_seconds=HANGUP_CLAIM_SECONDS, limit=limit)
 
 
 async def sweep_once() -> SweepResult:
@@ -109,7 +90,7 @@ async def sweep_once() -> SweepResult:
     for call in await sync_to_async(claim_hangup_retries)(now=now):
         await services.hangup_upstream(call=call)
         result.hangups_retried += 1
-    result.keys_forgotten = await sync_to_async(forget_idempotency_keys)(now=now)
+    result.keys_forgotten = await sync_to_async(idempotency.forget_expired)(now=now)
     return result
 
 

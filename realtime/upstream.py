@@ -167,9 +167,6 @@ class Sideband:
                     self.last_error = event.get("error")
                 yield event
 
-    async def send(self, event: dict[str, Any]) -> None:
-        await self._connection.send(event)
-
 
 @asynccontextmanager
 async def connect_sideband(*, upstream_id: str) -> AsyncIterator[Sideband]:

@@ -163,7 +163,8 @@ def make_key() -> Callable[..., tuple[ApiKey, str]]:
     """A new API key and its raw value: make_key("name", expires_at=..., owner=...)."""
 
     def make(name: str = "integrator", **kwargs: Any) -> tuple[ApiKey, str]:
-        return ApiKey.generate(name=name, **kwargs)
+        key = ApiKey(name=name, **kwargs)
+        return key, services.api_key_create(key)
 
     return make
 

@@ -14,5 +14,5 @@ def make_call(offer: str, session: dict | None = None) -> Call:
     return async_to_sync(services.call_create)(offer=offer, session=parse_session(session or {}))
 
 
-def end_call(call: Call, *, reason: str = Call.EndReason.API_HANGUP) -> Call:
+def end_call(call: Call, *, reason: Call.EndReason = Call.EndReason.API_HANGUP) -> Call:
     return async_to_sync(services.call_hangup)(call=call, reason=reason, actor=CallEvent.Actor.API)

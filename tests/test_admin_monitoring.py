@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from realtime import services
-from realtime.models import Call
+from realtime.models import Call, CallEvent
 
 
 def _call(call_id: str, cost: Decimal | None) -> Call:
@@ -47,7 +47,7 @@ def test_it_shows_the_transcript_on_the_call_page(admin_client):
         ],
     )
 
-    services.call_end(call=call, reason=Call.EndReason.REMOTE_HANGUP, actor="upstream")
+    services.call_end(call=call, reason=Call.EndReason.REMOTE_HANGUP, actor=CallEvent.Actor.UPSTREAM)
     page = admin_client.get(f"/admin/realtime/call/{call.pk}/change/").content.decode()
     # It should list the call's own audit trail inline, and link to its sideband events.
     assert "call.ended" in page and "conversation.item.done" not in page

@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from realtime import services
 from realtime.models import ApiKey, hash_api_key
 
 KEY = re.compile(r"iap_[A-Za-z0-9_-]{43}")
@@ -125,3 +126,32 @@ def test_it_never_deletes_keys_from_the_admin(admin_browser, make_key):
 
     assert response.status_code == 403
     assert ApiKey.objects.filter(pk=key.pk).exists()
+
+
+# --- the services every path above goes through ---------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_stores_only_the_hash_and_prefix_of_a_new_key():
+    key = ApiKey(name="direct")
+
+    raw = services.api_key_create(key)
+
+    assert KEY.fullmatch(raw)
+    stored = ApiKey.objects.get()
+    assert (stored.pk, stored.name, stored.prefix, stored.key_hash) == (key.pk, "direct", raw[:12], hash_api_key(raw))
+    assert raw not in str(ApiKey.objects.values().get())
+
+
+@pytest.mark.django_db
+def test_it_revokes_keys_once_keeping_the_first_time(make_key):
+    (first, _), (second, _) = make_key("a"), make_key("b")
+    assert services.api_key_revoke(ApiKey.objects.filter(pk=first.pk)) == 1
+    first.refresh_from_db()
+    revoked_at = first.revoked_at
+
+    assert services.api_key_revoke(ApiKey.objects.all()) == 1
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.revoked_at == revoked_at and second.revoked_at is not None and second.revoked_at >= revoked_at

@@ -124,3 +124,23 @@ def test_it_retries_the_hangup_of_a_call_ended_without_one(sdp_offer, asgi_serve
     call.refresh_from_db()
     assert result.hangups_retried == 1 and call.upstream_closed_at is not None
     assert asgi_server.engine("GET", f"calls/{call.upstream_id}").json()["closed_reason"] == "hangup"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_claims_a_due_hangup_retry_for_one_sweeper_only(sdp_offer, asgi_server):
+    call = make_call(sdp_offer)
+    services.call_end(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.API)
+    now = timezone.now()
+    Call.objects.filter(pk=call.pk).update(ended_at=now - timedelta(seconds=20))
+
+    first = services.hangup_retry_claim(now=now, grace_seconds=10, claim_seconds=30, limit=50)
+    second = services.hangup_retry_claim(now=now, grace_seconds=10, claim_seconds=30, limit=50)
+
+    assert [c.pk for c in first] == [call.pk] and second == []
+    call.refresh_from_db()
+    assert call.hangup_retry_at == now + timedelta(seconds=30)
+    # It should write nothing else: a claim is not a change of the call's state.
+    assert (call.status, list(CallEvent.objects.filter(call=call).values_list("event_type", flat=True))) == (
+        Call.Status.ENDED,
+        ["call.created", "call.answered", "call.ended"],
+    )

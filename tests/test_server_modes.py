@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from realtime.models import ApiKey, Call
+from realtime.models import Call
 
 from .conftest import Server, start_server, stop_server
 
@@ -47,8 +47,8 @@ def production_server(django_db_setup: None, tmp_path) -> Iterator[Server]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_wants_credentials_from_everyone_in_production_mode(production_server, sdp_offer):
-    _key, raw = ApiKey.generate(name="prod")
+def test_it_wants_credentials_from_everyone_in_production_mode(production_server, sdp_offer, make_key):
+    _key, raw = make_key("prod")
     url = f"{production_server.url}/api/realtime/calls"
 
     anonymous = httpx.post(url, json={"sdp": sdp_offer}, timeout=30)

@@ -63,8 +63,8 @@ def _production(settings):
 
 
 @pytest.fixture
-def key_and_raw(db: None) -> tuple[ApiKey, str]:
-    return ApiKey.generate(name="ws")
+def key_and_raw(db: None, make_key: Any) -> tuple[ApiKey, str]:
+    return make_key("ws")
 
 
 def _session_cookie(user: Any) -> str:

@@ -17,7 +17,9 @@ HOST = (b"host", b"localhost")
 
 
 def _open(offer: str) -> Call:
-    return services.call_open(offer=offer, session=sessions.parse_session({"voice": "echo"}), source=Call.Source.WEBRTC, actor="api")
+    return services.call_open(
+        offer=offer, session=sessions.parse_session({"voice": "echo"}), source=Call.Source.WEBRTC, actor=CallEvent.Actor.API
+    )
 
 
 def _end(call: Call) -> Call:

@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from realtime import services
 from realtime.models import ApiKey
 
 
@@ -39,7 +40,8 @@ class Command(BaseCommand):
             if expires_in_days < 1:
                 raise CommandError("--expires-in-days must be at least 1.")
             expires_at = timezone.now() + timedelta(days=expires_in_days)
-        key, raw = ApiKey.generate(name=name, owner=user, expires_at=expires_at)
+        key = ApiKey(name=name, owner=user, expires_at=expires_at)
+        raw = services.api_key_create(key)
         expiry = f", expires {expires_at:%Y-%m-%d %H:%M %Z}" if expires_at else ""
         self.stderr.write(f"Created API key {key.prefix}… ({key.name}{expiry}). Store it now: it is not shown again.")
         self.stdout.write(raw)

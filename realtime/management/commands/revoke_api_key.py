@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 
+from realtime import services
 from realtime.models import ApiKey
 
 
@@ -20,8 +20,7 @@ class Command(BaseCommand):
         key = ApiKey.objects.filter(prefix=prefix.rstrip("…")).first()
         if key is None:
             raise CommandError(f"No API key with prefix {prefix!r}.")
-        # Conditional: revoking twice keeps the first revocation time.
-        if ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        if services.api_key_revoke(ApiKey.objects.filter(pk=key.pk)):
             self.stdout.write(f"Revoked {key}.")
         else:
             self.stdout.write(f"{key} was already revoked.")
