@@ -1,5 +1,5 @@
 # make run   - create .venv, install, migrate, serve on http://localhost:$(PORT) (embedded defaults)
-# make test  - lint and run the whole suite
+# make test  - lint, type-check and run the whole suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -27,6 +27,7 @@ run: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 0
 	$(BIN)/python -m pytest
 

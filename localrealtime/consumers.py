@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
@@ -48,7 +48,7 @@ class SidebandConsumer(AsyncWebsocketConsumer):
         self.sideband = engine.attach_sideband(call)
         self.sender = asyncio.ensure_future(self._forward())
 
-    async def _deny(self, status: int) -> None:
+    async def _deny(self, status: int) -> NoReturn:
         await self.base_send({"type": "websocket.http.response.start", "status": status, "headers": []})
         await self.base_send({"type": "websocket.http.response.body", "body": b""})
         raise StopConsumer

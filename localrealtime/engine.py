@@ -25,6 +25,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame
 from django.conf import settings
 
 from . import protocol
@@ -349,6 +350,8 @@ class Engine:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            if not isinstance(frame, AudioFrame):
+                continue  # an audio track yields audio frames; this narrows the type for mypy
             frame_ms = 1000 * frame.samples / frame.sample_rate
             position_ms += frame_ms
             detection = call.session["audio"]["input"].get("turn_detection")

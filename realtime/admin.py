@@ -7,7 +7,7 @@ Ending calls loops over `services.call_hangup` (never a bulk UPDATE), so each en
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from asgiref.sync import async_to_sync
@@ -25,6 +25,9 @@ from django.utils.translation import gettext_lazy as _
 from . import selectors, services
 from .exceptions import CallStateConflict
 from .models import ApiKey, Call, CallEvent
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 
 class ReadOnly:
@@ -62,7 +65,7 @@ class UpstreamHangupFilter(admin.SimpleListFilter):
     title = _("upstream hangup")
     parameter_name = "upstream_hangup"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
         return [("unconfirmed", _("Not confirmed yet")), ("confirmed", _("Confirmed"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Call]) -> QuerySet[Call]:
@@ -133,7 +136,7 @@ class CallAdmin(ReadOnly, admin.ModelAdmin):
     def transcript(self, call: Call) -> str:
         entries = selectors.call_transcript(call=call)
         if not entries:
-            return _("No transcript.")
+            return gettext("No transcript.")
         roles = {"user": _("Caller"), "assistant": _("Assistant")}
         rows = format_html_join(
             "",
@@ -211,10 +214,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
     raw_id_fields = ("owner",)
 
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ["name", "owner", "expires_at"]
-        return ["name", "prefix", "owner", "created_at", "last_used_at", "expires_at", "revoked_at"]
+            return ("name", "owner", "expires_at")
+        return ("name", "prefix", "owner", "created_at", "last_used_at", "expires_at", "revoked_at")
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -144,11 +144,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, PermissionDenied):
         return _error_response(403, "permission_denied", _("You do not have permission to do this."))
     if isinstance(exc, drf.Throttled):
-        headers = {"Retry-After": str(exc.wait)} if exc.wait is not None else None
-        return _error_response(429, "throttled", str(exc.detail), {"retry_after": exc.wait}, headers)
+        # getattr: DRF sets `wait` in Throttled.__init__, but its type stubs do not declare it.
+        wait = getattr(exc, "wait", None)
+        headers = {"Retry-After": str(wait)} if wait is not None else None
+        return _error_response(429, "throttled", str(exc.detail), {"retry_after": wait}, headers)
     if isinstance(exc, drf.APIException):
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "error"
-        headers = {"WWW-Authenticate": exc.auth_header} if getattr(exc, "auth_header", None) else None
+        # Set by DRF on NotAuthenticated/AuthenticationFailed only (not declared by its type stubs).
+        auth_header = getattr(exc, "auth_header", None)
+        headers = {"WWW-Authenticate": auth_header} if auth_header else None
         return _error_response(exc.status_code, code, str(exc.detail), headers=headers)
     return None

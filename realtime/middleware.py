@@ -36,12 +36,13 @@ class SecurityHeadersMiddleware:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
-        return self._add_headers(request, self.get_response(request))  # type: ignore[arg-type]
+        response = self.get_response(request)
+        if isinstance(response, HttpResponseBase):
+            return self._add_headers(request, response)
+        return self._add_headers_later(request, response)
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        return self._add_headers(request, await self.get_response(request))  # type: ignore[misc]
+    async def _add_headers_later(self, request: HttpRequest, response: Awaitable[HttpResponseBase]) -> HttpResponseBase:
+        return self._add_headers(request, await response)
 
     @staticmethod
     def _add_headers(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:

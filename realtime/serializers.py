@@ -6,7 +6,6 @@ push to what it fetched.
 
 from __future__ import annotations
 
-import functools
 import json
 from datetime import datetime
 from typing import Any
@@ -19,10 +18,7 @@ from . import sdp, sessions
 from .exceptions import InvalidInput, PayloadTooLarge
 from .models import Call, CallEvent
 
-
-@functools.cache
-def _shared(serializer_class: type[serializers.BaseSerializer]) -> serializers.BaseSerializer:
-    return serializer_class()
+_shared: dict[type[serializers.BaseSerializer], serializers.BaseSerializer] = {}
 
 
 def represent(serializer_class: type[serializers.BaseSerializer], instance: Any) -> dict[str, Any]:
@@ -32,7 +28,8 @@ def represent(serializer_class: type[serializers.BaseSerializer], instance: Any)
     serialising itself; output serializers keep no per-object state, so one shared instance (used
     read-only) serves every call. This is on every push and every call setup.
     """
-    return _shared(serializer_class).to_representation(instance)
+    serializer = _shared.get(serializer_class) or _shared.setdefault(serializer_class, serializer_class())
+    return serializer.to_representation(instance)
 
 
 class UnixTimestampField(serializers.Field):

@@ -338,10 +338,11 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent]) -> int:
 
 def _account(*, call: Call, events: list[UpstreamEvent]) -> None:
     """Add the batch's usage to the call (one UPDATE), and note that a transcript exists."""
-    responses = [e.data.get("response", {}).get("usage") for e in events if e.event_type == "response.done"]
-    responses = [u for u in responses if isinstance(u, dict)]
-    transcriptions = [e.data.get("usage") for e in events if e.event_type == "conversation.item.input_audio_transcription.completed"]
-    transcriptions = [u for u in transcriptions if isinstance(u, dict)]
+    responses = [
+        u for u in (e.data.get("response", {}).get("usage") for e in events if e.event_type == "response.done") if isinstance(u, dict)
+    ]
+    transcribed = (e.data.get("usage") for e in events if e.event_type == "conversation.item.input_audio_transcription.completed")
+    transcriptions = [u for u in transcribed if isinstance(u, dict)]
     transcript = any(e.event_type in selectors.TRANSCRIPT_EVENTS for e in events)
     spoke = [e.received_at for e in events if e.event_type in ACTIVITY_EVENTS]
     if spoke:

@@ -86,6 +86,8 @@ def _translate(exc: openai.OpenAIError) -> UpstreamError:
 async def create_call(*, sdp: str, session: dict[str, Any]) -> CreatedCall:
     """POST /v1/realtime/calls (multipart sdp + session); returns the rtc_ id and the SDP answer."""
     try:
+        # ignore: the SDK types `session` as its TypedDict; ours is a plain dict already validated
+        # against the same shape (realtime.sessions), and is sent as JSON as it is.
         result = await client().realtime.calls.create(sdp=sdp, session=session)  # type: ignore[arg-type]
     except openai.OpenAIError as exc:
         raise _translate(exc) from exc

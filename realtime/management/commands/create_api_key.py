@@ -27,7 +27,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, name: str, owner: str | None, expires_in_days: int | None, **options: Any) -> None:
         name = name.strip()
-        if not name or len(name) > ApiKey._meta.get_field("name").max_length:
+        if not name or len(name) > (ApiKey._meta.get_field("name").max_length or 100):
             raise CommandError("The name must be 1 to 100 characters.")
         user = None
         if owner:
