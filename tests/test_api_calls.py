@@ -107,3 +107,22 @@ def test_it_answers_405_for_an_unsupported_method(api):
     assert response.status_code == 405
     assert response.json()["success"] is False
     assert not Call.objects.exists()
+
+
+@pytest.mark.parametrize("slash", ["", "/"])
+@pytest.mark.parametrize("path", ["calls", "calls/{call_id}", "calls/{call_id}/events", "calls/{call_id}/transcript", "stats"])
+@pytest.mark.django_db(transaction=True)
+def test_it_answers_every_path_with_and_without_a_trailing_slash(api, sdp_offer, path, slash):
+    call = make_call(sdp_offer)
+
+    response = api.get("/api/realtime/" + path.format(call_id=call.call_id) + slash)
+
+    assert response.status_code == 200 and response.json()["success"] is True
+    end_call(call)
+
+
+@pytest.mark.django_db
+def test_it_pages_in_the_seed_shape(api):
+    body = api.get("/api/realtime/calls?limit=5&offset=3").json()
+
+    assert body == {"success": True, "data": [], "count": 0}
