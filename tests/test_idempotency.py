@@ -8,9 +8,13 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from django.utils import timezone
 
+from realtime import idempotency
+from realtime.auth.principals import LOCAL
 from realtime.models import Call, IdempotencyKey
+from realtime.sessions import parse_session
 
 from .factories import make_call
 
@@ -128,3 +132,35 @@ def test_it_starts_one_call_when_the_same_request_races(sdp_offer, asgi_server):
     assert statuses.count(201) >= 1 and set(statuses) <= {201, 409}
     assert len({r.json()["call_id"] for r in responses if r.status_code == 201}) == 1
     assert Call.objects.count() == 1
+
+
+# --- the service, called directly -------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_creates_once_and_replays_through_the_service(sdp_offer, asgi_server):
+    session = parse_session({"voice": "echo"})
+    create = async_to_sync(idempotency.call_create)
+
+    first = create(principal=LOCAL, offer=sdp_offer, session=session, idempotency_key="order-42")
+    again = create(principal=LOCAL, offer=sdp_offer, session=session, idempotency_key="order-42")
+    unkeyed = create(principal=LOCAL, offer=sdp_offer, session=session, idempotency_key=None)
+
+    assert (first.status, first.headers) == (201, {})
+    assert (again.status, again.body, again.headers) == (201, first.body, {"Idempotent-Replayed": "true"})
+    assert unkeyed.status == 201 and unkeyed.body["call_id"] != first.body["call_id"]
+    assert Call.objects.count() == 2
+    row = IdempotencyKey.objects.get()
+    assert (row.scope, row.key, row.response_status, row.response_body) == ("local", "order-42", 201, first.body)
+
+
+@pytest.mark.django_db
+@pytest.mark.no_upstream
+def test_it_forgets_only_the_keys_past_their_time_to_live(settings):
+    now = timezone.now()
+    ttl = timedelta(seconds=settings.REALTIME_IDEMPOTENCY_TTL_SECONDS)
+    IdempotencyKey.objects.create(scope="local", key="old", request_hash="x", created_at=now - ttl - timedelta(seconds=1))
+    IdempotencyKey.objects.create(scope="local", key="fresh", request_hash="x", created_at=now - ttl + timedelta(seconds=1))
+
+    assert idempotency.forget_expired(now=now) == 1
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["fresh"]
