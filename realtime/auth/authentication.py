@@ -8,13 +8,12 @@ principal: DRF then stops looking, and `RealtimeAccess` answers 403 rather than 
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.request import Request
 
-from .principals import LOCAL, KeyRefused, Principal, bearer_token, is_loopback, key_for, key_principal, same_origin, staff_principal
+from .principals import LOCAL, KeyRefused, Principal, bearer_token, key_for, key_principal, local_client, same_origin, staff_principal
 
 
 def _from_this_host(request: Request) -> bool:
@@ -23,7 +22,7 @@ def _from_this_host(request: Request) -> bool:
 
 def _local(request: Request) -> bool:
     """Local mode, a loopback client, and (for browsers) this very origin."""
-    return settings.REALTIME_LOCAL_MODE and is_loopback(request._request.META.get("REMOTE_ADDR")) and _from_this_host(request)
+    return local_client(request._request.META.get("REMOTE_ADDR")) and _from_this_host(request)
 
 
 class ApiKeyAuthentication(BaseAuthentication):

@@ -6,12 +6,11 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
-from .principals import LOCAL, Principal, is_loopback, staff_principal
+from .principals import LOCAL, Principal, local_client, staff_principal
 
 PageView = Callable[..., HttpResponse]
 
@@ -20,7 +19,7 @@ def principal_from_page(request: HttpRequest) -> Principal | None:
     """The principal of a plain Django request: staff session or local mode."""
     if (staff := staff_principal(getattr(request, "user", None))) is not None:
         return staff
-    if settings.REALTIME_LOCAL_MODE and is_loopback(request.META.get("REMOTE_ADDR")):
+    if local_client(request.META.get("REMOTE_ADDR")):
         return LOCAL
     return None
 

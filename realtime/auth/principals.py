@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -116,6 +117,11 @@ def is_loopback(address: str | None) -> bool:
     # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
     mapped = getattr(ip, "ipv4_mapped", None)
     return bool((mapped or ip).is_loopback)
+
+
+def local_client(address: str | None) -> bool:
+    """Whether a client at `address` is "local": local mode is on and it connects from loopback."""
+    return bool(settings.REALTIME_LOCAL_MODE) and is_loopback(address)
 
 
 def same_origin(origin: str | None, host: str | None) -> bool:

@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 
-from .principals import LOCAL, KeyRefused, Principal, bearer_token, is_loopback, key_for, key_principal, same_origin, staff_principal
+from .principals import LOCAL, KeyRefused, Principal, bearer_token, key_for, key_principal, local_client, same_origin, staff_principal
 
 # Offered by browser clients next to "bearer.<key>" (browsers cannot set an Authorization header on
 # a WebSocket); the server accepts this one, never echoing the key back.
@@ -77,6 +77,6 @@ async def principal_from_scope(scope: dict[str, Any]) -> Principal | None:
         if (staff := await database_sync_to_async(staff_principal)(user)) is not None:
             return staff
     client = scope.get("client") or (None, None)
-    if settings.REALTIME_LOCAL_MODE and is_loopback(client[0]):
+    if local_client(client[0]):
         return LOCAL
     return None
