@@ -23,14 +23,17 @@ class _Window(serializers.Serializer):
 
 class SeedPagination(LimitOffsetPagination):
     max_limit_setting = ""
+    _window: tuple[int, int] | None = None
 
     def window(self, request: Request) -> tuple[int, int]:
-        """(limit, offset) of the request, validated: call it before looking anything up, so a bad
-        parameter is reported before a missing object."""
-        window = _Window(data=request.query_params)
-        window.is_valid(raise_exception=True)
-        limit = window.validated_data.get("limit", self.default_limit)
-        return min(limit, getattr(settings, self.max_limit_setting)), window.validated_data["offset"]
+        """(limit, offset) of the request, validated once: call it before looking anything up, so a
+        bad parameter is reported before a missing object."""
+        if self._window is None:
+            window = _Window(data=request.query_params)
+            window.is_valid(raise_exception=True)
+            limit = window.validated_data.get("limit", self.default_limit)
+            self._window = min(limit, getattr(settings, self.max_limit_setting)), window.validated_data["offset"]
+        return self._window
 
     def get_limit(self, request: Request) -> int:
         return self.window(request)[0]

@@ -126,3 +126,15 @@ def test_it_pages_in_the_seed_shape(api):
     body = api.get("/api/realtime/calls?limit=5&offset=3").json()
 
     assert body == {"success": True, "data": [], "count": 0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_serves_the_largest_page_when_asked_for_more(api, sdp_offer, settings):
+    calls = [make_call(sdp_offer) for _ in range(3)]
+    settings.REALTIME_LIST_MAX_LIMIT = 2
+
+    body = api.get("/api/realtime/calls?limit=1000").json()
+
+    assert body["count"] == 3 and [c["call_id"] for c in body["data"]] == [calls[2].call_id, calls[1].call_id]
+    for call in calls:
+        end_call(call)
