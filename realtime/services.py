@@ -23,6 +23,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -33,6 +34,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import pricing, publish, selectors, upstream
+from .counters import Tally, micros
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
 from .models import ApiKey, Call, CallEvent
 from .sessions import SessionConfig
@@ -54,18 +56,43 @@ ACTIVITY_EVENTS = frozenset(
 _CAPACITY_LOCK = 0x1A905E
 
 
-def _record(*, call: Call, event_type: str, actor: str, data: dict[str, Any], at: datetime, lifecycle: bool) -> CallEvent:
+# Large documents no transition or push reads: never loaded just to change a call.
+_DOCUMENTS = frozenset({"sdp_offer", "sdp_answer", "session_requested", "session_upstream"})
+
+
+def _record(
+    *, call: Call, event_type: str, actor: str, data: dict[str, Any], at: datetime, lifecycle: bool, tally: Tally | None = None
+) -> CallEvent:
+    """Write the event, count it (with whatever else the transition changes in the statistics),
+    and schedule its push."""
     event = CallEvent.objects.create(call=call, event_type=event_type, actor=actor, data=data, created_at=at)
+    (tally or Tally(call.api_key_id)).events(1).save()
     publish.event_recorded(event=event, call=call, lifecycle=lifecycle)
     return event
 
 
-def _transition(*, call: Call, allowed: tuple[str, ...], changes: dict[str, Any]) -> bool:
-    """Apply `changes` only if the call is still in one of `allowed`; refresh `call` if it was."""
-    updated = Call.objects.filter(pk=call.pk, status__in=allowed).update(**changes)
-    if updated:
-        call.refresh_from_db()
-    return bool(updated)
+def _load(call: Call) -> None:
+    """Load what a transition and its push read, in one query, if the caller deferred any of it
+    (`.only()`): the result, and the number of queries, do not depend on how the call was loaded."""
+    missing = call.get_deferred_fields() - _DOCUMENTS
+    if missing:
+        call.refresh_from_db(fields=sorted(missing))
+
+
+def _transition(*, call: Call, allowed: tuple[str, ...], changes: dict[str, Any]) -> str | None:
+    """Apply `changes` only if the call is still in one of `allowed`; returns the status it left.
+
+    One conditional UPDATE per allowed status, the one the caller saw first: the UPDATE that
+    matches says which state the call left (the counters need it) without reading it back, and
+    two racing transitions still produce exactly one change. `call` gets the changes it made.
+    """
+    seen = call.__dict__.get("status")
+    for status in sorted(allowed, key=lambda s: s != seen):
+        if Call.objects.filter(pk=call.pk, status=status).update(**changes):
+            for name, value in changes.items():
+                setattr(call, name, value)
+            return status
+    return None
 
 
 # --- sync transitions -----------------------------------------------------------------------
@@ -103,7 +130,8 @@ def call_open(
         if session.notes:
             # What we could not pass on as asked (a seed model alias, temperature): noted, not hidden.
             payload["adjustments"] = session.notes
-        _record(call=call, event_type="call.created", actor=actor, data=payload, at=now, lifecycle=True)
+        tally = Tally(call.api_key_id).opened(call)
+        _record(call=call, event_type="call.created", actor=actor, data=payload, at=now, lifecycle=True, tally=tally)
     return call
 
 
@@ -131,10 +159,12 @@ def _check_capacity(*, api_key: ApiKey | None) -> None:
 
 def call_answer(*, call: Call, created: upstream.CreatedCall) -> bool:
     """pending -> active once OpenAI answered. False if the call was ended meanwhile."""
+    _load(call)
     now = timezone.now()
     with transaction.atomic():
         changes = {"status": Call.Status.ACTIVE, "upstream_id": created.upstream_id, "sdp_answer": created.sdp_answer, "answered_at": now}
-        if not _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes):
+        old = _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes)
+        if old is None:
             return False
         _record(
             call=call,
@@ -143,12 +173,14 @@ def call_answer(*, call: Call, created: upstream.CreatedCall) -> bool:
             data={"upstream_id": created.upstream_id},
             at=now,
             lifecycle=True,
+            tally=Tally(call.api_key_id).moved(old=old, new=Call.Status.ACTIVE),
         )
     return True
 
 
 def call_fail(*, call: Call, error: RealtimeError) -> bool:
     """pending -> failed: OpenAI refused or never answered. The call never became active."""
+    _load(call)
     now = timezone.now()
     with transaction.atomic():
         changes = {
@@ -157,27 +189,32 @@ def call_fail(*, call: Call, error: RealtimeError) -> bool:
             "end_reason": Call.EndReason.UPSTREAM_ERROR,
             "error_message": error.message[:2000],
         }
-        if not _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes):
+        old = _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes)
+        if old is None:
             return False
         data = {"code": error.code, "message": error.message, "details": error.details}
-        _record(call=call, event_type="call.failed", actor=CallEvent.Actor.UPSTREAM, data=data, at=now, lifecycle=True)
+        tally = Tally(call.api_key_id).moved(old=old, new=Call.Status.FAILED, end_reason=Call.EndReason.UPSTREAM_ERROR)
+        _record(call=call, event_type="call.failed", actor=CallEvent.Actor.UPSTREAM, data=data, at=now, lifecycle=True, tally=tally)
     return True
 
 
 def call_end(*, call: Call, reason: str, actor: str, data: dict[str, Any] | None = None) -> Call:
     """pending|active -> ended, with a reason. Raises CallStateConflict if it had already ended."""
+    _load(call)
     now = timezone.now()
     duration = max((now - call.created_at).total_seconds(), 0.0)
     with transaction.atomic():
         changes = {"status": Call.Status.ENDED, "ended_at": now, "end_reason": reason, "duration_seconds": duration}
-        if not _transition(call=call, allowed=Call.ENDABLE, changes=changes):
-            call.refresh_from_db()
+        old = _transition(call=call, allowed=Call.ENDABLE, changes=changes)
+        if old is None:
+            call.status = Call.objects.values_list("status", flat=True).get(pk=call.pk)
             raise CallStateConflict(
                 _("The call is already %(status)s.") % {"status": call.get_status_display().lower()},
                 details={"call_id": call.call_id, "status": call.status},
             )
         payload = {"reason": reason, "duration_seconds": round(duration), **(data or {})}
-        _record(call=call, event_type="call.ended", actor=actor, data=payload, at=now, lifecycle=True)
+        tally = Tally(call.api_key_id).moved(old=old, new=Call.Status.ENDED, end_reason=reason, duration=duration)
+        _record(call=call, event_type="call.ended", actor=actor, data=payload, at=now, lifecycle=True, tally=tally)
     return call
 
 
@@ -193,8 +230,10 @@ def call_note_upstream_closed(*, call: Call, hung_up: bool) -> None:
 
 def call_note_upstream_id(*, call: Call, upstream_id: str) -> None:
     """Keep the upstream id of a call ended during its setup, so its hangup can be retried."""
-    Call.objects.filter(pk=call.pk, upstream_id="").update(upstream_id=upstream_id)
-    call.refresh_from_db()
+    if Call.objects.filter(pk=call.pk, upstream_id="").update(upstream_id=upstream_id):
+        call.upstream_id = upstream_id
+    else:
+        call.upstream_id = Call.objects.values_list("upstream_id", flat=True).get(pk=call.pk)
 
 
 def hangup_backoff(attempts: int) -> float:
@@ -324,13 +363,15 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent]) -> int:
                 for e in fresh
             ]
         )
-        _account(call=call, events=fresh)
+        tally = Tally(call.api_key_id).events(len(rows))
+        _account(call=call, events=fresh, tally=tally)
+        tally.save()
         publish.events_recorded(events=rows, call=call)
     return len(rows)
 
 
-def _account(*, call: Call, events: list[UpstreamEvent]) -> None:
-    """Add the batch's usage to the call (one UPDATE), and note that a transcript exists."""
+def _account(*, call: Call, events: list[UpstreamEvent], tally: Tally) -> None:
+    """Add the batch's usage to the call (one UPDATE) and to `tally`, and note that a transcript exists."""
     responses = [e.data.get("response", {}).get("usage") for e in events if e.event_type == "response.done"]
     responses = [u for u in responses if isinstance(u, dict)]
     transcriptions = [e.data.get("usage") for e in events if e.event_type == "conversation.item.input_audio_transcription.completed"]
@@ -345,7 +386,11 @@ def _account(*, call: Call, events: list[UpstreamEvent]) -> None:
         return
     # A monitor holds the call alone (its lease), so this read-modify-write has no concurrent
     # writer; select_for_update makes that hold on PostgreSQL too (SQLite's IMMEDIATE already does).
-    row = Call.objects.select_for_update().only("pk", "usage", "cost_usd", "upstream_model", "session_upstream").get(pk=call.pk)
+    row = (
+        Call.objects.select_for_update()
+        .only("pk", "usage", "cost_usd", "input_tokens", "output_tokens", "upstream_model", "session_upstream")
+        .get(pk=call.pk)
+    )
     usage = dict(row.usage)
     prices = pricing.prices_for(row.upstream_model)
     cost = row.cost_usd if prices is not None else None
@@ -359,12 +404,21 @@ def _account(*, call: Call, events: list[UpstreamEvent]) -> None:
         extra = pricing.transcription_cost(transcription_usage, str(model.get("model", "")))
         if extra is not None and cost is not None:
             cost += extra
+    if cost is not None:
+        # Stored with the column's 6 decimals, so the counters add exactly what the row holds.
+        cost = cost.quantize(Decimal("0.000001"))
     changes: dict[str, Any] = {"usage": usage, "cost_usd": cost}
     changes["input_tokens"] = usage.get("input_tokens", 0)
     changes["output_tokens"] = usage.get("output_tokens", 0)
     if transcript:
         changes["has_transcript"] = True
     Call.objects.filter(pk=call.pk).update(**changes)
+    tally.usage(
+        upstream_model=row.upstream_model,
+        input_tokens=changes["input_tokens"] - row.input_tokens,
+        output_tokens=changes["output_tokens"] - row.output_tokens,
+        cost_micros=micros(cost) - micros(row.cost_usd),
+    )
     for name, value in changes.items():
         setattr(call, name, value)
 
