@@ -92,31 +92,40 @@ class CallViewSet(ViewSet):
 
     def list(self, request: Request) -> Response:
         query = _query(CallListQuerySerializer, request)
-        calls = selectors.call_list(status=query.get("status"), principal=request_principal(request))
-        page = calls[query["offset"] : query["offset"] + query["limit"]]
-        return Response({"success": True, "data": CallSerializer(page, many=True).data, "count": calls.count()})
+        principal, status = request_principal(request), query.get("status")
+        calls = selectors.call_list(status=status, principal=principal, cursor=query.get("cursor"))
+        page = list(calls[query["offset"] : query["offset"] + query["limit"]])
+        # The count comes from the statistics counters (exact, without counting the history).
+        body = {
+            "success": True,
+            "data": CallSerializer(page, many=True).data,
+            "count": selectors.call_count(status=status, principal=principal),
+        }
+        if len(page) == query["limit"]:
+            body["next_cursor"] = selectors.call_cursor(page[-1])
+        return Response(body)
 
     def retrieve(self, request: Request, call_id: str) -> Response:
-        call = selectors.call_get(call_id=call_id, principal=request_principal(request))
+        call = selectors.call_get(call_id=call_id, principal=request_principal(request), documents=False)
         return Response({"success": True, "call": represent(CallSerializer, call)})
 
     async def destroy(self, request: Request, call_id: str) -> Response:
         """Ends the call (hangs up upstream); the record stays for audit."""
         principal = request_principal(request)
-        call = await sync_to_async(selectors.call_get)(call_id=call_id, principal=principal)
+        call = await sync_to_async(selectors.call_get)(call_id=call_id, principal=principal, documents=False)
         # Who ended it goes into the call.ended event: the key's prefix, or the staff user's name.
         call = await services.call_hangup(call=call, reason=principal.end_reason, actor=principal.actor, data=principal.audit() or None)
         return Response({"success": True, "call": represent(CallSerializer, call), "message": _("Call ended")})
 
     def events(self, request: Request, call_id: str) -> Response:
         query = _query(EventListQuerySerializer, request)
-        call = selectors.call_get(call_id=call_id, principal=request_principal(request))
+        call = selectors.call_get(call_id=call_id, principal=request_principal(request), documents=False)
         events = selectors.call_events(call=call, event_type=query.get("event_type")).select_related("call")
         page = events[query["offset"] : query["offset"] + query["limit"]]
         return Response({"success": True, "data": CallEventSerializer(page, many=True).data, "count": events.count()})
 
     def transcript(self, request: Request, call_id: str) -> Response:
-        call = selectors.call_get(call_id=call_id, principal=request_principal(request))
+        call = selectors.call_get(call_id=call_id, principal=request_principal(request), documents=False)
         entries = selectors.call_transcript(call=call)
         data = TranscriptEntrySerializer(entries, many=True).data
         return Response({"success": True, "call_id": call.call_id, "data": data, "count": len(entries)})

@@ -85,22 +85,32 @@ class Tally:
 
     def save(self) -> None:
         """Add this tally to every scope of the call, in one statement (inside the caller's transaction)."""
-        rows = sorted((scope, *key, amounts) for scope in scopes(self.api_key_id) for key, amounts in self.rows.items() if amounts)
-        if not rows:
-            return
-        table, quote = CallCounter._meta.db_table, connection.ops.quote_name
-        columns = ("scope", "dimension", "value", *AMOUNTS)
-        placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        add_rows({(scope, *key): amounts for scope in scopes(self.api_key_id) for key, amounts in self.rows.items() if amounts})
+
+
+def add_rows(rows: dict[tuple[str, str, str], dict[str, float]]) -> None:
+    """Add amounts to counter rows keyed by (scope, dimension, value), creating missing rows: one
+    upsert per 500 rows, in key order (concurrent transactions lock rows in the same order)."""
+    table, quote = quote_name(CallCounter._meta.db_table), connection.ops.quote_name
+    columns = ("scope", "dimension", "value", *AMOUNTS)
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    updates = ", ".join(f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in AMOUNTS)
+    ordered = sorted(rows.items())
+    for start in range(0, len(ordered), 500):
+        batch = ordered[start : start + 500]
         params: list[Any] = []
-        for scope, dimension, value, amounts in rows:
-            params += [scope, dimension, value, *(amounts.get(name, 0) for name in AMOUNTS)]
-        updates = ", ".join(f"{quote(name)} = {quote(table)}.{quote(name)} + excluded.{quote(name)}" for name in AMOUNTS)
+        for key, amounts in batch:
+            params += [*key, *(amounts.get(name, 0) for name in AMOUNTS)]
         sql = (
-            f"INSERT INTO {quote(table)} ({', '.join(map(quote, columns))}) VALUES {', '.join([placeholders] * len(rows))} "
+            f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES {', '.join([placeholders] * len(batch))} "
             f"ON CONFLICT ({quote('scope')}, {quote('dimension')}, {quote('value')}) DO UPDATE SET {updates}"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
+
+
+def quote_name(name: str) -> str:
+    return connection.ops.quote_name(name)
 
 
 def read(scope: str) -> dict[str, Any]:
@@ -143,6 +153,12 @@ def read(scope: str) -> dict[str, Any]:
         "calls_by_end_reason": counts("end_reason"),
         "total_duration_seconds": round(ended.get("duration_seconds", 0.0), 1),
     }
+
+
+def values(dimension: str) -> list[str]:
+    """The values calls have taken in `dimension` (models, voices...), from the counters."""
+    rows = CallCounter.objects.filter(scope=ALL, dimension=dimension, calls__gt=0).order_by("value")
+    return list(rows.values_list("value", flat=True))
 
 
 @dataclass(frozen=True)

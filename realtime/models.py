@@ -181,12 +181,12 @@ class Call(models.Model):
             models.Index(fields=["api_key", "-created_at", "-id"], name="call_key_recent_idx"),
             # monitors claiming active calls whose lease is free or expired (services.monitor_claim).
             models.Index(fields=["monitor_lease_until"], condition=models.Q(status="active"), name="call_monitor_claim_idx"),
-            # the sweeper: ended calls whose upstream hangup is still unconfirmed (few, whatever the
-            # history; sweeper.claim_hangup_retries spells its condition so planners can use it).
+            # the sweeper: calls with an upstream side not yet closed (live calls and unconfirmed
+            # hangups: few, whatever the history). Calls that never reached upstream have no
+            # upstream id and sort first, so `upstream_id > ''` skips them with one seek. The
+            # condition has no parameter, so SQLite can prove a query implies it.
             models.Index(
-                fields=["hangup_retry_at", "ended_at"],
-                condition=models.Q(upstream_closed_at__isnull=True, status__in=["ended", "failed"]) & ~models.Q(upstream_id=""),
-                name="call_hangup_retry_idx",
+                fields=["upstream_id", "hangup_retry_at"], condition=models.Q(upstream_closed_at__isnull=True), name="call_hangup_retry_idx"
             ),
             # the admin's cost column, sorted.
             models.Index(fields=["cost_usd"], name="call_cost_idx"),
@@ -261,6 +261,8 @@ class CallEvent(models.Model):
             models.Index(fields=["call", "id"], name="event_call_idx"),
             # GET /api/realtime/calls/{id}/events?event_type=...
             models.Index(fields=["call", "event_type", "id"], name="event_call_type_idx"),
+            # the admin's event list filtered by type, newest first.
+            models.Index(fields=["event_type", "-id"], name="event_type_recent_idx"),
         ]
         constraints = [
             # An upstream event is recorded once, even if two monitors overlap during a takeover.

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Avg, Count, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 
 from . import counters
-from .exceptions import CallNotFound
+from .exceptions import CallNotFound, InvalidInput
 from .models import Call, CallEvent
 
 if TYPE_CHECKING:
@@ -30,17 +32,54 @@ def visible_calls(principal: Principal | None) -> QuerySet[Call]:
     return Call.objects.filter(api_key=principal.api_key)
 
 
-def call_get(*, call_id: str, principal: Principal | None = None) -> Call:
+# Large documents no list or detail shows (the create response and the admin's call page do).
+DOCUMENTS = ("sdp_offer", "sdp_answer", "session_requested", "session_upstream")
+
+
+def call_get(*, call_id: str, principal: Principal | None = None, documents: bool = True) -> Call:
+    """One call by its public id; without its large documents unless `documents`."""
+    calls = visible_calls(principal)
     try:
-        return visible_calls(principal).get(call_id=call_id)
+        return (calls if documents else calls.defer(*DOCUMENTS)).get(call_id=call_id)
     except Call.DoesNotExist:
         message = _("No call with id '%(id)s'.") % {"id": call_id[:100]}
         raise CallNotFound(message, details={"call_id": call_id[:100]}) from None
 
 
-def call_list(*, status: str | None = None, principal: Principal | None = None) -> QuerySet[Call]:
-    calls = visible_calls(principal).defer("sdp_offer", "sdp_answer", "session_requested", "session_upstream")
-    return calls.filter(status=status) if status else calls
+def call_list(*, status: str | None = None, principal: Principal | None = None, cursor: str | None = None) -> QuerySet[Call]:
+    """Calls newest first; after `cursor` (from `call_cursor`) if given: a deep page costs what
+    the first one does, where an offset reads and skips every row before it."""
+    calls = visible_calls(principal).defer(*DOCUMENTS)
+    if status:
+        calls = calls.filter(status=status)
+    if cursor:
+        created_at, pk = _decode_cursor(cursor)
+        # Row order is (-created_at, -id): strictly older, or as old with a smaller id. The
+        # created_at bound alone is an index range; the OR refines within it.
+        calls = calls.filter(Q(created_at__lte=created_at) & (Q(created_at__lt=created_at) | Q(pk__lt=pk)))
+    return calls
+
+
+def call_count(*, status: str | None = None, principal: Principal | None = None) -> int:
+    """How many calls `call_list` has in all (without a cursor), from the counters: exact, and
+    not a scan of the history."""
+    figures = counters.read(stats_scope(principal))
+    return figures[f"{status}_calls"] if status else figures["total_calls"]
+
+
+def call_cursor(call: Call) -> str:
+    """An opaque position after `call` in `call_list`'s order."""
+    raw = f"{int(call.created_at.timestamp() * 1_000_000)}.{call.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        micros, pk = (int(part) for part in raw.split("."))
+        return datetime.fromtimestamp(micros / 1_000_000, tz=UTC), pk
+    except (ValueError, UnicodeDecodeError, OverflowError, OSError):
+        raise InvalidInput("cursor", _("is not a cursor this API returned.")) from None
 
 
 def call_events(*, call: Call, event_type: str | None = None) -> QuerySet[CallEvent]:

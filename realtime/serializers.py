@@ -91,6 +91,8 @@ class CallListQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, required=False, default=20)
     offset = serializers.IntegerField(min_value=0, required=False, default=0)
     status = serializers.ChoiceField(choices=Call.Status.choices, required=False)
+    # The `next_cursor` of the previous page: the next page without counting past rows.
+    cursor = serializers.CharField(max_length=100, required=False)
 
     def validate_limit(self, value: int) -> int:
         # Capped rather than refused: asking for "everything" gets the largest page we serve.
