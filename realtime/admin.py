@@ -7,7 +7,7 @@ Ending calls loops over `services.call_hangup` (never a bulk UPDATE), so each en
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from asgiref.sync import async_to_sync
@@ -15,6 +15,7 @@ from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet
+from django.db.models.expressions import Combinable
 from django.forms import ModelForm
 from django.http import HttpRequest
 from django.urls import reverse
@@ -113,7 +114,8 @@ class BoundedPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return self.object_list.order_by()[: self.COUNT_CAP + 1].count()
+        rows = cast("QuerySet[Any]", self.object_list)
+        return rows.order_by()[: self.COUNT_CAP + 1].count()
 
 
 def _prefix(field: str, prefix: str) -> Q:
@@ -132,7 +134,6 @@ class IdSearch:
     a log or a ticket), through their indexes. Results come in id order, so a short prefix still
     reads one page of the index, not every match."""
 
-    search_help_text = _("A call id (call_…) or an upstream id (rtc_…), in full or its beginning.")
     search_field = ""
 
     def id_field(self, term: str) -> str:
@@ -160,6 +161,7 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
         ("created_at", admin.DateFieldListFilter),
     )
     search_fields = ("call_id", "upstream_id")
+    search_help_text = _("A call id (call_…) or an upstream id (rtc_…), in full or its beginning.")
     ordering = ("-created_at", "-id")
     # Only the orders an index serves: sorting a million rows by duration would read them all.
     sortable_by = ("call_id", "created_at", "cost")
@@ -197,7 +199,7 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
         (_("SDP"), {"classes": ("collapse",), "fields": ("sdp_offer", "sdp_answer")}),
     )
 
-    def get_ordering(self, request: HttpRequest) -> list[str] | tuple[str, ...]:
+    def get_ordering(self, request: HttpRequest) -> list[str | Combinable] | tuple[str | Combinable, ...] | tuple[()]:
         term = request.GET.get("q", "").strip()
         # Search results in the order of the index that finds them (see IdSearch).
         return [self.id_field(term)] if term else super().get_ordering(request)

@@ -223,7 +223,13 @@ def recount() -> dict[tuple[str, str, str], dict[str, float]]:
     )
     groups = [
         Group(
-            *(row[d] for d in dims),
+            api_key_id=row["api_key_id"],
+            status=row["status"],
+            end_reason=row["end_reason"],
+            model=row["model"],
+            voice=row["voice"],
+            source=row["source"],
+            upstream_model=row["upstream_model"],
             calls=row["n"],
             duration_calls=row["duration_calls"],
             duration_seconds=row["duration"],

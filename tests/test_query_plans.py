@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
@@ -45,7 +44,9 @@ def history(db: None) -> dict[str, Any]:
     key, raw = ApiKey.generate(name="integrator")
     calls = []
     for i in range(4):
-        call = services.call_open(offer="v=0", session=parse_session({"voice": "echo"}), source="webrtc", actor="api", api_key=key if i else None)
+        call = services.call_open(
+            offer="v=0", session=parse_session({"voice": "echo"}), source="webrtc", actor="api", api_key=key if i else None
+        )
         services.call_answer(call=call, created=upstream.CreatedCall(upstream_id=f"rtc_{i}abc", sdp_answer="v=0"))
         calls.append(call)
     item = {"id": "item_1", "type": "message", "role": "assistant", "content": [{"type": "output_audio", "transcript": "Bonjour"}]}
@@ -53,7 +54,9 @@ def history(db: None) -> dict[str, Any]:
         call=calls[0],
         events=[
             services.UpstreamEvent("conversation.item.done", "event_1", {"item": item}, timezone.now()),
-            services.UpstreamEvent("response.done", "event_2", {"response": {"usage": {"input_tokens": 10, "output_tokens": 5}}}, timezone.now()),
+            services.UpstreamEvent(
+                "response.done", "event_2", {"response": {"usage": {"input_tokens": 10, "output_tokens": 5}}}, timezone.now()
+            ),
         ],
     )
     for ended in calls[1:]:
