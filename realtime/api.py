@@ -112,7 +112,7 @@ class CallViewSet(ViewSet):
     async def destroy(self, request: Request, call_id: str) -> Response:
         """Ends the call (hangs up upstream); the record stays for audit."""
         principal = request_principal(request)
-        call = await sync_to_async(selectors.call_get)(call_id=call_id, principal=principal, documents=False)
+        call = await services.in_db_thread(selectors.call_get)(call_id=call_id, principal=principal, documents=False)
         # Who ended it goes into the call.ended event: the key's prefix, or the staff user's name.
         call = await services.call_hangup(call=call, reason=principal.end_reason, actor=principal.actor, data=principal.audit() or None)
         return Response({"success": True, "call": represent(CallSerializer, call), "message": _("Call ended")})

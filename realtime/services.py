@@ -20,15 +20,18 @@ transaction, usage and cost summed onto the call) and hold calls through `monito
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -40,6 +43,8 @@ from .models import ApiKey, Call, CallEvent
 from .sessions import SessionConfig
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Speech from either side (or the model's output): what keeps a call from being idle.
 ACTIVITY_EVENTS = frozenset(
@@ -54,6 +59,31 @@ ACTIVITY_EVENTS = frozenset(
 )
 # Any fixed number: the PostgreSQL advisory lock that serialises the concurrency check.
 _CAPACITY_LOCK = 0x1A905E
+
+# The database work of call setup and hangup runs on one long-lived thread, whose connection stays
+# open for the process (CONN_MAX_AGE), rather than on the thread Django starts for each request:
+# that thread's connection is opened and closed with the request (for SQLite, a checkpoint and
+# an fsync at every close). One thread suffices: each step is a short transaction, and SQLite
+# serialises writers anyway. Off (settings.REALTIME_DB_THREAD) for tests that share the test
+# runner's connection and its transaction.
+_db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="realtime-db")
+
+
+def in_db_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`fn` as a coroutine that runs on the database thread (see `_db_thread`)."""
+    if not settings.REALTIME_DB_THREAD:
+        return sync_to_async(fn)
+    return sync_to_async(_with_fresh_connection(fn), thread_sensitive=False, executor=_db_thread)
+
+
+def _with_fresh_connection(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        # As Django does around a request: drop the connection if it broke or outlived CONN_MAX_AGE.
+        close_old_connections()
+        return fn(*args, **kwargs)
+
+    return run
 
 
 # Large documents no transition or push reads: never loaded just to change a call.
@@ -274,14 +304,14 @@ async def call_create(
     data: dict[str, Any] | None = None,
 ) -> Call:
     """Record the call, ask OpenAI for an answer, and activate it; a refusal leaves it `failed`."""
-    call = await sync_to_async(call_open)(offer=offer, session=session, source=source, actor=actor, api_key=api_key, data=data)
+    call = await in_db_thread(call_open)(offer=offer, session=session, source=source, actor=actor, api_key=api_key, data=data)
     try:
         created = await upstream.create_call(sdp=offer, session=session.upstream)
     except UpstreamError as exc:
-        await sync_to_async(call_fail)(call=call, error=exc)
+        await in_db_thread(call_fail)(call=call, error=exc)
         raise
     try:
-        answered = await sync_to_async(call_answer)(call=call, created=created)
+        answered = await in_db_thread(call_answer)(call=call, created=created)
     except Exception:
         # The answer could not be recorded (the database failed): the caller never gets it, so the
         # call would run upstream unowned. Hang it up now; the sweeper ends the pending row later.
@@ -291,7 +321,7 @@ async def call_create(
         raise
     if not answered:
         # Ended (DELETE, admin) while OpenAI was answering: do not leave it running upstream.
-        await sync_to_async(call_note_upstream_id)(call=call, upstream_id=created.upstream_id)
+        await in_db_thread(call_note_upstream_id)(call=call, upstream_id=created.upstream_id)
         await hangup_upstream(call=call)
         raise CallStateConflict(_("The call was ended while it was being set up."), details={"call_id": call.call_id})
     return call
@@ -299,7 +329,7 @@ async def call_create(
 
 async def call_hangup(*, call: Call, reason: str, actor: str, data: dict[str, Any] | None = None) -> Call:
     """End the call here (exactly once), then hang it up upstream; the winner alone hangs up."""
-    call = await sync_to_async(call_end)(call=call, reason=reason, actor=actor, data=data)
+    call = await in_db_thread(call_end)(call=call, reason=reason, actor=actor, data=data)
     if call.upstream_id:
         await hangup_upstream(call=call)
     return call
@@ -311,9 +341,9 @@ async def hangup_upstream(*, call: Call) -> bool:
         hung_up = await upstream.hangup_call(upstream_id=call.upstream_id)
     except UpstreamError as exc:
         logger.warning("Upstream hangup of %s failed: %s", call.call_id, exc.code)
-        await sync_to_async(call_note_hangup_failed)(call=call, error=exc)
+        await in_db_thread(call_note_hangup_failed)(call=call, error=exc)
         return False
-    await sync_to_async(call_note_upstream_closed)(call=call, hung_up=hung_up)
+    await in_db_thread(call_note_upstream_closed)(call=call, hung_up=hung_up)
     return True
 
 
