@@ -124,7 +124,9 @@ def _prefix(field: str, prefix: str) -> Q:
     SQLite does not use an index for LIKE (case-insensitive by default), so it gets the same rows
     as a range; PostgreSQL uses the `varchar_pattern_ops` index for a LIKE prefix."""
     if connection.vendor == "postgresql":
-        return Q(**{f"{field}__startswith": prefix})
+        # The lower bound lets the field's plain index start at the prefix too (results come in
+        # its order), whatever the collation; LIKE decides.
+        return Q(**{f"{field}__startswith": prefix, f"{field}__gte": prefix})
     # Ids are ASCII: everything starting with `prefix` sorts between it and its last character's successor.
     return Q(**{f"{field}__gte": prefix, f"{field}__lt": prefix[:-1] + chr(ord(prefix[-1]) + 1)})
 
