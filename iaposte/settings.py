@@ -117,6 +117,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={env.str('SQLITE_SYNCHRONOUS', default='NORMAL')};",
         }
     )
+# Connections kept for the process (seconds; 0 closes them after each request). Call setup and
+# hangup run their database work on one long-lived thread (realtime.services.in_db_thread), whose
+# connection this keeps open: for SQLite, every close costs a checkpoint and an fsync.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Whether call setup and hangup use that thread (off only for tests sharing the runner's transaction).
+REALTIME_DB_THREAD = env.bool("REALTIME_DB_THREAD", default=True)
 if env.str("SQLITE_SYNCHRONOUS", default="NORMAL") not in ("NORMAL", "FULL"):
     raise ImproperlyConfigured("SQLITE_SYNCHRONOUS must be NORMAL or FULL.")
 DATABASES["default"].setdefault("TEST", {})

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from adrf.viewsets import ViewSet
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils.translation import gettext as _
 from rest_framework.decorators import action
@@ -70,18 +69,23 @@ class CallViewSet(ViewSet):
         paginator = CallPagination()
         paginator.window(request)
         query = _query(CallListQuerySerializer, request)
-        calls = selectors.call_list(status=query.get("status"), principal=request_principal(request))
-        page = paginator.paginate_queryset(calls, request, view=self)
-        return paginator.get_paginated_response(CallSerializer(page, many=True).data)
+        principal, status = request_principal(request), query.get("status")
+        calls = selectors.call_list(status=status, principal=principal, cursor=query.get("cursor"))
+        # The count comes from the statistics counters (exact, without counting the history).
+        page = paginator.paginate_counted(calls, request, count=selectors.call_count(status=status, principal=principal))
+        response = paginator.get_paginated_response(CallSerializer(page, many=True).data)
+        if len(page) == paginator.window(request)[0]:
+            response.data["next_cursor"] = selectors.call_cursor(page[-1])
+        return response
 
     def retrieve(self, request: Request, call_id: str) -> Response:
-        call = selectors.call_get(call_id=call_id, principal=request_principal(request))
+        call = selectors.call_get(call_id=call_id, principal=request_principal(request), documents=False)
         return Response({"success": True, "call": represent(CallSerializer, call)})
 
     async def destroy(self, request: Request, call_id: str) -> Response:
         """Ends the call (hangs up upstream); the record stays for audit."""
         principal = request_principal(request)
-        call = await sync_to_async(selectors.call_get)(call_id=call_id, principal=principal)
+        call = await services.in_db_thread(selectors.call_get)(call_id=call_id, principal=principal, documents=False)
         # Who ended it goes into the call.ended event: the key's prefix, or the staff user's name.
         call = await services.call_hangup(call=call, reason=principal.end_reason, actor=principal.actor, data=principal.audit() or None)
         return Response({"success": True, "call": represent(CallSerializer, call), "message": _("Call ended")})
@@ -91,14 +95,14 @@ class CallViewSet(ViewSet):
         paginator = EventPagination()
         paginator.window(request)  # a bad limit is a 400 even for a call that does not exist
         query = _query(EventListQuerySerializer, request)
-        call = selectors.call_get(call_id=call_id, principal=request_principal(request))
+        call = selectors.call_get(call_id=call_id, principal=request_principal(request), documents=False)
         events = selectors.call_events(call=call, event_type=query.get("event_type")).select_related("call")
         page = paginator.paginate_queryset(events, request, view=self)
         return paginator.get_paginated_response(CallEventSerializer(page, many=True).data)
 
     @action(detail=True, methods=["get"])
     def transcript(self, request: Request, call_id: str) -> Response:
-        call = selectors.call_get(call_id=call_id, principal=request_principal(request))
+        call = selectors.call_get(call_id=call_id, principal=request_principal(request), documents=False)
         entries = selectors.call_transcript(call=call)
         data = TranscriptEntrySerializer(entries, many=True).data
         return Response({"success": True, "call_id": call.call_id, "data": data, "count": len(entries)})

@@ -151,25 +151,28 @@ class Call(models.Model):
         indexes = [
             # GET /api/realtime/calls without a status filter: newest first, stable pages.
             models.Index(fields=["-created_at", "-id"], name="call_recent_idx"),
-            # GET /api/realtime/calls?status=...; stats' active/ended counts.
+            # GET /api/realtime/calls?status=...; the admin's status filter; the sweeper's pending
+            # and active calls; the concurrency check.
             models.Index(fields=["status", "-created_at", "-id"], name="call_status_recent_idx"),
-            # stats' calls_by_model and the admin's model filter.
-            models.Index(fields=["model"], name="call_model_idx"),
-            # stats' calls_by_voice and the admin's voice filter.
-            models.Index(fields=["voice"], name="call_voice_idx"),
-            # admin search by upstream id and lookups from upstream events (rtc_...).
-            models.Index(fields=["upstream_id"], name="call_upstream_idx"),
+            # The admin's model, voice, end reason and source filters, newest first: a filtered page
+            # reads its 50 rows from the index instead of sorting every match.
+            models.Index(fields=["model", "-created_at", "-id"], name="call_model_recent_idx"),
+            models.Index(fields=["voice", "-created_at", "-id"], name="call_voice_recent_idx"),
+            models.Index(fields=["end_reason", "-created_at", "-id"], name="call_reason_recent_idx"),
+            models.Index(fields=["source", "-created_at", "-id"], name="call_source_recent_idx"),
+            # Admin search by upstream id (exact or prefix) and lookups from upstream events (rtc_...).
+            # The operator class lets PostgreSQL answer a prefix LIKE from it; other databases ignore it.
+            models.Index(fields=["upstream_id"], name="call_upstream_idx", opclasses=["varchar_pattern_ops"]),
             # GET /api/realtime/calls with an API key: that key's calls, newest first.
             models.Index(fields=["api_key", "-created_at", "-id"], name="call_key_recent_idx"),
             # monitors claiming active calls whose lease is free or expired (services.monitor_claim).
             models.Index(fields=["monitor_lease_until"], condition=models.Q(status="active"), name="call_monitor_claim_idx"),
-            # the sweeper: live calls past a time limit (sweeper.due_calls).
-            models.Index(fields=["status", "created_at"], condition=models.Q(status__in=["pending", "active"]), name="call_live_idx"),
-            # the sweeper: ended calls whose upstream hangup is still unconfirmed.
+            # the sweeper: calls with an upstream side not yet closed (live calls and unconfirmed
+            # hangups: few, whatever the history). Calls that never reached upstream have no
+            # upstream id and sort first, so `upstream_id > ''` skips them with one seek. The
+            # condition has no parameter, so SQLite can prove a query implies it.
             models.Index(
-                fields=["hangup_retry_at"],
-                condition=models.Q(upstream_closed_at__isnull=True, status__in=["ended", "failed"]) & ~models.Q(upstream_id=""),
-                name="call_hangup_retry_idx",
+                fields=["upstream_id", "hangup_retry_at"], condition=models.Q(upstream_closed_at__isnull=True), name="call_hangup_retry_idx"
             ),
             # the admin's cost column, sorted.
             models.Index(fields=["cost_usd"], name="call_cost_idx"),
@@ -178,6 +181,39 @@ class Call(models.Model):
 
     def __str__(self) -> str:
         return self.call_id
+
+
+class CallCounter(models.Model):
+    """Running totals behind the statistics, so they cost the same at any history size.
+
+    One row per scope (`all` calls, or `key:<id>` for the calls an API key made), dimension and
+    value: `total/""` (every call, events, tokens, cost), `status/<status>` (calls now in it;
+    `ended` also sums durations), `end_reason/...`, `model/...`, `voice/...`, `source/...` and
+    `upstream_model/...` (calls, tokens, cost). `services` changes them in the same transaction as
+    the calls they count (one upsert per transition), so they always equal a recount of the rows
+    (`selectors.stats_recount`); `bench/seed_scale.py` writes them from that recount.
+    """
+
+    scope = models.CharField(_("scope"), max_length=32)
+    dimension = models.CharField(_("dimension"), max_length=20)
+    value = models.CharField(_("value"), max_length=100, blank=True, default="")
+    calls = models.BigIntegerField(_("calls"), default=0)
+    events = models.BigIntegerField(_("events"), default=0)
+    # Ended calls with a duration, and the sum of their durations (the average is their quotient).
+    duration_calls = models.BigIntegerField(_("calls with a duration"), default=0)
+    duration_seconds = models.FloatField(_("duration (s)"), default=0.0)
+    input_tokens = models.BigIntegerField(_("input tokens"), default=0)
+    output_tokens = models.BigIntegerField(_("output tokens"), default=0)
+    # Millionths of a dollar: whole numbers add up exactly on every database (calls keep 6 decimals).
+    cost_micros = models.BigIntegerField(_("cost (millionths of USD)"), default=0)
+
+    class Meta:
+        verbose_name = _("call counter")
+        verbose_name_plural = _("call counters")
+        constraints = [models.UniqueConstraint(fields=["scope", "dimension", "value"], name="call_counter_once")]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.dimension}={self.value}"
 
 
 class CallEvent(models.Model):
@@ -207,6 +243,8 @@ class CallEvent(models.Model):
             models.Index(fields=["call", "id"], name="event_call_idx"),
             # GET /api/realtime/calls/{id}/events?event_type=...
             models.Index(fields=["call", "event_type", "id"], name="event_call_type_idx"),
+            # the admin's event list filtered by type, newest first.
+            models.Index(fields=["event_type", "-id"], name="event_type_recent_idx"),
         ]
         constraints = [
             # An upstream event is recorded once, even if two monitors overlap during a takeover.

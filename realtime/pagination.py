@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db.models import QuerySet
 from rest_framework import serializers
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
@@ -48,6 +49,13 @@ class SeedPagination(LimitOffsetPagination):
 class CallPagination(SeedPagination):
     default_limit = 20
     max_limit_setting = "REALTIME_LIST_MAX_LIMIT"
+
+    def paginate_counted(self, queryset: QuerySet[Any], request: Request, *, count: int) -> list[Any]:
+        """A page of `queryset` whose total is already known (from the statistics counters):
+        `paginate_queryset` would count the whole history."""
+        limit, offset = self.window(request)
+        self.request, self.limit, self.offset, self.count = request, limit, offset, count
+        return list(queryset[offset : offset + limit])
 
 
 class EventPagination(SeedPagination):

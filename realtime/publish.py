@@ -7,9 +7,10 @@ they carry the same serializers' output as the REST API. Groups and messages:
 - `realtime.calls`: `call.changed` (the event and the call after it) for every lifecycle
   transition, and `stats.changed` with a fresh statistics snapshot shortly after a burst of them.
 
-Statistics are aggregates over every call; computing them per transition would put several SQL
-aggregates on every call setup's path, so they are debounced: one snapshot at most every
-`STATS_PUSH_DELAY` seconds per process, always sent after the last transition of a burst.
+Statistics are read from counters (`realtime.counters`), a few rows whatever the history, but a
+burst of transitions still needs one snapshot, not one each: a snapshot is computed only while
+someone subscribes to the list feed, at most one is pending per process, and it is sent
+`STATS_PUSH_DELAY` seconds after the transition that scheduled it, so after the last of a burst.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import contextvars
 import json
 import logging
-import weakref
+import threading
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -35,8 +36,9 @@ logger = logging.getLogger(__name__)
 CALLS_GROUP = "realtime.calls"
 STATS_PUSH_DELAY = 0.2
 
-# Loops with a stats snapshot already scheduled (one pending snapshot per event loop).
-_stats_scheduled: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+# The loop a statistics snapshot is scheduled on, if one is (at most one per process).
+_stats_lock = threading.Lock()
+_stats_pending: asyncio.AbstractEventLoop | None = None
 
 
 def call_group(call_id: str) -> str:
@@ -114,17 +116,38 @@ async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: dict[s
         logger.exception("Push for %s failed", call_id)
 
 
+def _has_subscribers(layer: Any) -> bool:
+    """Whether anyone listens to the list feed. Known for in-memory layers (one process holds every
+    socket); assumed for the others, whose subscribers may be in any process."""
+    groups = getattr(layer, "groups", None)
+    return not isinstance(groups, dict) or bool(groups.get(CALLS_GROUP))
+
+
 def _schedule_stats(layer: Any) -> None:
+    """Schedule one statistics snapshot for the end of this burst, if someone subscribes and none
+    is pending in this process (whichever loop or thread it was scheduled from)."""
+    global _stats_pending
+    if not _has_subscribers(layer):
+        return
     loop = asyncio.get_running_loop()
-    if loop not in _stats_scheduled:
-        _stats_scheduled.add(loop)
-        # A fresh context: the push outlives the request (or sync call) whose context we are in.
-        loop.call_later(STATS_PUSH_DELAY, lambda: asyncio.ensure_future(_push_stats(layer, loop)), context=contextvars.Context())
+    with _stats_lock:
+        pending = _stats_pending
+        # A snapshot scheduled on a loop that has stopped since (a short-lived async_to_sync loop)
+        # will never run: it does not count as pending.
+        if pending is not None and pending.is_running():
+            return
+        _stats_pending = loop
+    # A fresh context: the push outlives the request (or sync call) whose context we are in.
+    loop.call_later(STATS_PUSH_DELAY, lambda: asyncio.ensure_future(_push_stats(layer)), context=contextvars.Context())
 
 
-async def _push_stats(layer: Any, loop: asyncio.AbstractEventLoop) -> None:
+async def _push_stats(layer: Any) -> None:
+    global _stats_pending
     # Cleared before the query: a transition committed while it runs schedules the next snapshot.
-    _stats_scheduled.discard(loop)
+    with _stats_lock:
+        _stats_pending = None
+    if not _has_subscribers(layer):
+        return
     try:
         stats = await database_sync_to_async(selectors.stats)()
         await layer.group_send(CALLS_GROUP, {"type": "stats.changed", "stats": stats})

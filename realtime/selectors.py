@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Avg, Count, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 
-from .exceptions import CallNotFound
+from . import counters
+from .exceptions import CallNotFound, InvalidInput
 from .models import Call, CallEvent
 
 if TYPE_CHECKING:
@@ -29,17 +32,54 @@ def visible_calls(principal: Principal | None) -> QuerySet[Call]:
     return Call.objects.filter(api_key=principal.api_key)
 
 
-def call_get(*, call_id: str, principal: Principal | None = None) -> Call:
+# Large documents no list or detail shows (the create response and the admin's call page do).
+DOCUMENTS = ("sdp_offer", "sdp_answer", "session_requested", "session_upstream")
+
+
+def call_get(*, call_id: str, principal: Principal | None = None, documents: bool = True) -> Call:
+    """One call by its public id; without its large documents unless `documents`."""
+    calls = visible_calls(principal)
     try:
-        return visible_calls(principal).get(call_id=call_id)
+        return (calls if documents else calls.defer(*DOCUMENTS)).get(call_id=call_id)
     except Call.DoesNotExist:
         message = _("No call with id '%(id)s'.") % {"id": call_id[:100]}
         raise CallNotFound(message, details={"call_id": call_id[:100]}) from None
 
 
-def call_list(*, status: str | None = None, principal: Principal | None = None) -> QuerySet[Call]:
-    calls = visible_calls(principal).defer("sdp_offer", "sdp_answer", "session_requested", "session_upstream")
-    return calls.filter(status=status) if status else calls
+def call_list(*, status: str | None = None, principal: Principal | None = None, cursor: str | None = None) -> QuerySet[Call]:
+    """Calls newest first; after `cursor` (from `call_cursor`) if given: a deep page costs what
+    the first one does, where an offset reads and skips every row before it."""
+    calls = visible_calls(principal).defer(*DOCUMENTS)
+    if status:
+        calls = calls.filter(status=status)
+    if cursor:
+        created_at, pk = _decode_cursor(cursor)
+        # Row order is (-created_at, -id): strictly older, or as old with a smaller id. The
+        # created_at bound alone is an index range; the OR refines within it.
+        calls = calls.filter(Q(created_at__lte=created_at) & (Q(created_at__lt=created_at) | Q(pk__lt=pk)))
+    return calls
+
+
+def call_count(*, status: str | None = None, principal: Principal | None = None) -> int:
+    """How many calls `call_list` has in all (without a cursor), from the counters: exact, and
+    not a scan of the history."""
+    figures = counters.read(stats_scope(principal))
+    return figures[f"{status}_calls"] if status else figures["total_calls"]
+
+
+def call_cursor(call: Call) -> str:
+    """An opaque position after `call` in `call_list`'s order."""
+    raw = f"{int(call.created_at.timestamp() * 1_000_000)}.{call.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        micros, pk = (int(part) for part in raw.split("."))
+        return datetime.fromtimestamp(micros / 1_000_000, tz=UTC), pk
+    except (ValueError, UnicodeDecodeError, OverflowError, OSError):
+        raise InvalidInput("cursor", _("is not a cursor this API returned.")) from None
 
 
 def call_events(*, call: Call, event_type: str | None = None) -> QuerySet[CallEvent]:
@@ -47,41 +87,64 @@ def call_events(*, call: Call, event_type: str | None = None) -> QuerySet[CallEv
     return events.filter(event_type=event_type) if event_type else events
 
 
-def _counts_by(calls: QuerySet[Call], field: str) -> dict[str, int]:
-    rows = calls.order_by().values_list(field).annotate(n=Count("id"))
-    return {key: n for key, n in rows}
+def stats_scope(principal: Principal | None) -> str:
+    """The counters `principal` reads: every call's, or its API key's own."""
+    if principal is None or principal.sees_all:
+        return counters.ALL
+    assert principal.api_key is not None
+    return counters.key_scope(principal.api_key.pk)
 
 
 def stats(*, principal: Principal | None = None) -> dict[str, Any]:
-    """Totals over the calls `principal` may see (a key's own; every call for the rest)."""
+    """Totals over the calls `principal` may see (a key's own; every call for the rest).
+
+    Read from the counters `services` keeps in step with every change (`realtime.counters`): the
+    same figures as `stats_recount`, at the cost of reading a few dozen rows.
+    """
+    return counters.read(stats_scope(principal))
+
+
+def _counts_by(calls: QuerySet[Call], field: str) -> dict[str, int]:
+    rows = calls.order_by(field).values_list(field).annotate(n=Count("id"))
+    return {key: n for key, n in rows if key}
+
+
+def stats_recount(*, principal: Principal | None = None) -> dict[str, Any]:
+    """`stats`, recounted from every call and event: what the counters must always equal (tests,
+    checks after an import). Scans the whole history: never on a request path."""
     calls = visible_calls(principal)
     events = CallEvent.objects.filter(call__in=calls) if principal is not None and not principal.sees_all else CallEvent.objects.all()
+    ended = Q(status=Call.Status.ENDED)
     totals = calls.aggregate(
         total_calls=Count("id"),
         pending_calls=Count("id", filter=Q(status=Call.Status.PENDING)),
         active_calls=Count("id", filter=Q(status=Call.Status.ACTIVE)),
-        ended_calls=Count("id", filter=Q(status=Call.Status.ENDED)),
+        ended_calls=Count("id", filter=ended),
         failed_calls=Count("id", filter=Q(status=Call.Status.FAILED)),
-        avg_duration_seconds=Avg("duration_seconds", filter=Q(status=Call.Status.ENDED)),
+        avg_duration_seconds=Avg("duration_seconds", filter=ended),
         total_input_tokens=Sum("input_tokens", default=0),
         total_output_tokens=Sum("output_tokens", default=0),
         total_cost_usd=Sum("cost_usd", default=0),
+        total_duration_seconds=Sum("duration_seconds", filter=ended, default=0.0),
     )
     totals["avg_duration_seconds"] = round(totals["avg_duration_seconds"] or 0.0, 1)
     totals["total_cost_usd"] = round(float(totals["total_cost_usd"]), 6)
+    totals["total_duration_seconds"] = round(totals["total_duration_seconds"], 1)
     return {
         **totals,
         "total_events": events.count(),
         "calls_by_model": _counts_by(calls, "model"),
         "calls_by_voice": _counts_by(calls, "voice"),
         "usage_by_model": _usage_by_upstream_model(calls),
+        "calls_by_source": _counts_by(calls, "source"),
+        "calls_by_end_reason": _counts_by(calls, "end_reason"),
     }
 
 
 def _usage_by_upstream_model(calls: QuerySet[Call]) -> dict[str, dict[str, Any]]:
     """Tokens and cost per model actually used upstream (what OpenAI bills), not per alias asked for."""
     rows = (
-        calls.order_by()
+        calls.order_by("upstream_model")
         .values("upstream_model")
         .annotate(calls=Count("id"), input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost_usd=Sum("cost_usd"))
     )

@@ -87,6 +87,9 @@ class CallCreateInputSerializer(serializers.Serializer):
 class CallListQuerySerializer(serializers.Serializer):
     """The list's filter (paging is `realtime.pagination`'s)."""
 
+    # The `next_cursor` of the previous page: the next page without counting past rows.
+    cursor = serializers.CharField(max_length=100, required=False)
+
     status = serializers.ChoiceField(choices=Call.Status.choices, required=False)
 
 

@@ -20,25 +20,32 @@ transaction, usage and cost summed onto the call) and hold calls through `monito
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from decimal import Decimal
+from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import pricing, publish, selectors, upstream
+from .counters import Tally, micros
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
 from .models import API_KEY_PREFIX, API_KEY_VISIBLE_CHARS, ApiKey, Call, CallEvent, hash_api_key
 from .sessions import SessionConfig
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Speech from either side (or the model's output): what keeps a call from being idle.
 ACTIVITY_EVENTS = frozenset(
@@ -54,19 +61,69 @@ ACTIVITY_EVENTS = frozenset(
 # Any fixed number: the PostgreSQL advisory lock that serialises the concurrency check.
 _CAPACITY_LOCK = 0x1A905E
 
+# The database work of call setup and hangup runs on one long-lived thread, whose connection stays
+# open for the process (CONN_MAX_AGE), rather than on the thread Django starts for each request:
+# that thread's connection is opened and closed with the request (for SQLite, a checkpoint and
+# an fsync at every close). One thread suffices: each step is a short transaction, and SQLite
+# serialises writers anyway. Off (settings.REALTIME_DB_THREAD) for tests that share the test
+# runner's connection and its transaction.
+_db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="realtime-db")
 
-def _record(*, call: Call, event_type: str, actor: CallEvent.Actor, data: dict[str, Any], at: datetime, lifecycle: bool) -> CallEvent:
+
+def in_db_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`fn` as a coroutine that runs on the database thread (see `_db_thread`)."""
+    if not settings.REALTIME_DB_THREAD:
+        return sync_to_async(fn)
+    return sync_to_async(_with_fresh_connection(fn), thread_sensitive=False, executor=_db_thread)
+
+
+def _with_fresh_connection(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        # As Django does around a request: drop the connection if it broke or outlived CONN_MAX_AGE.
+        close_old_connections()
+        return fn(*args, **kwargs)
+
+    return run
+
+
+# Large documents no transition or push reads: never loaded just to change a call.
+_DOCUMENTS = frozenset({"sdp_offer", "sdp_answer", "session_requested", "session_upstream"})
+
+
+def _record(
+    *, call: Call, event_type: str, actor: CallEvent.Actor, data: dict[str, Any], at: datetime, lifecycle: bool, tally: Tally | None = None
+) -> CallEvent:
+    """Write the event, count it (with whatever else the transition changes in the statistics),
+    and schedule its push."""
     event = CallEvent.objects.create(call=call, event_type=event_type, actor=actor, data=data, created_at=at)
+    (tally or Tally(call.api_key_id)).events(1).save()
     publish.event_recorded(event=event, call=call, lifecycle=lifecycle)
     return event
 
 
-def _transition(*, call: Call, allowed: tuple[str, ...], changes: dict[str, Any]) -> bool:
-    """Apply `changes` only if the call is still in one of `allowed`; refresh `call` if it was."""
-    updated = Call.objects.filter(pk=call.pk, status__in=allowed).update(**changes)
-    if updated:
-        call.refresh_from_db()
-    return bool(updated)
+def _load(call: Call) -> None:
+    """Load what a transition and its push read, in one query, if the caller deferred any of it
+    (`.only()`): the result, and the number of queries, do not depend on how the call was loaded."""
+    missing = call.get_deferred_fields() - _DOCUMENTS
+    if missing:
+        call.refresh_from_db(fields=sorted(missing))
+
+
+def _transition(*, call: Call, allowed: tuple[str, ...], changes: dict[str, Any]) -> str | None:
+    """Apply `changes` only if the call is still in one of `allowed`; returns the status it left.
+
+    One conditional UPDATE per allowed status, the one the caller saw first: the UPDATE that
+    matches says which state the call left (the counters need it) without reading it back, and
+    two racing transitions still produce exactly one change. `call` gets the changes it made.
+    """
+    seen = call.__dict__.get("status")
+    for status in sorted(allowed, key=lambda s: s != seen):
+        if Call.objects.filter(pk=call.pk, status=status).update(**changes):
+            for name, value in changes.items():
+                setattr(call, name, value)
+            return status
+    return None
 
 
 # --- sync transitions -----------------------------------------------------------------------
@@ -110,7 +167,8 @@ def call_open(
         if session.notes:
             # What we could not pass on as asked (a seed model alias, temperature): noted, not hidden.
             payload["adjustments"] = session.notes
-        _record(call=call, event_type="call.created", actor=actor, data=payload, at=now, lifecycle=True)
+        tally = Tally(call.api_key_id).opened(call)
+        _record(call=call, event_type="call.created", actor=actor, data=payload, at=now, lifecycle=True, tally=tally)
     return call
 
 
@@ -138,10 +196,12 @@ def _check_capacity(*, api_key: ApiKey | None) -> None:
 
 def call_answer(*, call: Call, created: upstream.CreatedCall) -> bool:
     """pending -> active once OpenAI answered. False if the call was ended meanwhile."""
+    _load(call)
     now = timezone.now()
     with transaction.atomic():
         changes = {"status": Call.Status.ACTIVE, "upstream_id": created.upstream_id, "sdp_answer": created.sdp_answer, "answered_at": now}
-        if not _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes):
+        old = _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes)
+        if old is None:
             return False
         _record(
             call=call,
@@ -150,12 +210,14 @@ def call_answer(*, call: Call, created: upstream.CreatedCall) -> bool:
             data={"upstream_id": created.upstream_id},
             at=now,
             lifecycle=True,
+            tally=Tally(call.api_key_id).moved(old=old, new=Call.Status.ACTIVE),
         )
     return True
 
 
 def call_fail(*, call: Call, error: RealtimeError) -> bool:
     """pending -> failed: OpenAI refused or never answered. The call never became active."""
+    _load(call)
     now = timezone.now()
     with transaction.atomic():
         changes = {
@@ -164,27 +226,32 @@ def call_fail(*, call: Call, error: RealtimeError) -> bool:
             "end_reason": Call.EndReason.UPSTREAM_ERROR,
             "error_message": error.message[:2000],
         }
-        if not _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes):
+        old = _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes)
+        if old is None:
             return False
         data = {"code": error.code, "message": error.message, "details": error.details}
-        _record(call=call, event_type="call.failed", actor=CallEvent.Actor.UPSTREAM, data=data, at=now, lifecycle=True)
+        tally = Tally(call.api_key_id).moved(old=old, new=Call.Status.FAILED, end_reason=Call.EndReason.UPSTREAM_ERROR)
+        _record(call=call, event_type="call.failed", actor=CallEvent.Actor.UPSTREAM, data=data, at=now, lifecycle=True, tally=tally)
     return True
 
 
 def call_end(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data: dict[str, Any] | None = None) -> Call:
     """pending|active -> ended, with a reason. Raises CallStateConflict if it had already ended."""
+    _load(call)
     now = timezone.now()
     duration = max((now - call.created_at).total_seconds(), 0.0)
     with transaction.atomic():
         changes = {"status": Call.Status.ENDED, "ended_at": now, "end_reason": reason, "duration_seconds": duration}
-        if not _transition(call=call, allowed=Call.ENDABLE, changes=changes):
-            call.refresh_from_db()
+        old = _transition(call=call, allowed=Call.ENDABLE, changes=changes)
+        if old is None:
+            call.status = Call.objects.values_list("status", flat=True).get(pk=call.pk)
             raise CallStateConflict(
                 _("The call is already %(status)s.") % {"status": call.get_status_display().lower()},
                 details={"call_id": call.call_id, "status": call.status},
             )
         payload = {"reason": reason, "duration_seconds": round(duration), **(data or {})}
-        _record(call=call, event_type="call.ended", actor=actor, data=payload, at=now, lifecycle=True)
+        tally = Tally(call.api_key_id).moved(old=old, new=Call.Status.ENDED, end_reason=reason, duration=duration)
+        _record(call=call, event_type="call.ended", actor=actor, data=payload, at=now, lifecycle=True, tally=tally)
     return call
 
 
@@ -200,8 +267,10 @@ def call_note_upstream_closed(*, call: Call, hung_up: bool) -> None:
 
 def call_note_upstream_id(*, call: Call, upstream_id: str) -> None:
     """Keep the upstream id of a call ended during its setup, so its hangup can be retried."""
-    Call.objects.filter(pk=call.pk, upstream_id="").update(upstream_id=upstream_id)
-    call.refresh_from_db()
+    if Call.objects.filter(pk=call.pk, upstream_id="").update(upstream_id=upstream_id):
+        call.upstream_id = upstream_id
+    else:
+        call.upstream_id = Call.objects.values_list("upstream_id", flat=True).get(pk=call.pk)
 
 
 def hangup_backoff(attempts: int) -> float:
@@ -242,14 +311,14 @@ async def call_create(
     data: dict[str, Any] | None = None,
 ) -> Call:
     """Record the call, ask OpenAI for an answer, and activate it; a refusal leaves it `failed`."""
-    call = await sync_to_async(call_open)(offer=offer, session=session, source=source, actor=actor, api_key=api_key, data=data)
+    call = await in_db_thread(call_open)(offer=offer, session=session, source=source, actor=actor, api_key=api_key, data=data)
     try:
         created = await upstream.create_call(sdp=offer, session=session.upstream)
     except UpstreamError as exc:
-        await sync_to_async(call_fail)(call=call, error=exc)
+        await in_db_thread(call_fail)(call=call, error=exc)
         raise
     try:
-        answered = await sync_to_async(call_answer)(call=call, created=created)
+        answered = await in_db_thread(call_answer)(call=call, created=created)
     except Exception:
         # The answer could not be recorded (the database failed): the caller never gets it, so the
         # call would run upstream unowned. Hang it up now; the sweeper ends the pending row later.
@@ -259,7 +328,7 @@ async def call_create(
         raise
     if not answered:
         # Ended (DELETE, admin) while OpenAI was answering: do not leave it running upstream.
-        await sync_to_async(call_note_upstream_id)(call=call, upstream_id=created.upstream_id)
+        await in_db_thread(call_note_upstream_id)(call=call, upstream_id=created.upstream_id)
         await hangup_upstream(call=call)
         raise CallStateConflict(_("The call was ended while it was being set up."), details={"call_id": call.call_id})
     return call
@@ -267,7 +336,7 @@ async def call_create(
 
 async def call_hangup(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data: dict[str, Any] | None = None) -> Call:
     """End the call here (exactly once), then hang it up upstream; the winner alone hangs up."""
-    call = await sync_to_async(call_end)(call=call, reason=reason, actor=actor, data=data)
+    call = await in_db_thread(call_end)(call=call, reason=reason, actor=actor, data=data)
     if call.upstream_id:
         await hangup_upstream(call=call)
     return call
@@ -279,9 +348,9 @@ async def hangup_upstream(*, call: Call) -> bool:
         hung_up = await upstream.hangup_call(upstream_id=call.upstream_id)
     except UpstreamError as exc:
         logger.warning("Upstream hangup of %s failed: %s", call.call_id, exc.code)
-        await sync_to_async(call_note_hangup_failed)(call=call, error=exc)
+        await in_db_thread(call_note_hangup_failed)(call=call, error=exc)
         return False
-    await sync_to_async(call_note_upstream_closed)(call=call, hung_up=hung_up)
+    await in_db_thread(call_note_upstream_closed)(call=call, hung_up=hung_up)
     return True
 
 
@@ -331,13 +400,15 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent]) -> int:
                 for e in fresh
             ]
         )
-        _account(call=call, events=fresh)
+        tally = Tally(call.api_key_id).events(len(rows))
+        _account(call=call, events=fresh, tally=tally)
+        tally.save()
         publish.events_recorded(events=rows, call=call)
     return len(rows)
 
 
-def _account(*, call: Call, events: list[UpstreamEvent]) -> None:
-    """Add the batch's usage to the call (one UPDATE), and note that a transcript exists."""
+def _account(*, call: Call, events: list[UpstreamEvent], tally: Tally) -> None:
+    """Add the batch's usage to the call (one UPDATE) and to `tally`, and note that a transcript exists."""
     responses = [
         u for u in (e.data.get("response", {}).get("usage") for e in events if e.event_type == "response.done") if isinstance(u, dict)
     ]
@@ -353,7 +424,11 @@ def _account(*, call: Call, events: list[UpstreamEvent]) -> None:
         return
     # A monitor holds the call alone (its lease), so this read-modify-write has no concurrent
     # writer; select_for_update makes that hold on PostgreSQL too (SQLite's IMMEDIATE already does).
-    row = Call.objects.select_for_update().only("pk", "usage", "cost_usd", "upstream_model", "session_upstream").get(pk=call.pk)
+    row = (
+        Call.objects.select_for_update()
+        .only("pk", "usage", "cost_usd", "input_tokens", "output_tokens", "upstream_model", "session_upstream")
+        .get(pk=call.pk)
+    )
     usage = dict(row.usage)
     prices = pricing.prices_for(row.upstream_model)
     cost = row.cost_usd if prices is not None else None
@@ -367,12 +442,21 @@ def _account(*, call: Call, events: list[UpstreamEvent]) -> None:
         extra = pricing.transcription_cost(transcription_usage, str(model.get("model", "")))
         if extra is not None and cost is not None:
             cost += extra
+    if cost is not None:
+        # Stored with the column's 6 decimals, so the counters add exactly what the row holds.
+        cost = cost.quantize(Decimal("0.000001"))
     changes: dict[str, Any] = {"usage": usage, "cost_usd": cost}
     changes["input_tokens"] = usage.get("input_tokens", 0)
     changes["output_tokens"] = usage.get("output_tokens", 0)
     if transcript:
         changes["has_transcript"] = True
     Call.objects.filter(pk=call.pk).update(**changes)
+    tally.usage(
+        upstream_model=row.upstream_model,
+        input_tokens=changes["input_tokens"] - row.input_tokens,
+        output_tokens=changes["output_tokens"] - row.output_tokens,
+        cost_micros=micros(cost) - micros(row.cost_usd),
+    )
     for name, value in changes.items():
         setattr(call, name, value)
 
@@ -422,10 +506,13 @@ def hangup_retry_claim(*, now: datetime, grace_seconds: float, claim_seconds: fl
     ago (whoever ended it is still hanging up before that). A claim moves `hangup_retry_at`
     `claim_seconds` on, so it is not claimed again meanwhile, even if its sweeper dies mid-way.
     """
-    unconfirmed = Q(status__in=(Call.Status.ENDED, Call.Status.FAILED), upstream_closed_at__isnull=True) & ~Q(upstream_id="")
     due = Q(hangup_retry_at__lte=now) | Q(hangup_retry_at__isnull=True, ended_at__lt=now - timedelta(seconds=grace_seconds))
+    # Spelled for the partial index call_hangup_retry_idx (calls whose upstream side is open): no
+    # status term, which planners would rather answer from the status index, scanning every ended
+    # call. `due` already implies an ended call (ended_at, or a retry time set after an end).
+    open_upstream = Q(upstream_closed_at__isnull=True, upstream_id__gt="")
     changes = {"hangup_retry_at": now + timedelta(seconds=claim_seconds)}
-    return [call for call, _seen in _claim(claimable=unconfirmed & due, held_by="hangup_retry_at", changes=changes, limit=limit)]
+    return [call for call, _seen in _claim(claimable=open_upstream & due, held_by="hangup_retry_at", changes=changes, limit=limit)]
 
 
 def monitor_renew(*, owner: str, lease_seconds: float, call_ids: list[int]) -> set[int]:

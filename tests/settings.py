@@ -20,3 +20,6 @@ LANGUAGE_CODE = "en"
 # No sideband monitors in the test process, even where a test imports iaposte.asgi: the tests of
 # monitoring run them in servers and workers of their own.
 REALTIME_MONITORS = "off"
+# Services' database work on the test runner's own connection (and its per-test transaction); the
+# real servers the tests start use their database thread.
+REALTIME_DB_THREAD = False

@@ -1,8 +1,11 @@
-"""GET /api/realtime/stats: the seed's fields, computed by SQL aggregates."""
+"""GET /api/realtime/stats: the seed's fields and more, read from the counters kept with every change."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from realtime.models import Call
 
@@ -27,6 +30,9 @@ def test_it_reports_zeroes_with_no_calls(api):
         "total_output_tokens": 0,
         "total_cost_usd": 0.0,
         "usage_by_model": {},
+        "calls_by_source": {},
+        "calls_by_end_reason": {},
+        "total_duration_seconds": 0.0,
     }
 
 
@@ -35,8 +41,10 @@ def test_it_counts_calls_by_status_model_and_voice(api, sdp_offer, django_assert
     make_call(sdp_offer, {"model": "gpt-4o-realtime-preview", "voice": "alloy"})
     ended = make_call(sdp_offer, {"model": "gpt-4o-realtime-preview", "voice": "echo"})
     make_call(sdp_offer, {"model": "gpt-realtime", "voice": "echo"})
+    # Five minutes long: it started 300 s before it ends (statistics count what services recorded).
+    ended.created_at = timezone.now() - timedelta(seconds=300)
+    Call.objects.filter(pk=ended.pk).update(created_at=ended.created_at)
     end_call(ended)
-    Call.objects.filter(pk=ended.pk).update(duration_seconds=300)
 
     with django_assert_max_num_queries(5):
         body = api.get("/api/realtime/stats/").json()
@@ -48,3 +56,5 @@ def test_it_counts_calls_by_status_model_and_voice(api, sdp_offer, django_assert
     assert stats["total_events"] == 3 * 2 + 2  # created + answered each, then ended + upstream.hangup
     assert stats["calls_by_model"] == {"gpt-4o-realtime-preview": 2, "gpt-realtime": 1}
     assert stats["calls_by_voice"] == {"alloy": 1, "echo": 2}
+    assert stats["calls_by_end_reason"] == {"api_hangup": 1}
+    assert stats["calls_by_source"] == {"webrtc": 3}

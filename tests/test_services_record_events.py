@@ -51,8 +51,9 @@ def _event(event_id: str, event_type: str, **data: Any) -> services.UpstreamEven
 def test_it_stores_a_batch_once_and_pushes_it_once(call, pushes, django_assert_max_num_queries):
     batch = [_event("event_1", "session.created", session={"id": "sess_1"}), _event("event_2", "input_audio_buffer.speech_started")]
 
-    # dedupe SELECT, one INSERT, the transaction, and one UPDATE of the call's last activity (speech)
-    with django_assert_max_num_queries(5):
+    # dedupe SELECT, one INSERT, the transaction (BEGIN, COMMIT), one UPDATE of the call's last
+    # activity (speech), and one upsert of the statistics counters
+    with django_assert_max_num_queries(6):
         assert services.call_record_events(call=call, events=batch) == 2
     # It should skip events already stored (a takeover overlap), and store only the new one.
     assert services.call_record_events(call=call, events=[*batch, _event("event_3", "rate_limits.updated", rate_limits=[])]) == 1

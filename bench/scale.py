@@ -1,0 +1,315 @@
+"""A million calls: every read, push and background pass against a long history, beside the same
+on an empty database, in the same run (see docs/benchmarks.md, "A million calls").
+
+    DATABASE_URL=sqlite:///big.sqlite3 python manage.py migrate
+    DATABASE_URL=sqlite:///big.sqlite3 python bench/seed_scale.py --calls 1000000   # once: minutes
+    python bench/scale.py --database big.sqlite3 [--repeat 30]
+    python bench/scale.py --quick          # seeds 2,000 calls into a temporary file (the suite runs it)
+
+For each database (empty, then the history): a broker server (daphne, no monitors: the passes
+are timed apart) in front of an engine server (the `localrealtime` stand-in for OpenAI, apart, as
+OpenAI is another host); then
+- the median time of GET /stats, the call list (first page, by status, a deep page through the
+  cursor), a call's detail, events and transcript; the admin call list, a filtered list, and id
+  searches (full and prefix);
+- the broker's CPU (utime + stime from /proc) per create + DELETE cycle, with a subscriber on the
+  list feed, and per create alone; the median create latency beside a direct `openai` SDK call to
+  the same engine (the overhead the broker adds);
+- each sweeper and monitor query's time (in this process, on the same database);
+and, for the history only, 200 concurrent creates with the upstream answering in 500 ms in the
+embedded `make run` layout (one process, engine included). Reads never change the history; the
+creates add a few hundred calls to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._server import machine, server  # noqa: E402
+from bench.create_concurrency import burst, make_offer, quantile  # noqa: E402
+
+_DJANGO_SETUP = "import django; django.setup()\n"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median_ms(fn: Callable[[], Any], repeat: int) -> float:
+    fn()  # warm: imports, caches, the first connection
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def django_env(database: Path) -> dict[str, str]:
+    return {**os.environ, "DJANGO_SETTINGS_MODULE": "iaposte.settings", "DEBUG": "true", "DATABASE_URL": f"sqlite:///{database}"}
+
+
+def prepare(database: Path) -> dict[str, Any]:
+    """Migrate, make a staff user for the admin, and pick the calls the reads will ask for."""
+    env = django_env(database)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    count = "import django; django.setup(); from realtime.models import Call; print(Call.objects.exists())"
+    if (
+        subprocess.run([sys.executable, "-c", count], cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.strip()
+        == "False"
+    ):
+        # "Empty": a handful of calls, so that a call's detail, events and transcript exist.
+        subprocess.run([sys.executable, "bench/seed_scale.py", "--calls", "20"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    script = (
+        _DJANGO_SETUP
+        + """
+import json
+from django.contrib.auth.models import User
+from realtime.models import Call
+User.objects.filter(username="bench").delete()
+User.objects.create_superuser("bench", password="bench-only")
+ended = Call.objects.filter(status="ended", has_transcript=True).order_by("-created_at", "-id").first()
+print(json.dumps({"call_id": ended.call_id if ended else "", "upstream_id": ended.upstream_id if ended else ""}))
+"""
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**django_env(database), "PYTHONPATH": str(ROOT)}, check=True,
+                         capture_output=True, text=True)  # fmt: skip
+    picked: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return picked
+
+
+def reads(url: str, picked: dict[str, Any], repeat: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    with httpx.Client(base_url=url, timeout=60) as http:
+        first = http.get("/api/realtime/calls").json()
+        # A deep page: follow the cursor a few pages in, then time that page.
+        cursor = first.get("next_cursor")
+        for _ in range(5):
+            if not cursor:
+                break
+            cursor = http.get("/api/realtime/calls", params={"cursor": cursor}).json().get("next_cursor")
+        paths: dict[str, tuple[str, dict[str, Any]]] = {
+            "GET /stats": ("/api/realtime/stats", {}),
+            "GET /calls": ("/api/realtime/calls", {}),
+            "GET /calls?status=active": ("/api/realtime/calls", {"status": "active"}),
+            "GET /calls?cursor= (7th page)": ("/api/realtime/calls", {"cursor": cursor} if cursor else {}),
+        }
+        if picked["call_id"]:
+            call = picked["call_id"]
+            paths["GET /calls/{id}"] = (f"/api/realtime/calls/{call}", {})
+            paths["GET /calls/{id}/events"] = (f"/api/realtime/calls/{call}/events", {})
+            paths["GET /calls/{id}/transcript"] = (f"/api/realtime/calls/{call}/transcript", {})
+        for label, (path, params) in paths.items():
+            figures[label] = median_ms(lambda p=path, q=params: http.get(p, params=q).raise_for_status(), repeat)
+    with httpx.Client(base_url=url, timeout=120, follow_redirects=True) as admin:
+        login = admin.get("/admin/login/")
+        admin.post(
+            "/admin/login/",
+            data={
+                "username": "bench",
+                "password": "bench-only",
+                "csrfmiddlewaretoken": login.cookies.get("csrftoken", ""),
+                "next": "/admin/",
+            },
+            headers={"Referer": f"{url}/admin/login/"},
+        )
+        pages: dict[str, dict[str, str]] = {
+            "admin call list": {},
+            "admin list, model filter": {"model": "gpt-realtime-mini"},
+            "admin list, status filter": {"status__exact": "active"},
+            "admin list, unconfirmed hangups": {"upstream_hangup": "unconfirmed"},
+        }
+        if picked["call_id"]:
+            pages["admin search, full call id"] = {"q": picked["call_id"]}
+            pages["admin search, call id prefix"] = {"q": picked["call_id"][:9]}
+            pages["admin search, upstream id"] = {"q": picked["upstream_id"]}
+        for label, params in pages.items():
+            figures[label] = median_ms(
+                lambda q=params: admin.get("/admin/realtime/call/", params=q).raise_for_status(), max(repeat // 3, 3)
+            )
+    return figures
+
+
+async def cycles(url: str, offer: str, pid: int, n: int) -> dict[str, float]:
+    """Broker CPU per create + DELETE (a subscriber on the list feed), per create alone."""
+    import websockets
+
+    ws_url = url.replace("http://", "ws://") + "/ws/realtime/calls"
+    async with websockets.connect(ws_url, origin=url) as feed, httpx.AsyncClient(base_url=url, timeout=60) as http:
+
+        async def drain() -> None:
+            while True:
+                await feed.recv()
+
+        reader = asyncio.ensure_future(drain())
+        for _ in range(3):  # warm
+            created = (await http.post("/api/realtime/calls", json={"sdp": offer})).json()
+            await http.delete(f"/api/realtime/calls/{created['call_id']}")
+        before = cpu_seconds(pid)
+        ids = []
+        for _ in range(n):
+            created = await http.post("/api/realtime/calls", json={"sdp": offer})
+            created.raise_for_status()
+            ids.append(created.json()["call_id"])
+        middle = cpu_seconds(pid)
+        for call_id in ids:
+            (await http.delete(f"/api/realtime/calls/{call_id}")).raise_for_status()
+        await asyncio.sleep(0.5)  # the statistics push after the last change
+        after = cpu_seconds(pid)
+        reader.cancel()
+    return {"broker CPU per create (ms)": (middle - before) / n * 1000, "broker CPU per create + DELETE (ms)": (after - before) / n * 1000}
+
+
+async def latencies(url: str, engine_url: str, offer: str, n: int) -> dict[str, float]:
+    """Create latency through the broker vs a direct SDK call to the same engine (one at a time)."""
+    import openai
+
+    sdk = openai.AsyncOpenAI(api_key="sk-localrealtime", base_url=f"{engine_url}/v1", max_retries=0)
+    session = {"type": "realtime", "model": "gpt-realtime", "audio": {"output": {"voice": "alloy"}}}
+    broker, direct = [], []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        for i in range(n + 2):
+            start = time.perf_counter()
+            created = await sdk.realtime.calls.create(sdp=offer, session=session)  # type: ignore[arg-type]
+            took_direct = time.perf_counter() - start
+            upstream_id = created.response.headers.get("location", "").rsplit("/", 1)[-1]
+            await sdk.realtime.calls.hangup(upstream_id)
+            start = time.perf_counter()
+            response = await http.post("/api/realtime/calls", json={"sdp": offer, "session": {"voice": "alloy"}})
+            took_broker = time.perf_counter() - start
+            response.raise_for_status()
+            await http.delete(f"/api/realtime/calls/{response.json()['call_id']}")
+            if i >= 2:
+                broker.append(took_broker)
+                direct.append(took_direct)
+    await sdk.close()
+    return {
+        "create p50 through the broker (ms)": quantile(broker, 0.5) * 1000,
+        "create p50, direct SDK call (ms)": quantile(direct, 0.5) * 1000,
+        "overhead p50 (ms)": (quantile(broker, 0.5) - quantile(direct, 0.5)) * 1000,
+        "overhead p99 (ms)": (quantile(broker, 0.99) - quantile(direct, 0.99)) * 1000,
+    }
+
+
+PASSES = """
+import json, statistics, time
+from django.utils import timezone
+from realtime import idempotency, services, sweeper
+from realtime.models import Call
+def timed(fn, repeat=REPEAT):
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+now = timezone.now()
+active = Call.objects.filter(status="active").count()
+out = {
+    "sweeper: calls past a limit (ms)": timed(lambda: sweeper.due_calls(now=now)),
+    "sweeper: hangups to retry (ms)": timed(lambda: sweeper.claim_hangup_retries(now=now)),
+    "sweeper: old idempotency keys (ms)": timed(lambda: idempotency.forget_expired(now=now)),
+    # A supervisor's tick when it holds nothing new to claim (its calls all held): renew + claim.
+    "monitor: renew 100 leases (ms)": timed(lambda: services.monitor_renew(owner="bench", lease_seconds=10, call_ids=list(range(1, 101)))),
+    "monitor: calls to claim, first 10 (ms)": timed(lambda: list(Call.objects.filter(status="active", upstream_id__gt="", monitor_lease_until__isnull=True).order_by("monitor_lease_until", "id").values_list("pk", "monitor_owner")[:10])),
+    "active calls": active,
+}
+print(json.dumps(out))
+"""
+
+
+def passes(database: Path, repeat: int) -> dict[str, float]:
+    code = _DJANGO_SETUP + PASSES.replace("REPEAT", str(repeat))
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=django_env(database), check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(database: Path, offer: str, args: argparse.Namespace) -> dict[str, float]:
+    picked = prepare(database)
+    figures: dict[str, float] = {}
+    no_background = {"REALTIME_MONITORS": "off", "LOCALREALTIME_CONNECT_TIMEOUT": "5"}
+    with ExitStack() as stack:
+        pids: list[int] = []
+        engine_url = stack.enter_context(server(no_background))
+        url = stack.enter_context(
+            server(
+                {**no_background, "LOCALREALTIME_ENABLED": "false", "OPENAI_BASE_URL": f"{engine_url}/v1"},
+                database=database,
+                on_start=lambda process: pids.append(process.pid),
+            )
+        )
+        figures |= reads(url, picked, args.repeat)
+        figures |= asyncio.run(cycles(url, offer, pids[0], args.cycles))
+        figures |= asyncio.run(latencies(url, engine_url, offer, args.cycles))
+    figures |= passes(database, args.repeat)
+    return figures
+
+
+def concurrency(database: Path, offer: str, calls: int) -> dict[str, float]:
+    env = {"LOCALREALTIME_ANSWER_DELAY_MS": "500", "LOCALREALTIME_CONNECT_TIMEOUT": "5", "REALTIME_MONITORS": "off"}
+    with server(env, database=database) as url:
+        asyncio.run(burst(url, offer, 10))
+        total, latencies, statuses = asyncio.run(burst(url, offer, calls))
+    return {
+        f"{calls} concurrent creates, total (s)": total,
+        "  p50 (ms)": quantile(latencies, 0.5) * 1000,
+        "  p99 (ms)": quantile(latencies, 0.99) * 1000,
+        "  errors": sum(1 for s in statuses if s != 201),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", type=Path, help="a seeded SQLite file (bench/seed_scale.py)")
+    parser.add_argument("--repeat", type=int, default=30, help="requests per read timing (median)")
+    parser.add_argument("--cycles", type=int, default=40, help="create + DELETE cycles for the CPU figures")
+    parser.add_argument("--concurrent", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="seed 2,000 calls into a temporary file; few repetitions")
+    args = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
+    os.environ.setdefault("DEBUG", "true")
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.sqlite3"
+        history = args.database
+        if args.quick:
+            args.repeat, args.cycles, args.concurrent = 3, 3, 10
+            history = Path(tmp) / "history.sqlite3"
+            env = django_env(history)
+            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+            subprocess.run([sys.executable, "bench/seed_scale.py", "--quick"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        if history is None:
+            parser.error("--database (a seeded file) or --quick")
+        offer = asyncio.run(make_offer())
+        load = os.getloadavg()
+        print(f"machine: {machine()}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+        results = {"empty": measure(empty, offer, args), "history": measure(history, offer, args)}
+        results["history"] |= concurrency(history, offer, args.concurrent)
+        load = os.getloadavg()
+        print(f"load average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    print(f"{'measure':<42} {'empty':>10} {'history':>10} {'ratio':>7}")
+    for label, value in results["history"].items():
+        base = results["empty"].get(label)
+        ratio = f"{value / base:6.2f}x" if base else ""
+        print(f"{label:<42} {'' if base is None else f'{base:10.2f}'} {value:10.2f} {ratio:>7}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Query plan checks: every query a code path runs on the tables that grow with history must be
+answered from an index, so its cost does not grow with the history.
+
+`capture()` records the queries (SQL and parameters, as the database receives them: a partial
+index may be usable with a literal and not with a parameter) that a block runs; `problems()`
+asks the database for each one's plan and names those that read a whole table, or a whole index
+without a LIMIT to stop them. SQLite's EXPLAIN QUERY PLAN, and PostgreSQL's EXPLAIN with
+sequential scans priced out (a test database is small enough that PostgreSQL would rightly scan it:
+what matters is whether an index *can* answer).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import connection, transaction
+
+# The tables whose size is the history's (calls, their events); the rest stay small.
+GROWING = ("realtime_call", "realtime_callevent")
+# Partial indexes of live calls only: reading one whole costs what the live calls are, not the
+# history (PostgreSQL prices a tiny test table's partial index below a primary key lookup).
+LIVE_ONLY = ("call_monitor_claim_idx",)
+
+
+@contextmanager
+def capture() -> Iterator[list[tuple[str, Any]]]:
+    queries: list[tuple[str, Any]] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        queries.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        yield queries
+
+
+def _reads_growing(sql: str) -> bool:
+    lowered = sql.lstrip().lower()
+    if not lowered.startswith(("select", "update", "delete")):
+        return False  # INSERTs, transaction control, PRAGMAs: no plan to check
+    return any(re.search(rf'"{table}"', sql) for table in GROWING)
+
+
+def _bounded(sql: str) -> bool:
+    """A LIMIT stops a scan early (when matches are dense: a sparse filter must have its own index,
+    which is the author's call: see the admin's unconfirmed-hangup filter); so does a primary key."""
+    return bool(re.search(r"\bLIMIT\b", sql, re.IGNORECASE) or re.search(r'"id" = %s', sql))
+
+
+def _sqlite(sql: str, params: Any) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        details = [row[-1] for row in cursor.fetchall()]
+    problems = []
+    for detail in details:
+        match = re.match(r"SCAN (\w+)( USING (COVERING )?INDEX (\w+))?", detail)
+        if match and match.group(1) in GROWING and not _bounded(sql):
+            problems.append(f"reads all of {match.group(1)}: {detail}")
+    return problems
+
+
+def _postgresql(sql: str, params: Any) -> list[str]:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    problems: list[str] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        kind, table = node.get("Node Type", ""), node.get("Relation Name", "")
+        whole = kind == "Seq Scan" or (kind in ("Index Scan", "Index Only Scan") and "Index Cond" not in node)
+        if table in GROWING and whole and node.get("Index Name") not in LIVE_ONLY and not _bounded(sql):
+            problems.append(f"reads all of {table}: {kind} {node.get('Index Name') or ''}")
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    return problems
+
+
+def problems(queries: list[tuple[str, Any]]) -> list[str]:
+    """`sql: problem` for every captured query on a growing table that an index does not answer."""
+    explain = _postgresql if connection.vendor == "postgresql" else _sqlite
+    found = []
+    for sql, params in queries:
+        if _reads_growing(sql):
+            found.extend(f"{sql} -- {problem}" for problem in explain(sql, params))
+    return found
+
+
+def checked(queries: list[tuple[str, Any]]) -> int:
+    """How many of the captured queries had a plan to check (so a test can tell it checked something)."""
+    return sum(1 for sql, _ in queries if _reads_growing(sql))
