@@ -11,15 +11,20 @@ from typing import Any
 from adrf.viewsets import ViewSet
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.http import HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework.viewsets import GenericViewSet
 
-from . import idempotency, selectors, services
+from . import idempotency, selectors, services, sip
 from .auth import Principal
 from .exceptions import PayloadTooLarge, RealtimeError, TooManyCalls, error_body
-from .permissions import request_principal
+from .models import SipRoute
+from .permissions import SipRouteAccess, request_principal
 from .serializers import (
     CallCreatedSerializer,
     CallCreateInputSerializer,
@@ -27,7 +32,10 @@ from .serializers import (
     CallListQuerySerializer,
     CallSerializer,
     EventListQuerySerializer,
+    SipRouteInputSerializer,
+    SipRouteSerializer,
     TranscriptEntrySerializer,
+    TransferInputSerializer,
     represent,
 )
 from .sessions import SessionConfig
@@ -92,7 +100,7 @@ class CallViewSet(ViewSet):
 
     def list(self, request: Request) -> Response:
         query = _query(CallListQuerySerializer, request)
-        calls = selectors.call_list(status=query.get("status"), principal=request_principal(request))
+        calls = selectors.call_list(status=query.get("status"), source=query.get("source"), principal=request_principal(request))
         page = calls[query["offset"] : query["offset"] + query["limit"]]
         return Response({"success": True, "data": CallSerializer(page, many=True).data, "count": calls.count()})
 
@@ -107,6 +115,16 @@ class CallViewSet(ViewSet):
         # Who ended it goes into the call.ended event: the key's prefix, or the staff user's name.
         call = await services.call_hangup(call=call, reason=principal.end_reason, actor=principal.actor, data=principal.audit() or None)
         return Response({"success": True, "call": represent(CallSerializer, call), "message": _("Call ended")})
+
+    async def transfer(self, request: Request, call_id: str) -> Response:
+        """Transfers a phone call (SIP REFER through OpenAI); the call ends when the caller leaves."""
+        serializer = TransferInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        principal = request_principal(request)
+        call = await sync_to_async(selectors.call_get)(call_id=call_id, principal=principal)
+        target = serializer.validated_data["target_uri"]
+        call = await services.call_transfer(call=call, target_uri=target, actor=principal.actor, data=principal.audit() or None)
+        return Response({"success": True, "call": represent(CallSerializer, call), "message": _("Transfer requested")})
 
     def events(self, request: Request, call_id: str) -> Response:
         query = _query(EventListQuerySerializer, request)
@@ -125,3 +143,53 @@ class CallViewSet(ViewSet):
 class StatsView(APIView):
     def get(self, request: Request) -> Response:
         return Response({"success": True, "stats": selectors.stats(principal=request_principal(request))})
+
+
+@csrf_exempt
+@require_POST
+async def sip_webhook(request: HttpRequest) -> JsonResponse:
+    """`POST /api/realtime/sip/webhook`: OpenAI's signed webhooks; the only unauthenticated write.
+
+    Outside DRF on purpose: the signature covers the raw bytes, so nothing may parse the body
+    before it is verified, and no authentication or throttling class applies to OpenAI.
+    """
+    limit = settings.REALTIME_SIP_WEBHOOK_MAX_BYTES
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if (length.isdigit() and int(length) > limit) or len(request.body) > limit:
+        message = _("The request body is too large (at most %(n)d bytes).") % {"n": limit}
+        return JsonResponse(error_body(PayloadTooLarge.code, message, {"max_bytes": limit}), status=413)
+    try:
+        result = await sip.handle_webhook(body=request.body, headers=request.headers)
+    except RealtimeError as exc:
+        return JsonResponse(error_body(exc.code, exc.message, exc.details), status=exc.status)
+    return JsonResponse({"success": True, "result": result})
+
+
+class SipRouteViewSet(GenericViewSet):
+    """`/api/realtime/sip/routes`: the ordered routes that decide incoming phone calls (operators only)."""
+
+    permission_classes = [SipRouteAccess]
+    queryset = SipRoute.objects.order_by("position", "id")
+
+    def list(self, request: Request) -> Response:
+        routes = self.get_queryset()
+        return Response({"success": True, "data": SipRouteSerializer(routes, many=True).data, "count": len(routes)})
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response({"success": True, "route": represent(SipRouteSerializer, self.get_object())})
+
+    def create(self, request: Request) -> Response:
+        serializer = SipRouteInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        route = serializer.save()
+        return Response({"success": True, "route": represent(SipRouteSerializer, route)}, status=201)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        serializer = SipRouteInputSerializer(self.get_object(), data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        route = serializer.save()
+        return Response({"success": True, "route": represent(SipRouteSerializer, route)})
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        self.get_object().delete()
+        return Response({"success": True, "message": _("Route deleted")})

@@ -37,8 +37,9 @@ def call_get(*, call_id: str, principal: Principal | None = None) -> Call:
         raise CallNotFound(message, details={"call_id": call_id[:100]}) from None
 
 
-def call_list(*, status: str | None = None, principal: Principal | None = None) -> QuerySet[Call]:
-    calls = visible_calls(principal).defer("sdp_offer", "sdp_answer", "session_requested", "session_upstream")
+def call_list(*, status: str | None = None, principal: Principal | None = None, source: str | None = None) -> QuerySet[Call]:
+    calls = visible_calls(principal).defer("sdp_offer", "sdp_answer", "session_requested", "session_upstream", "sip_headers")
+    calls = calls.filter(source=source) if source else calls
     return calls.filter(status=status) if status else calls
 
 
@@ -74,6 +75,7 @@ def stats(*, principal: Principal | None = None) -> dict[str, Any]:
         "total_events": events.count(),
         "calls_by_model": _counts_by(calls, "model"),
         "calls_by_voice": _counts_by(calls, "voice"),
+        "calls_by_source": _counts_by(calls, "source"),
         "usage_by_model": _usage_by_upstream_model(calls),
     }
 

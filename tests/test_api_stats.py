@@ -23,6 +23,7 @@ def test_it_reports_zeroes_with_no_calls(api):
         "total_events": 0,
         "calls_by_model": {},
         "calls_by_voice": {},
+        "calls_by_source": {},
         "total_input_tokens": 0,
         "total_output_tokens": 0,
         "total_cost_usd": 0.0,
@@ -38,7 +39,7 @@ def test_it_counts_calls_by_status_model_and_voice(api, sdp_offer, django_assert
     end_call(ended)
     Call.objects.filter(pk=ended.pk).update(duration_seconds=300)
 
-    with django_assert_max_num_queries(5):
+    with django_assert_max_num_queries(6):
         body = api.get("/api/realtime/stats/").json()
 
     stats = body["stats"]
@@ -48,3 +49,4 @@ def test_it_counts_calls_by_status_model_and_voice(api, sdp_offer, django_assert
     assert stats["total_events"] == 3 * 2 + 2  # created + answered each, then ended + upstream.hangup
     assert stats["calls_by_model"] == {"gpt-4o-realtime-preview": 2, "gpt-realtime": 1}
     assert stats["calls_by_voice"] == {"alloy": 1, "echo": 2}
+    assert stats["calls_by_source"] == {"webrtc": 3}
