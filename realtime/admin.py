@@ -23,6 +23,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
+from rest_framework.exceptions import ValidationError
 
 from . import selectors, services
 from .exceptions import CallStateConflict, RealtimeError
@@ -192,7 +193,9 @@ class CallAdmin(ReadOnly, admin.ModelAdmin):
     @admin.action(description=_("Transfer selected phone calls"), permissions=["end_call"])
     def transfer_calls(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
         target = TransferInputSerializer(data={"target_uri": request.POST.get("target_uri", "")})
-        if not target.is_valid():
+        try:
+            target.is_valid(raise_exception=True)
+        except (RealtimeError, ValidationError):
             self.message_user(request, gettext("Give a sip: or tel: URI to transfer to."), messages.ERROR)
             return
         done, refused = 0, []
