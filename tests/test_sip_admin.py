@@ -10,6 +10,20 @@ from realtime.models import Call, SipRoute
 CHANGELIST = "/admin/realtime/call/"
 
 
+def _phone_call(suffix: str, *, caller: str = "a") -> Call:
+    decision = services.SipDecision(accept=True, session=sessions.parse_session({}))
+    call = services.sip_call_receive(
+        webhook_id=f"wh_{suffix}", upstream_id=f"rtc_{suffix}", caller=caller, called="+33180000002", headers=[], decision=decision
+    )
+    assert call is not None
+    return call
+
+
+def _transfer(admin_client, call: Call, target: str) -> str:
+    response = admin_client.post(CHANGELIST, {"action": "transfer_calls", "_selected_action": [call.pk], "target_uri": target}, follow=True)
+    return response.content.decode()
+
+
 @pytest.mark.django_db
 def test_it_refuses_a_route_whose_session_the_api_would_refuse(admin_client):
     form = {"name": "Bad", "position": 1, "enabled": "on", "action": "accept", "session": '{"voice": "nobody"}', "reject_status": 603}
@@ -25,11 +39,7 @@ def test_it_refuses_a_route_whose_session_the_api_would_refuse(admin_client):
 
 @pytest.mark.django_db
 def test_it_shows_the_caller_as_text_never_as_markup(admin_client):
-    decision = services.SipDecision(accept=True, session=sessions.parse_session({}))
-    call = services.sip_call_receive(
-        webhook_id="wh_x", upstream_id="rtc_x", caller="<b>boss</b>", called="+33180000002", headers=[], decision=decision
-    )
-    assert call is not None
+    call = _phone_call("x", caller="<b>boss</b>")
 
     page = admin_client.get(f"{CHANGELIST}{call.pk}/change/").content.decode()
 
@@ -38,28 +48,16 @@ def test_it_shows_the_caller_as_text_never_as_markup(admin_client):
 
 @pytest.mark.django_db
 def test_it_asks_for_a_valid_target_before_transferring(admin_client):
-    decision = services.SipDecision(accept=True, session=sessions.parse_session({}))
-    call = services.sip_call_receive(webhook_id="wh_y", upstream_id="rtc_y", caller="a", called="b", headers=[], decision=decision)
-    assert call is not None
+    call = _phone_call("y")
 
-    response = admin_client.post(
-        CHANGELIST, {"action": "transfer_calls", "_selected_action": [call.pk], "target_uri": "not a uri"}, follow=True
-    )
-
-    assert "Give a sip: or tel: URI to transfer to." in response.content.decode()
+    assert "Give a sip: or tel: URI to transfer to." in _transfer(admin_client, call, "not a uri")
     assert call.events.filter(event_type="call.transferred").count() == 0
 
 
 @pytest.mark.django_db(transaction=True)
 def test_it_reports_calls_it_could_not_transfer(admin_client, asgi_server):
-    decision = services.SipDecision(accept=True, session=sessions.parse_session({}))
-    call = services.sip_call_receive(webhook_id="wh_z", upstream_id="rtc_z", caller="a", called="b", headers=[], decision=decision)
-    assert call is not None
-
-    response = admin_client.post(
-        CHANGELIST, {"action": "transfer_calls", "_selected_action": [call.pk], "target_uri": "tel:+33123456789"}, follow=True
-    )
+    call = _phone_call("z")
 
     # Still pending (never answered): only an active phone call can be transferred.
-    assert "Only an active phone call can be transferred." in response.content.decode()
+    assert "Only an active phone call can be transferred." in _transfer(admin_client, call, "tel:+33123456789")
     assert Call.objects.get(pk=call.pk).transferred_to == ""
