@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from bench._sip import sipp_command
 from tests.conftest import Server, start_server, stop_server
 
-SCENARIOS = Path(__file__).resolve().parent / "sip"
 T = TypeVar("T")
 
 
@@ -62,33 +62,8 @@ def sipp(
     sip_port: int, scenario: str, workdir: Path, *, called: str = "+33180000002", transport: str = "u1", extra: tuple[str, ...] = ()
 ) -> subprocess.Popen[bytes]:
     """Start one SIPp caller (a UAC scenario of tests/sip/) against the engine's SIP port."""
-    command = [
-        "sipp",
-        f"127.0.0.1:{sip_port}",
-        "-sf",
-        str(SCENARIOS / scenario),
-        "-s",
-        "proj_local",
-        "-key",
-        "called",
-        called,
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(free_port()),
-        "-mp",
-        str(free_port(span=4)),
-        "-t",
-        transport,
-        "-m",
-        "1",
-        "-nostdin",
-        "-timeout",
-        "60s",
-        "-timeout_error",
-        "-trace_err",
-        *extra,
-    ]
+    command = sipp_command(sip_port, scenario, port=free_port(), media_port=free_port(span=4), called=called)
+    command += ["-t", transport, "-m", "1", "-timeout", "60s", "-trace_err", *extra]
     return subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

@@ -83,6 +83,9 @@ class Dialog:
     call: LocalCall | None = None
     notifications: list[str] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    # perf_counter() when the webhook went out and when the broker's decision came back.
+    announced_at: float | None = None
+    decided_at: float | None = None
 
     @property
     def sip_call_id(self) -> str:
@@ -95,6 +98,9 @@ class Dialog:
             "final_status": self.final.code if self.final else None,
             "notifications": self.notifications,
             "media": self.rtp.describe() if self.rtp else None,
+            "decision_ms": round((self.decided_at - self.announced_at) * 1000, 2)
+            if self.decided_at is not None and self.announced_at is not None
+            else None,
         }
 
 
@@ -242,6 +248,7 @@ class SipAgent:
     async def _announce(self, dialog: Dialog, headers: list[dict[str, str]]) -> None:
         event = webhook.call_incoming(call_id=dialog.call_id, sip_headers=headers)
         webhook_id = protocol.new_id("wh", length=32)
+        dialog.announced_at = time.perf_counter()
         for _ in range(self.webhook_copies):
             await webhook.deliver(self.http, url=self.webhook_url, secret=self.webhook_secret, event=event, webhook_id=webhook_id)
 
@@ -310,7 +317,10 @@ class SipAgent:
 
     def pending(self, call_id: str) -> Dialog | None:
         dialog = self.by_call.get(call_id)
-        return dialog if dialog is not None and dialog.state == "ringing" else None
+        if dialog is None or dialog.state != "ringing":
+            return None
+        dialog.decided_at = time.perf_counter()
+        return dialog
 
     async def accept(self, call_id: str, session: dict[str, Any]) -> bool:
         """Answer a ringing call with `session`. False when the caller is gone (404 upstream)."""
