@@ -249,7 +249,8 @@ LOCALREALTIME_RATE_LIMITS = {"requests": 5000, "tokens": 400_000}
 # OpenAI signs its webhooks with the project's secret (whsec_...). During a rotation OpenAI keeps the
 # old secret valid for 24 hours: list both, comma-separated, and drop the old one after that.
 # Offline, the embedded engine signs with LOCALREALTIME_WEBHOOK_SECRET, which is then the default.
-LOCALREALTIME_WEBHOOK_SECRET = env.str("LOCALREALTIME_WEBHOOK_SECRET", default="whsec_bG9jYWxyZWFsdGltZS13ZWJob29rLXNlY3JldA==")
+_PUBLIC_WEBHOOK_SECRET = "whsec_bG9jYWxyZWFsdGltZS13ZWJob29rLXNlY3JldA=="  # published in this repository: development only
+LOCALREALTIME_WEBHOOK_SECRET = env.str("LOCALREALTIME_WEBHOOK_SECRET", default=_PUBLIC_WEBHOOK_SECRET)
 OPENAI_WEBHOOK_SECRETS = env.list("OPENAI_WEBHOOK_SECRETS", default=[LOCALREALTIME_WEBHOOK_SECRET] if LOCALREALTIME_ENABLED else [])
 # A realtime.call.incoming body is under 4 KiB; anything far larger is refused unread.
 REALTIME_SIP_WEBHOOK_MAX_BYTES = env.int("REALTIME_SIP_WEBHOOK_MAX_BYTES", default=64 * 1024)
@@ -425,6 +426,9 @@ def _production_problems() -> list[str]:
         problems.append("REALTIME_LOCAL_MODE must be off when DEBUG is off.")
     if LOCALREALTIME_ENABLED and LOCALREALTIME_API_KEY == "sk-localrealtime":
         problems.append("LOCALREALTIME_API_KEY is the public default; set OPENAI_API_KEY, or a private LOCALREALTIME_API_KEY.")
+    if _PUBLIC_WEBHOOK_SECRET in OPENAI_WEBHOOK_SECRETS:
+        # Anyone could sign webhooks with it, and have calls answered on this account.
+        problems.append("OPENAI_WEBHOOK_SECRETS holds the public development secret; use your OpenAI webhook's whsec_ secret.")
     if any(origin.endswith("*") or "://" not in origin for origin in CSRF_TRUSTED_ORIGINS):
         problems.append("CSRF_TRUSTED_ORIGINS entries must be full origins such as https://calls.example.org.")
     return problems
