@@ -19,6 +19,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils.translation import gettext as _
 from sipmessage import Address
 
 from . import services, upstream
@@ -130,7 +131,7 @@ async def handle_webhook(*, body: bytes, headers: Any) -> str:
     if webhook.event_type != INCOMING:
         return "ignored"
     if not str(webhook.data.get("call_id", "")):
-        raise InvalidInput("data.call_id", "is required.")
+        raise InvalidInput("data.call_id", _("is required."))
     received = await sync_to_async(_receive)(webhook=webhook)
     if received is None:
         return "duplicate"
