@@ -249,7 +249,7 @@ class SipRoute(models.Model):
         ordering = ("position", "id")
         indexes = [
             # every incoming call: the enabled routes in order (a handful of rows).
-            models.Index(fields=["enabled", "position", "id"], name="siproute_order_idx"),
+            models.Index(fields=["position", "id"], condition=models.Q(enabled=True), name="siproute_order_idx"),
         ]
 
     def __str__(self) -> str:

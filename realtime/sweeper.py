@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from . import services
 from .exceptions import CallStateConflict
-from .models import Call, CallEvent, IdempotencyKey
+from .models import Call, CallEvent, IdempotencyKey, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,15 @@ def forget_idempotency_keys(*, now: datetime) -> int:
     return deleted
 
 
+# OpenAI retries a webhook for up to 72 hours: a delivery older than that cannot come back.
+WEBHOOK_RETRY_WINDOW = timedelta(hours=72)
+
+
+def forget_webhook_deliveries(*, now: datetime) -> int:
+    deleted, _ = WebhookDelivery.objects.filter(received_at__lt=now - WEBHOOK_RETRY_WINDOW).delete()
+    return deleted
+
+
 async def sweep_once() -> SweepResult:
     result = SweepResult()
     now = timezone.now()
@@ -110,6 +119,7 @@ async def sweep_once() -> SweepResult:
         await services.hangup_upstream(call=call)
         result.hangups_retried += 1
     result.keys_forgotten = await sync_to_async(forget_idempotency_keys)(now=now)
+    await sync_to_async(forget_webhook_deliveries)(now=now)
     return result
 
 

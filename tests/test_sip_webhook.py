@@ -158,3 +158,19 @@ def test_a_fresh_install_answers_every_call_with_its_default_route():
     # Created by the migration: a phone call to a new install is answered, not refused.
     route = SipRoute.objects.get()
     assert (route.action, route.enabled, route.called_pattern, route.session) == ("accept", True, "", {})
+
+
+@pytest.mark.django_db
+def test_the_sweeper_forgets_deliveries_past_openais_retry_window():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from realtime.sweeper import forget_webhook_deliveries
+
+    now = timezone.now()
+    WebhookDelivery.objects.create(webhook_id="wh_old", event_type="realtime.call.incoming", received_at=now - timedelta(hours=73))
+    WebhookDelivery.objects.create(webhook_id="wh_recent", event_type="realtime.call.incoming", received_at=now - timedelta(hours=71))
+
+    assert forget_webhook_deliveries(now=now) == 1
+    assert list(WebhookDelivery.objects.values_list("webhook_id", flat=True)) == ["wh_recent"]
