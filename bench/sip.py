@@ -111,12 +111,16 @@ def concurrency(url: str, sip_port: int, calls: int) -> dict[str, int]:
             time.sleep(0.5)
         answered = sum(1 for c in rows if c["answered_at"])
         ended = sum(1 for c in rows if c["status"] == "ended" and c["end_reason"] == "remote_hangup")
-        echoed = recorded = 0
+        echoed = recorded = speech = 0
         for call in rows:
             media = (engine(http, call["upstream_id"]).get("sip") or {}).get("media") or {}
             echoed += media.get("echoed", 0) > 100
-            events = http.get(f"/api/realtime/calls/{call['call_id']}/events", params={"event_type": "input_audio_buffer.speech_stopped"})
-            recorded += events.json()["count"] > 0
+            events = http.get(f"/api/realtime/calls/{call['call_id']}/events", params={"limit": 1000}).json()["data"]
+            kinds = {e["event_type"] for e in events}
+            # Recorded: its lifecycle, and the sideband watched (the monitor joined the call).
+            recorded += {"call.incoming", "call.answered", "call.ended", "session.created"} <= kinds
+            # The caller's first turn (speech stops 5 s in) was stored: the monitor joined before it.
+            speech += "input_audio_buffer.speech_stopped" in kinds
     return {
         "sipp_exit": code,
         "calls": len(rows),
@@ -124,6 +128,7 @@ def concurrency(url: str, sip_port: int, calls: int) -> dict[str, int]:
         "echoed": echoed,
         "recorded": recorded,
         "ended": ended,
+        "first_turn_recorded": speech,
         "seconds": round(elapsed),
     }
 

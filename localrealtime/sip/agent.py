@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 from django.conf import settings
-from sipmessage import CSeq, Message, Request, Response
+from sipmessage import URI, CSeq, Message, Request, Response
 
 from .. import protocol
 from ..engine import Engine, LocalCall
@@ -54,6 +54,10 @@ PHRASES = {
 # RFC 3261 timers: T1 (RTT estimate) doubles up to T2 between retransmissions, for 64*T1 at most.
 T1, T2 = 0.5, 4.0
 MAX_MESSAGE_BYTES = 64 * 1024
+# Calls ringing, running or just ended that the agent keeps at once; beyond, INVITEs get 503.
+MAX_DIALOGS = 1000
+# Transfer progress notes kept per call (the REFER, its answer, the caller's NOTIFYs).
+MAX_NOTES = 20
 # Headers never relayed in the webhook (OpenAI strips credentials).
 PRIVATE_HEADERS = frozenset({"authorization", "proxy-authorization"})
 
@@ -168,7 +172,10 @@ class SipAgent:
     def _in_dialog(self, dialog: Dialog, method: str, **extra: str) -> tuple[Request, tuple[str, int]]:
         """A request we send inside the dialog, to the caller's Contact (RFC 3261 12.2.1.1)."""
         invite = dialog.invite
-        contact = invite.contact[0].uri if invite.contact else invite.from_address.uri
+        try:
+            contact = invite.contact[0].uri if invite.contact else invite.from_address.uri
+        except (ValueError, KeyError):
+            contact = URI(scheme="sip", host=dialog.link.peer[0], port=dialog.link.peer[1])
         request = Request(method, contact)
         dialog.local_cseq += 1
         request.headers.add("Via", f"SIP/2.0/{dialog.link.transport} {self.host}:{self.port};branch=z9hG4bK{secrets.token_hex(8)};rport")
@@ -181,7 +188,10 @@ class SipAgent:
         for name, value in extra.items():
             request.headers.add(name.replace("_", "-"), value)
         request.headers.add("Content-Length", "0")
-        return request, (contact.host, contact.port or 5060)
+        # Only to the address the call came from: a Contact naming another host would make this
+        # endpoint send requests wherever a caller asks.
+        target = (contact.host, contact.port or 5060) if contact.host == dialog.link.peer[0] else dialog.link.peer
+        return request, target
 
     def _send_in_dialog(self, dialog: Dialog, method: str, **extra: str) -> None:
         request, target = self._in_dialog(dialog, method, **extra)
@@ -224,6 +234,10 @@ class SipAgent:
             link.send(self._reply(request, 405, Allow="INVITE, ACK, CANCEL, BYE, NOTIFY, OPTIONS"))
 
     def _invite(self, request: Request, link: Link) -> None:
+        if len(self.dialogs) >= MAX_DIALOGS:
+            # A flood of INVITEs must not become a flood of webhooks and sockets.
+            link.send(self._reply(request, 503, tag=secrets.token_hex(6), Retry_After="5"))
+            return
         if request.uri.user != self.project_id:
             link.send(self._reply(request, 404, tag=secrets.token_hex(6)))
             return
@@ -269,6 +283,7 @@ class SipAgent:
     def _notified(self, dialog: Dialog, request: Request) -> None:
         """The transferee's progress (RFC 3515 sipfrag): a 2xx means the transfer succeeded."""
         fragment = request.body.decode("utf-8", errors="replace").strip().split("\r\n", 1)[0][:100]
+        del dialog.notifications[:-MAX_NOTES]
         dialog.notifications.append(fragment)
         parts = fragment.split(" ", 2)
         if len(parts) >= 2 and parts[1].isdigit() and 200 <= int(parts[1]) < 300 and settings.LOCALREALTIME_SIP_BYE_AFTER_REFER:
