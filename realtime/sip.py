@@ -70,7 +70,9 @@ def party(value: str) -> Party:
         uri = Address.parse(value).uri
     except ValueError:
         return Party(uri=value.strip()[:255], number="")
-    return Party(uri=f"{uri.scheme}:{uri.user + '@' if uri.user else ''}{uri.host}"[:255], number=(uri.user or "")[:255])
+    user, host = uri.user or "", uri.host
+    text = f"{uri.scheme}:{user}@{host}" if user and host else f"{uri.scheme}:{user or host}"
+    return Party(uri=text[:255], number=user[:255])
 
 
 def _matches(pattern: str, *values: str) -> bool:

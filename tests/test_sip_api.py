@@ -217,3 +217,17 @@ def test_it_records_a_call_over_the_limit_as_rejected_busy(settings):
 
     assert (second.end_reason, second.sip_status) == (Call.EndReason.REJECTED, settings.REALTIME_SIP_BUSY_STATUS)
     assert CallEvent.objects.get(call=second, event_type="call.rejected").data["reason"] == "too_many_calls"
+
+
+@pytest.mark.no_upstream
+@pytest.mark.parametrize(
+    ("header", "uri", "number"),
+    [
+        ('"Alice" <sip:+33140000001@pstn.example.com:5060>;tag=1', "sip:+33140000001@pstn.example.com", "+33140000001"),
+        ("<tel:+33140000001>", "tel:+33140000001", "+33140000001"),
+        ("<sip:pbx.example.com>", "sip:pbx.example.com", ""),
+        ("not an address <<<", "not an address <<<", ""),
+    ],
+)
+def test_it_reads_caller_and_called_from_sip_headers_as_text(header, uri, number):
+    assert sip.party(header) == sip.Party(uri=uri, number=number)
