@@ -270,5 +270,13 @@ def validate_route_session(value: Any) -> dict[str, Any]:
     """A route's session, in either shape POST /api/realtime/calls takes; refused as that endpoint would."""
     if value in (None, ""):
         return {}
-    sessions.parse_session(value)
+    config = sessions.parse_session(value)
+    detection = ((config.upstream.get("audio") or {}).get("input") or {}).get("turn_detection") or {}
+    refused = sorted(set(detection) & SIP_REFUSED_TURN_DETECTION)
+    if refused:
+        # OpenAI's SIP accept answers these with 400 "Unknown parameter" (WebRTC takes them).
+        raise InvalidInput(f"session.turn_detection.{refused[0]}", _("is not accepted for phone calls by OpenAI."))
     return dict(value)
+
+
+SIP_REFUSED_TURN_DETECTION = frozenset({"threshold", "prefix_padding_ms", "silence_duration_ms"})

@@ -132,6 +132,11 @@ async def test_it_answers_400_to_a_request_it_cannot_read(agent):
     ("operation", "body", "param"),
     [
         ("accept", {"type": "realtime", "voice": "alloy"}, "session.voice"),
+        (
+            "accept",
+            {"type": "realtime", "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}},
+            "session.audio.input.turn_detection.silence_duration_ms",
+        ),
         ("reject", {"status_code": 200}, "status_code"),
         ("reject", {"status": 486}, "status"),
         ("refer", {"target_uri": "http://example.com"}, "target_uri"),

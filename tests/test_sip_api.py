@@ -70,6 +70,7 @@ def test_it_lists_routes_in_order_and_creates_one_with_a_validated_session(api):
         ({"name": "x", "session": {"temperature": 3}}, "session.temperature"),
         ({"name": "x", "action": "reject", "reject_status": 200}, "reject_status"),
         ({"name": "x", "header_name": "X Bad: header"}, "header_name"),
+        ({"name": "x", "session": {"turn_detection": {"type": "server_vad", "threshold": 0.6}}}, "turn_detection.threshold"),
     ],
 )
 def test_it_refuses_a_route_the_webrtc_endpoint_would_refuse(api, body, field):

@@ -20,6 +20,12 @@ async def sip_operation(agent: Any, operation: str, call_id: str, body: Any) -> 
     """Accept, reject or refer a phone call; False when the engine has no such call (404)."""
     if operation == "accept":
         session = protocol.check_session(body)
+        detection = ((session.get("audio") or {}).get("input") or {}).get("turn_detection") or {}
+        for name in ("threshold", "prefix_padding_ms", "silence_duration_ms"):
+            if name in detection:
+                # As OpenAI's SIP accept does (openai-agents-js#741): WebRTC takes them, SIP does not.
+                param = f"session.audio.input.turn_detection.{name}"
+                raise protocol.ApiError(400, f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
         return agent is not None and await agent.accept(call_id, session)
     if operation == "reject":
         status = _only(body, "status_code").get("status_code", 603)
