@@ -8,6 +8,8 @@ start on values that would be unsafe.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -249,8 +251,11 @@ LOCALREALTIME_RATE_LIMITS = {"requests": 5000, "tokens": 400_000}
 # OpenAI signs its webhooks with the project's secret (whsec_...). During a rotation OpenAI keeps the
 # old secret valid for 24 hours: list both, comma-separated, and drop the old one after that.
 # Offline, the embedded engine signs with LOCALREALTIME_WEBHOOK_SECRET, which is then the default.
-_PUBLIC_WEBHOOK_SECRET = "whsec_bG9jYWxyZWFsdGltZS13ZWJob29rLXNlY3JldA=="  # published in this repository: development only
-LOCALREALTIME_WEBHOOK_SECRET = env.str("LOCALREALTIME_WEBHOOK_SECRET", default=_PUBLIC_WEBHOOK_SECRET)
+# Derived from the engine's API key unless set: as private as that key (which production requires
+# to be private), and the same in every process that shares the key.
+LOCALREALTIME_WEBHOOK_SECRET = env.str("LOCALREALTIME_WEBHOOK_SECRET", default="") or (
+    "whsec_" + base64.b64encode(hashlib.sha256(f"webhook:{LOCALREALTIME_API_KEY}".encode()).digest()).decode()
+)
 OPENAI_WEBHOOK_SECRETS = env.list("OPENAI_WEBHOOK_SECRETS", default=[LOCALREALTIME_WEBHOOK_SECRET] if LOCALREALTIME_ENABLED else [])
 # A realtime.call.incoming body is under 4 KiB; anything far larger is refused unread.
 REALTIME_SIP_WEBHOOK_MAX_BYTES = env.int("REALTIME_SIP_WEBHOOK_MAX_BYTES", default=64 * 1024)
@@ -426,9 +431,6 @@ def _production_problems() -> list[str]:
         problems.append("REALTIME_LOCAL_MODE must be off when DEBUG is off.")
     if LOCALREALTIME_ENABLED and LOCALREALTIME_API_KEY == "sk-localrealtime":
         problems.append("LOCALREALTIME_API_KEY is the public default; set OPENAI_API_KEY, or a private LOCALREALTIME_API_KEY.")
-    if _PUBLIC_WEBHOOK_SECRET in OPENAI_WEBHOOK_SECRETS:
-        # Anyone could sign webhooks with it, and have calls answered on this account.
-        problems.append("OPENAI_WEBHOOK_SECRETS holds the public development secret; use your OpenAI webhook's whsec_ secret.")
     if any(origin.endswith("*") or "://" not in origin for origin in CSRF_TRUSTED_ORIGINS):
         problems.append("CSRF_TRUSTED_ORIGINS entries must be full origins such as https://calls.example.org.")
     return problems
