@@ -14,7 +14,6 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -146,13 +145,15 @@ class StatsView(APIView):
 
 
 @csrf_exempt
-@require_POST
 async def sip_webhook(request: HttpRequest) -> JsonResponse:
     """`POST /api/realtime/sip/webhook`: OpenAI's signed webhooks; the only unauthenticated write.
 
     Outside DRF on purpose: the signature covers the raw bytes, so nothing may parse the body
     before it is verified, and no authentication or throttling class applies to OpenAI.
     """
+    if request.method != "POST":
+        message = _("Method %(method)s not allowed.") % {"method": str(request.method)[:20]}
+        return JsonResponse(error_body("method_not_allowed", message), status=405, headers={"Allow": "POST"})
     limit = settings.REALTIME_SIP_WEBHOOK_MAX_BYTES
     length = request.META.get("CONTENT_LENGTH") or "0"
     if (length.isdigit() and int(length) > limit) or len(request.body) > limit:

@@ -150,7 +150,8 @@ def test_it_refuses_an_oversized_body_unread(client, settings, django_assert_num
 
 @pytest.mark.django_db
 def test_it_answers_only_post(client):
-    assert client.get("/api/realtime/sip/webhook").status_code == 405
+    response = client.get("/api/realtime/sip/webhook")
+    assert (response.status_code, response["Allow"], response.json()["error"]["code"]) == (405, "POST", "method_not_allowed")
 
 
 @pytest.mark.django_db
