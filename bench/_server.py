@@ -53,6 +53,8 @@ def server(
             # and the concurrency limit the 200-call bursts (a benchmark may set its own).
             "REALTIME_THROTTLE_ANONYMOUS": "",
             "REALTIME_MAX_ACTIVE_CALLS": "0",
+            # The engine's SIP endpoint on a port of its own: two servers never collide on 5070.
+            "LOCALREALTIME_SIP_PORT": str(free_port()),
             **(extra_env or {}),
         }
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)

@@ -61,3 +61,10 @@ application = ProtocolTypeRouter({"http": _http(), "websocket": _websocket()})
 
 # daphne has no ASGI lifespan: the embedded default starts its call monitors here (see monitor.py).
 monitor.start_embedded()
+
+if settings.LOCALREALTIME_ENABLED:
+    # The embedded engine's SIP endpoint (OpenAI's SIP trunk, offline) on the same loop.
+    from localrealtime.engine import engine as local_engine
+    from localrealtime.sip.agent import start_with_daphne
+
+    start_with_daphne(local_engine)

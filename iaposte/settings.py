@@ -8,6 +8,8 @@ start on values that would be unsafe.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +263,40 @@ LOCALREALTIME_MAX_SESSION_SECONDS = env.float("LOCALREALTIME_MAX_SESSION_SECONDS
 LOCALREALTIME_KEEP_ENDED = env.int("LOCALREALTIME_KEEP_ENDED", default=1000)
 # Rate limits the embedded engine reports in `rate_limits.updated` (per session, reset every minute).
 LOCALREALTIME_RATE_LIMITS = {"requests": 5000, "tokens": 400_000}
+
+# --- phone calls (SIP) ----------------------------------------------------------------------------
+# OpenAI signs its webhooks with the project's secret (whsec_...). During a rotation OpenAI keeps the
+# old secret valid for 24 hours: list both, comma-separated, and drop the old one after that.
+# Offline, the embedded engine signs with LOCALREALTIME_WEBHOOK_SECRET, which is then the default.
+# Derived from the engine's API key unless set: as private as that key (which production requires
+# to be private), and the same in every process that shares the key.
+LOCALREALTIME_WEBHOOK_SECRET = env.str("LOCALREALTIME_WEBHOOK_SECRET", default="") or (
+    "whsec_" + base64.b64encode(hashlib.sha256(f"webhook:{LOCALREALTIME_API_KEY}".encode()).digest()).decode()
+)
+OPENAI_WEBHOOK_SECRETS = env.list("OPENAI_WEBHOOK_SECRETS", default=[LOCALREALTIME_WEBHOOK_SECRET] if LOCALREALTIME_ENABLED else [])
+# A realtime.call.incoming body is under 4 KiB; anything far larger is refused unread.
+REALTIME_SIP_WEBHOOK_MAX_BYTES = env.int("REALTIME_SIP_WEBHOOK_MAX_BYTES", default=64 * 1024)
+# SIP status for a call no route matches (404: nobody here answers that number).
+REALTIME_SIP_NO_ROUTE_STATUS = env.int("REALTIME_SIP_NO_ROUTE_STATUS", default=404)
+# SIP status when the concurrency limit is reached (486 Busy Here).
+REALTIME_SIP_BUSY_STATUS = env.int("REALTIME_SIP_BUSY_STATUS", default=486)
+
+# The embedded engine's SIP side (OpenAI's SIP trunk, offline): loopback UDP and TCP.
+LOCALREALTIME_SIP_HOST = env.str("LOCALREALTIME_SIP_HOST", default="127.0.0.1")
+LOCALREALTIME_SIP_PORT = env.int("LOCALREALTIME_SIP_PORT", default=5070)
+LOCALREALTIME_PROJECT_ID = env.str("LOCALREALTIME_PROJECT_ID", default="proj_local")
+# Where the engine POSTs realtime.call.incoming (our own webhook on this server by default).
+LOCALREALTIME_SIP_WEBHOOK_URL = env.str("LOCALREALTIME_SIP_WEBHOOK_URL", default=f"http://127.0.0.1:{PORT}/api/realtime/sip/webhook")
+# Assumptions where OpenAI documents nothing (see docs/sip.md):
+# - codecs offered on the SIP leg, in order of preference (seen: PCMU, PCMA, telephone-event);
+LOCALREALTIME_SIP_CODECS = env.list("LOCALREALTIME_SIP_CODECS", default=["PCMU", "PCMA"])
+# - how long a call rings unanswered (no accept or reject) before it is refused, and with what;
+LOCALREALTIME_SIP_DECIDE_SECONDS = env.float("LOCALREALTIME_SIP_DECIDE_SECONDS", default=30.0)
+LOCALREALTIME_SIP_DECIDE_STATUS = env.int("LOCALREALTIME_SIP_DECIDE_STATUS", default=408)
+# - whether the engine hangs up (BYE) once the transferee reports the transfer succeeded.
+LOCALREALTIME_SIP_BYE_AFTER_REFER = env.bool("LOCALREALTIME_SIP_BYE_AFTER_REFER", default=True)
+# How many times the engine delivers each webhook (2: a retry arrives as a duplicate), for tests.
+LOCALREALTIME_SIP_WEBHOOK_COPIES = env.int("LOCALREALTIME_SIP_WEBHOOK_COPIES", default=1)
 
 # --- call monitoring, usage and cost ------------------------------------------------------------
 # Where sideband monitors run: "embedded" (inside the one server process, the default without

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ KEEP_SIDEBAND_IDS = 10_000
 
 @dataclass
 class Fault:
-    """A scripted misbehaviour for the next `count` requests to `op` ("create" or "hangup")."""
+    """A scripted misbehaviour for the next `count` requests to `op` ("create", "hangup", "accept", "reject", "refer")."""
 
     op: str
     status: int | None = None
@@ -74,7 +75,8 @@ class Sideband:
 class LocalCall:
     id: str
     session: dict[str, Any]
-    pc: RTCPeerConnection
+    # None for a phone call: its media is plain RTP (localrealtime.sip).
+    pc: RTCPeerConnection | None
     created_at: float = field(default_factory=time.time)
     channel: RTCDataChannel | None = None
     hangup_requests: int = 0
@@ -95,11 +97,13 @@ class LocalCall:
     tokens_used: int = 0
     last_response_id: str | None = None
     audio_sent: bool = False
+    # Run once when the call closes, with the reason (a phone call sends BYE and stops its RTP).
+    on_close: Callable[[str], Awaitable[None]] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "connection_state": self.pc.connectionState,
+            "connection_state": self.pc.connectionState if self.pc else "sip",
             "data_channel": self.channel.readyState if self.channel else None,
             "hangup_requests": self.hangup_requests,
             "closed_reason": self.closed_reason,
@@ -118,7 +122,9 @@ class Engine:
         self.faults: list[Fault] = []
         # Authenticated requests received per operation ("create", "hangup"), faulted or not:
         # how tests and the soak check what reached "OpenAI".
-        self.requests: dict[str, int] = {"create": 0, "hangup": 0}
+        self.requests: dict[str, int] = {"create": 0, "hangup": 0, "accept": 0, "reject": 0, "refer": 0, "sip_invite": 0}
+        # The SIP user agent (localrealtime.sip), while it runs.
+        self.sip: Any = None
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -174,6 +180,16 @@ class Engine:
         call.tasks.append(asyncio.ensure_future(self._expire(call)))
         return call, pc.localDescription.sdp
 
+    def adopt(self, call: LocalCall, *, audio: MediaStreamTrack) -> None:
+        """Run a call whose media lives elsewhere (a phone call's RTP): same VAD, events and cap."""
+        self.calls[call.id] = call
+        call.tasks.append(asyncio.ensure_future(self._listen(call, audio)))
+        call.tasks.append(asyncio.ensure_future(self._cap(call)))
+
+    async def _cap(self, call: LocalCall) -> None:
+        await asyncio.sleep(settings.LOCALREALTIME_MAX_SESSION_SECONDS)
+        await self.close(call, reason="max_duration")
+
     async def hangup(self, call_id: str) -> bool:
         call = self.find(call_id)
         if call is None:
@@ -199,13 +215,16 @@ class Engine:
         # The sideband sockets live as long as the call (OpenAI: "for the life of the call").
         for sideband in call.sidebands:
             sideband.queue.put_nowait(None)
-        await call.pc.close()
+        if call.on_close is not None:
+            await call.on_close(reason)
+        if call.pc is not None:
+            await call.pc.close()
         logger.info("Local call %s closed (%s)", call.id, reason)
 
     async def _expire(self, call: LocalCall) -> None:
         """Drop calls whose caller never connected, and end every call at the session cap."""
         await asyncio.sleep(settings.LOCALREALTIME_CONNECT_TIMEOUT)
-        if call.pc.connectionState != "connected":
+        if call.pc is not None and call.pc.connectionState != "connected":
             await self.close(call, reason="connect_timeout")
             return
         await asyncio.sleep(max(settings.LOCALREALTIME_MAX_SESSION_SECONDS - settings.LOCALREALTIME_CONNECT_TIMEOUT, 0))

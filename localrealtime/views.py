@@ -17,6 +17,7 @@ from django.conf import settings
 from . import protocol
 from .engine import Fault, engine
 from .http import Request, Response, Router
+from .sip.control import configure_sip, sip_operation
 
 _SDP_REQUIRED = ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:")
 
@@ -109,6 +110,41 @@ async def hangup(request: Request, call_id: str) -> Response:
     return Response(200)
 
 
+async def sip_control(request: Request, call_id: str, operation: str) -> Response:
+    """POST .../accept (a GA session), .../reject ({"status_code"}), .../refer ({"target_uri"}) for a phone call."""
+    try:
+        _method(request, "POST")
+        _authenticate(request)
+        if faulted := await _apply_fault(operation):
+            return faulted
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            raise protocol.ApiError(400, "We could not parse the JSON body of your request.", code="invalid_json") from None
+        if not await sip_operation(engine.sip, operation, call_id, body):
+            raise protocol.ApiError(404, f"Call '{call_id[:100]}' not found.", param="call_id", code="call_not_found")
+    except protocol.ApiError as exc:
+        return _error(exc)
+    return Response(200)
+
+
+async def sip_settings(request: Request) -> Response:
+    """POST {"webhook_copies", "webhook_secret"}: how the SIP side delivers its next webhooks
+    (copies: retries arriving as duplicates; secret: a wrong one, as a forged webhook would be)."""
+    try:
+        _method(request, "POST")
+        _authenticate(request)
+        if engine.sip is None:
+            raise protocol.ApiError(404, "The SIP endpoint is not running.", code="not_found")
+        try:
+            changes = configure_sip(engine.sip, json.loads(request.body or b"{}"))
+        except (ValueError, TypeError) as exc:
+            raise protocol.ApiError(400, f"Bad SIP settings: {exc}", code="invalid_value") from None
+    except protocol.ApiError as exc:
+        return _error(exc)
+    return Response.json(changes)
+
+
 async def faults(request: Request) -> Response:
     """POST: script a fault ({"op", "status", "delay_ms", "body", "retry_after", "count", "reset"});
     GET: the faults still waiting; DELETE: clear them."""
@@ -125,8 +161,8 @@ async def faults(request: Request) -> Response:
             fault = Fault(**spec)
         except (ValueError, TypeError) as exc:
             raise protocol.ApiError(400, f"Bad fault: {exc}", code="invalid_value") from None
-        if fault.op not in ("create", "hangup"):
-            raise protocol.ApiError(400, "op must be 'create' or 'hangup'.", param="op", code="invalid_value")
+        if fault.op not in engine.requests or fault.op == "sip_invite":
+            raise protocol.ApiError(400, "op must be 'create', 'hangup', 'accept', 'reject' or 'refer'.", param="op", code="invalid_value")
         engine.faults.append(fault)
     except protocol.ApiError as exc:
         return _error(exc)
@@ -139,11 +175,12 @@ async def call_detail(request: Request, call_id: str) -> Response:
         _method(request, "GET")
         _authenticate(request)
         call = engine.find(call_id)
-        if call is None:
+        sip = engine.sip.describe(call_id) if engine.sip else None
+        if call is None and sip is None:
             raise protocol.ApiError(404, f"Call '{call_id[:100]}' not found.", code="call_not_found")
     except protocol.ApiError as exc:
         return _error(exc)
-    return Response.json(call.describe())
+    return Response.json({**(call.describe() if call else {"id": call_id}), "sip": sip})
 
 
 async def drop_sideband(request: Request, call_id: str) -> Response:
@@ -179,8 +216,10 @@ application = Router(
     [
         ("realtime/calls", calls),
         ("realtime/calls/(?P<call_id>[^/]+)/hangup", hangup),
+        ("realtime/calls/(?P<call_id>[^/]+)/(?P<operation>accept|reject|refer)", sip_control),
         ("_local/faults", faults),
         ("_local/stats", stats),
+        ("_local/sip", sip_settings),
         ("_local/calls/(?P<call_id>[^/]+)", call_detail),
         ("_local/calls/(?P<call_id>[^/]+)/drop_sideband", drop_sideband),
     ],

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
 from asgiref.sync import async_to_sync
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet
@@ -25,10 +27,12 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
+from rest_framework.exceptions import ValidationError
 
 from . import counters, selectors, services
-from .exceptions import CallStateConflict
-from .models import ApiKey, Call, CallEvent
+from .exceptions import CallStateConflict, RealtimeError
+from .models import ApiKey, Call, CallEvent, SipRoute
+from .serializers import ROUTE_FIELDS, TransferInputSerializer, validate_route_session
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -151,6 +155,10 @@ class IdSearch:
         return queryset.filter(_prefix(self.search_field + self.id_field(term), term)), False
 
 
+class TransferActionForm(ActionForm):
+    target_uri = forms.CharField(label=_("Transfer to (sip: or tel: URI)"), required=False, max_length=255)
+
+
 @admin.register(Call)
 class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
     list_display = ("call_id", "status", "model", "voice", "source", "created_at", "duration", "end_reason", "cost")
@@ -173,7 +181,8 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     paginator = BoundedPaginator
-    actions = ["end_calls"]
+    actions = ["end_calls", "transfer_calls"]
+    action_form = TransferActionForm
     inlines = [CallEventInline]
     fieldsets = (
         (None, {"fields": ("call_id", "upstream_id", "status", "end_reason", "error_message", "source")}),
@@ -198,6 +207,7 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
             {"fields": ("model", "voice", "modalities", "instructions", "temperature", "max_output_tokens", "session_requested")},
         ),
         (_("Sent upstream"), {"fields": ("upstream_model", "session_upstream")}),
+        (_("Phone call (SIP)"), {"fields": ("sip_caller", "sip_called", "sip_route", "sip_status", "transferred_to", "sip_headers")}),
         (_("Transcript"), {"fields": ("transcript", "sideband_events")}),
         (_("Usage and cost"), {"fields": ("cost_usd", "input_tokens", "output_tokens", "usage")}),
         (_("Monitoring"), {"classes": ("collapse",), "fields": ("monitor_owner", "monitor_lease_until")}),
@@ -274,6 +284,55 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
         if skipped:
             message += ", " + ngettext("%(n)d skipped (not active)", "%(n)d skipped (not active)", skipped) % {"n": skipped}
         self.message_user(request, message + ".", messages.SUCCESS if ended else messages.WARNING)
+
+    @admin.action(description=_("Transfer selected phone calls"), permissions=["end_call"])
+    def transfer_calls(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
+        target = TransferInputSerializer(data={"target_uri": request.POST.get("target_uri", "")})
+        try:
+            target.is_valid(raise_exception=True)
+        except (RealtimeError, ValidationError):
+            self.message_user(request, gettext("Give a sip: or tel: URI to transfer to."), messages.ERROR)
+            return
+        done, refused = 0, []
+        actor_data = {"staff_user": request.user.get_username()}
+        for call in queryset:
+            try:
+                async_to_sync(services.call_transfer)(
+                    call=call, target_uri=target.validated_data["target_uri"], actor=CallEvent.Actor.ADMIN, data=actor_data
+                )
+            except RealtimeError as exc:
+                refused.append(f"{call.call_id}: {exc.message}")
+            else:
+                done += 1
+        if done:
+            self.message_user(
+                request, ngettext("%(n)d call transferred.", "%(n)d calls transferred.", done) % {"n": done}, messages.SUCCESS
+            )
+        for line in refused:
+            self.message_user(request, line, messages.WARNING)
+
+
+class SipRouteForm(forms.ModelForm):
+    class Meta:
+        model = SipRoute
+        fields = ROUTE_FIELDS
+
+    def clean_session(self) -> dict[str, Any]:
+        try:
+            return validate_route_session(self.cleaned_data.get("session"))
+        except RealtimeError as exc:
+            raise forms.ValidationError(exc.message) from None
+
+
+@admin.register(SipRoute)
+class SipRouteAdmin(admin.ModelAdmin):
+    """The routes that decide incoming phone calls, tried in increasing position."""
+
+    form = SipRouteForm
+    list_display = ("name", "position", "enabled", "called_pattern", "caller_pattern", "header_name", "action", "reject_status")
+    list_editable = ("position", "enabled")
+    list_filter = ("enabled", "action")
+    ordering = ("position", "id")
 
 
 class EventTypeFilter(admin.SimpleListFilter):

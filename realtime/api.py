@@ -11,22 +11,30 @@ from typing import Any
 
 from adrf.viewsets import ViewSet
 from django.conf import settings
+from django.http import HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.viewsets import GenericViewSet
 
-from . import idempotency, selectors, services
+from . import idempotency, selectors, services, sip
 from .auth.authentication import request_principal
-from .exceptions import PayloadTooLarge
+from .exceptions import PayloadTooLarge, RealtimeError, error_body
+from .models import SipRoute
 from .pagination import CallPagination, EventPagination
+from .permissions import SipRouteAccess
 from .serializers import (
     CallCreateInputSerializer,
     CallEventSerializer,
     CallListQuerySerializer,
     CallSerializer,
     EventListQuerySerializer,
+    SipRouteInputSerializer,
+    SipRouteSerializer,
     TranscriptEntrySerializer,
+    TransferInputSerializer,
     represent,
 )
 
@@ -69,10 +77,11 @@ class CallViewSet(ViewSet):
         paginator = CallPagination()
         paginator.window(request)
         query = _query(CallListQuerySerializer, request)
-        principal, status = request_principal(request), query.get("status")
-        calls = selectors.call_list(status=status, principal=principal, cursor=query.get("cursor"))
+        principal, status, source = request_principal(request), query.get("status"), query.get("source")
+        calls = selectors.call_list(status=status, source=source, principal=principal, cursor=query.get("cursor"))
         # The count comes from the statistics counters (exact, without counting the history).
-        page = paginator.paginate_counted(calls, request, count=selectors.call_count(status=status, principal=principal))
+        count = selectors.call_count(status=status, source=source, principal=principal)
+        page = paginator.paginate_counted(calls, request, count=count)
         response = paginator.get_paginated_response(CallSerializer(page, many=True).data)
         if len(page) == paginator.window(request)[0]:
             response.data["next_cursor"] = selectors.call_cursor(page[-1])
@@ -89,6 +98,18 @@ class CallViewSet(ViewSet):
         # Who ended it goes into the call.ended event: the key's prefix, or the staff user's name.
         call = await services.call_hangup(call=call, reason=principal.end_reason, actor=principal.actor, data=principal.audit() or None)
         return Response({"success": True, "call": represent(CallSerializer, call), "message": _("Call ended")})
+
+    # adrf runs async actions; DRF's stubs type @action for sync methods only.
+    @action(detail=True, methods=["post"])  # type: ignore[type-var]
+    async def transfer(self, request: Request, call_id: str) -> Response:
+        """Transfers a phone call (SIP REFER through OpenAI); the call ends when the caller leaves."""
+        serializer = TransferInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        principal = request_principal(request)
+        call = await services.in_db_thread(selectors.call_get)(call_id=call_id, principal=principal, documents=False)
+        target = serializer.validated_data["target_uri"]
+        call = await services.call_transfer(call=call, target_uri=target, actor=principal.actor, data=principal.audit() or None)
+        return Response({"success": True, "call": represent(CallSerializer, call), "message": _("Transfer requested")})
 
     @action(detail=True, methods=["get"])
     def events(self, request: Request, call_id: str) -> Response:
@@ -113,3 +134,55 @@ class StatsViewSet(ViewSet):
 
     def list(self, request: Request) -> Response:
         return Response({"success": True, "stats": selectors.stats(principal=request_principal(request))})
+
+
+@csrf_exempt
+async def sip_webhook(request: HttpRequest) -> JsonResponse:
+    """`POST /api/realtime/sip/webhook`: OpenAI's signed webhooks; the only unauthenticated write.
+
+    Outside DRF on purpose: the signature covers the raw bytes, so nothing may parse the body
+    before it is verified, and no authentication or throttling class applies to OpenAI.
+    """
+    if request.method != "POST":
+        message = _("Method %(method)s not allowed.") % {"method": str(request.method)[:20]}
+        return JsonResponse(error_body("method_not_allowed", message), status=405, headers={"Allow": "POST"})
+    limit = settings.REALTIME_SIP_WEBHOOK_MAX_BYTES
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if (length.isdigit() and int(length) > limit) or len(request.body) > limit:
+        message = _("The request body is too large (at most %(n)d bytes).") % {"n": limit}
+        return JsonResponse(error_body(PayloadTooLarge.code, message, {"max_bytes": limit}), status=413)
+    try:
+        result = await sip.handle_webhook(body=request.body, headers=request.headers)
+    except RealtimeError as exc:
+        return JsonResponse(error_body(exc.code, exc.message, exc.details), status=exc.status)
+    return JsonResponse({"success": True, "result": result})
+
+
+class SipRouteViewSet(GenericViewSet):
+    """`/api/realtime/sip/routes`: the ordered routes that decide incoming phone calls (operators only)."""
+
+    permission_classes = [SipRouteAccess]
+    queryset = SipRoute.objects.order_by("position", "id")
+
+    def list(self, request: Request) -> Response:
+        routes = self.get_queryset()
+        return Response({"success": True, "data": SipRouteSerializer(routes, many=True).data, "count": len(routes)})
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response({"success": True, "route": represent(SipRouteSerializer, self.get_object())})
+
+    def create(self, request: Request) -> Response:
+        serializer = SipRouteInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        route = serializer.save()
+        return Response({"success": True, "route": represent(SipRouteSerializer, route)}, status=201)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        serializer = SipRouteInputSerializer(self.get_object(), data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        route = serializer.save()
+        return Response({"success": True, "route": represent(SipRouteSerializer, route)})
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        self.get_object().delete()
+        return Response({"success": True, "message": _("Route deleted")})

@@ -85,6 +85,8 @@ class Call(models.Model):
         SETUP_TIMEOUT = "setup_timeout", _("Never connected")
         UPSTREAM_ERROR = "upstream_error", _("Upstream error")
         LOST = "lost", _("Lost after a restart")
+        REJECTED = "rejected", _("Rejected (SIP)")
+        MISSED = "missed", _("Caller hung up before the answer (SIP)")
 
     # Source states from which a call may still be ended.
     ENDABLE = (Status.PENDING, Status.ACTIVE)
@@ -140,6 +142,20 @@ class Call(models.Model):
     cost_usd = models.DecimalField(_("cost (USD)"), max_digits=14, decimal_places=6, null=True, blank=True, default=Decimal("0"))
     has_transcript = models.BooleanField(_("has a transcript"), default=False)
 
+    # Phone calls (source sip). Caller and called come from the From/To headers OpenAI relays: they
+    # are whatever the carrier (or anyone reaching the trunk) put there, untrusted text.
+    sip_caller = models.CharField(_("caller"), max_length=255, blank=True, default="")
+    sip_called = models.CharField(_("called"), max_length=255, blank=True, default="")
+    sip_headers = models.JSONField(_("SIP headers"), default=list, blank=True)
+    # The route that decided the call (null once the route is deleted; the call.incoming event keeps its name).
+    sip_route = models.ForeignKey(
+        "SipRoute", verbose_name=_("SIP route"), null=True, blank=True, on_delete=models.SET_NULL, related_name="calls", db_index=False
+    )
+    # The SIP status sent when the call was rejected.
+    sip_status = models.PositiveSmallIntegerField(_("SIP status"), null=True, blank=True)
+    # The last transfer target sent to OpenAI (SIP REFER).
+    transferred_to = models.CharField(_("transferred to"), max_length=255, blank=True, default="")
+
     # The sideband monitor watching this call: one holder at a time, through a lease it renews.
     monitor_owner = models.CharField(_("monitored by"), max_length=100, blank=True, default="")
     monitor_lease_until = models.DateTimeField(_("monitor lease until"), null=True, blank=True)
@@ -176,6 +192,8 @@ class Call(models.Model):
             ),
             # the admin's cost column, sorted.
             models.Index(fields=["cost_usd"], name="call_cost_idx"),
+            # deleting a route sets its calls' sip_route to null (one UPDATE by route).
+            models.Index(fields=["sip_route"], name="call_sip_route_idx"),
         ]
         permissions = [("end_call", _("Can end calls"))]
 
@@ -214,6 +232,63 @@ class CallCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.dimension}={self.value}"
+
+
+class SipRoute(models.Model):
+    """What to do with an incoming phone call: the first enabled route (by position) that matches decides.
+
+    Patterns are shell-style (`*`, `?`, `[...]`, case-insensitive) and match the whole value:
+    the called and caller URIs and numbers (`sip:+3312@host`, `+3312`), or one SIP header's value.
+    An empty pattern matches anything.
+    """
+
+    class Action(models.TextChoices):
+        ACCEPT = "accept", _("Accept")
+        REJECT = "reject", _("Reject")
+
+    name = models.CharField(_("name"), max_length=100)
+    position = models.PositiveIntegerField(_("position"), default=100, help_text=_("Routes are tried in increasing position."))
+    enabled = models.BooleanField(_("enabled"), default=True)
+    called_pattern = models.CharField(_("called number or URI"), max_length=255, blank=True, default="")
+    caller_pattern = models.CharField(_("caller number or URI"), max_length=255, blank=True, default="")
+    header_name = models.CharField(_("SIP header"), max_length=100, blank=True, default="")
+    header_pattern = models.CharField(_("SIP header value"), max_length=255, blank=True, default="")
+    action = models.CharField(_("action"), max_length=10, choices=Action.choices, default=Action.ACCEPT)
+    # The session to accept with, in either shape POST /api/realtime/calls takes (validated on save).
+    session = models.JSONField(_("session"), default=dict, blank=True)
+    reject_status = models.PositiveSmallIntegerField(_("SIP status when rejecting"), default=603)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("SIP route")
+        verbose_name_plural = _("SIP routes")
+        ordering = ("position", "id")
+        indexes = [
+            # every incoming call: the enabled routes in order (a handful of rows).
+            models.Index(fields=["position", "id"], condition=models.Q(enabled=True), name="siproute_order_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WebhookDelivery(models.Model):
+    """A webhook already handled, by its `webhook-id`: OpenAI retries, and a replay must do nothing."""
+
+    webhook_id = models.CharField(_("webhook id"), max_length=100, unique=True)
+    event_type = models.CharField(_("event type"), max_length=80)
+    received_at = models.DateTimeField(_("received at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        indexes = [
+            # forgetting deliveries older than OpenAI's 72-hour retry window.
+            models.Index(fields=["received_at"], name="webhook_received_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.webhook_id
 
 
 class CallEvent(models.Model):

@@ -36,3 +36,21 @@ class RealtimeAccess(BasePermission):
         if not allowed:
             self.message = _("Your account lacks the permission %(permission)s.") % {"permission": permission}
         return allowed
+
+
+class SipRouteAccess(BasePermission):
+    """SIP routes decide every incoming call, whoever's: staff with the model permissions (or local mode), not API keys."""
+
+    ACTIONS = {"GET": "view", "HEAD": "view", "OPTIONS": "view", "POST": "add", "PATCH": "change", "PUT": "change", "DELETE": "delete"}
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        principal = request.auth if isinstance(request.auth, Principal) else None
+        if principal is None and request.successful_authenticator is None:
+            raise exceptions.NotAuthenticated(_("Authentication required: send an API key as 'Authorization: Bearer <key>'."))
+        if principal is not None and principal.kind == "local":
+            return True
+        permission = f"realtime.{self.ACTIONS.get(request.method or 'GET', 'change')}_siproute"
+        if principal is None or principal.kind != "staff" or not request.user.has_perm(permission):
+            self.message = _("SIP routes are managed by staff with the permission %(permission)s.") % {"permission": permission}
+            return False
+        return True

@@ -45,6 +45,16 @@ def validate_offer(raw: object) -> str:
     media = [line for line in lines if line.startswith("m=")]
     if not any(line.startswith("m=audio ") for line in media):
         raise _invalid(_("the offer has no audio section (m=audio)."))
+    if any(" RTP/AVP " in f"{line} " for line in media) and not any(line.startswith("a=ice-ufrag:") for line in lines):
+        # A SIP gateway's offer (plain RTP, no ICE or DTLS): OpenAI's WebRTC endpoint refuses it too.
+        raise InvalidInput(
+            "sdp",
+            _(
+                "this endpoint takes WebRTC offers (ICE and DTLS); this is a plain RTP offer, as a SIP gateway makes. "
+                "Phone calls reach OpenAI through its SIP trunk and arrive here as webhooks: see docs/sip.md."
+            ),
+            code="sip_offer_not_supported",
+        )
     for attribute, label in (("a=ice-ufrag:", "ICE ufrag"), ("a=ice-pwd:", "ICE password"), ("a=fingerprint:", "DTLS fingerprint")):
         if not any(line.startswith(attribute) and len(line) > len(attribute) for line in lines):
             raise _invalid(_("the offer has no %(what)s (%(attr)s).") % {"what": label, "attr": attribute.rstrip(":")})

@@ -33,7 +33,7 @@ def visible_calls(principal: Principal | None) -> QuerySet[Call]:
 
 
 # Large documents no list or detail shows (the create response and the admin's call page do).
-DOCUMENTS = ("sdp_offer", "sdp_answer", "session_requested", "session_upstream")
+DOCUMENTS = ("sdp_offer", "sdp_answer", "session_requested", "session_upstream", "sip_headers")
 
 
 def call_get(*, call_id: str, principal: Principal | None = None, documents: bool = True) -> Call:
@@ -46,12 +46,16 @@ def call_get(*, call_id: str, principal: Principal | None = None, documents: boo
         raise CallNotFound(message, details={"call_id": call_id[:100]}) from None
 
 
-def call_list(*, status: str | None = None, principal: Principal | None = None, cursor: str | None = None) -> QuerySet[Call]:
+def call_list(
+    *, status: str | None = None, source: str | None = None, principal: Principal | None = None, cursor: str | None = None
+) -> QuerySet[Call]:
     """Calls newest first; after `cursor` (from `call_cursor`) if given: a deep page costs what
     the first one does, where an offset reads and skips every row before it."""
     calls = visible_calls(principal).defer(*DOCUMENTS)
     if status:
         calls = calls.filter(status=status)
+    if source:
+        calls = calls.filter(source=source)
     if cursor:
         created_at, pk = _decode_cursor(cursor)
         # Row order is (-created_at, -id): strictly older, or as old with a smaller id. The
@@ -60,11 +64,16 @@ def call_list(*, status: str | None = None, principal: Principal | None = None, 
     return calls
 
 
-def call_count(*, status: str | None = None, principal: Principal | None = None) -> int:
+def call_count(*, status: str | None = None, source: str | None = None, principal: Principal | None = None) -> int:
     """How many calls `call_list` has in all (without a cursor), from the counters: exact, and
-    not a scan of the history."""
+    not a scan of the history. The counters keep one dimension at a time: status and source
+    together are counted from the (status) index instead."""
+    if status and source:
+        return call_list(status=status, source=source, principal=principal).count()
     figures = counters.read(stats_scope(principal))
-    return figures[f"{status}_calls"] if status else figures["total_calls"]
+    if source:
+        return int(figures["calls_by_source"].get(source, 0))
+    return int(figures[f"{status}_calls"] if status else figures["total_calls"])
 
 
 def call_cursor(call: Call) -> str:

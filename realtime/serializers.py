@@ -16,7 +16,7 @@ from rest_framework import serializers
 
 from . import sdp, sessions
 from .exceptions import InvalidInput, PayloadTooLarge
-from .models import Call, CallEvent
+from .models import Call, CallEvent, SipRoute
 
 _shared: dict[type[serializers.BaseSerializer], serializers.BaseSerializer] = {}
 
@@ -85,12 +85,13 @@ class CallCreateInputSerializer(serializers.Serializer):
 
 
 class CallListQuerySerializer(serializers.Serializer):
-    """The list's filter (paging is `realtime.pagination`'s)."""
+    """The list's filters (paging is `realtime.pagination`'s)."""
 
+    # A field named like Field.source (the attribute path): DRF allows it, the stubs do not.
+    source = serializers.ChoiceField(choices=Call.Source.choices, required=False)  # type: ignore[assignment]
+    status = serializers.ChoiceField(choices=Call.Status.choices, required=False)
     # The `next_cursor` of the previous page: the next page without counting past rows.
     cursor = serializers.CharField(max_length=100, required=False)
-
-    status = serializers.ChoiceField(choices=Call.Status.choices, required=False)
 
 
 class EventListQuerySerializer(serializers.Serializer):
@@ -107,6 +108,7 @@ class CallSerializer(serializers.ModelSerializer):
     duration_seconds = serializers.SerializerMethodField()
     error = serializers.CharField(source="error_message")
     cost_usd = serializers.SerializerMethodField()
+    sip = serializers.SerializerMethodField()
 
     class Meta:
         model = Call
@@ -132,8 +134,21 @@ class CallSerializer(serializers.ModelSerializer):
             "usage",
             "cost_usd",
             "has_transcript",
+            "sip",
         ]
         read_only_fields = fields
+
+    def get_sip(self, call: Call) -> dict[str, Any] | None:
+        """Phone calls only: who called which number (untrusted text from the SIP headers), the route, the outcome."""
+        if call.source != Call.Source.SIP:
+            return None
+        return {
+            "caller": call.sip_caller,
+            "called": call.sip_called,
+            "route_id": call.sip_route_id,
+            "status_code": call.sip_status,
+            "transferred_to": call.transferred_to or None,
+        }
 
     def get_duration_seconds(self, call: Call) -> int | None:
         return None if call.duration_seconds is None else round(call.duration_seconds)
@@ -179,3 +194,85 @@ class CallEventSerializer(serializers.ModelSerializer):
         model = CallEvent
         fields = ["id", "call_id", "event_type", "timestamp", "event_data", "actor"]
         read_only_fields = fields
+
+
+# --- phone calls (SIP) ------------------------------------------------------------------------
+
+
+class TransferInputSerializer(serializers.Serializer):
+    """`POST /api/realtime/calls/{id}/transfer`: where to send the caller (a SIP REFER's Refer-To)."""
+
+    target_uri = serializers.CharField(max_length=255)
+
+    def validate_target_uri(self, value: str) -> str:
+        from sipmessage import URI
+
+        value = value.strip()
+        try:
+            uri = URI.parse(value)
+        except ValueError:
+            uri = None
+        if uri is None or uri.scheme not in ("sip", "sips", "tel") or any(c in value for c in '<>\r\n"') or not uri.user:
+            raise InvalidInput("target_uri", _("must be a sip: or tel: URI naming someone (sip:agent@example.com, tel:+33123456789)."))
+        return value
+
+
+# What an operator sets on a route (API and admin alike).
+ROUTE_FIELDS = [
+    "name",
+    "position",
+    "enabled",
+    "called_pattern",
+    "caller_pattern",
+    "header_name",
+    "header_pattern",
+    "action",
+    "session",
+    "reject_status",
+]
+
+
+class SipRouteSerializer(serializers.ModelSerializer):
+    created_at = UnixTimestampField()
+
+    class Meta:
+        model = SipRoute
+        fields = ["id", *ROUTE_FIELDS, "created_at"]
+        read_only_fields = fields
+
+
+class SipRouteInputSerializer(serializers.ModelSerializer):
+    """A route as an operator writes it; its session is checked as a WebRTC call's would be."""
+
+    class Meta:
+        model = SipRoute
+        fields = ROUTE_FIELDS
+
+    def validate_session(self, value: Any) -> dict[str, Any]:
+        return validate_route_session(value)
+
+    def validate_reject_status(self, value: int) -> int:
+        if not 300 <= value <= 699:
+            raise serializers.ValidationError(_("must be a SIP failure status, from 300 to 699."))
+        return value
+
+    def validate_header_name(self, value: str) -> str:
+        if value and not all(c.isalnum() or c in "-_." for c in value):
+            raise serializers.ValidationError(_("must be a SIP header name (letters, digits, '-')."))
+        return value
+
+
+def validate_route_session(value: Any) -> dict[str, Any]:
+    """A route's session, in either shape POST /api/realtime/calls takes; refused as that endpoint would."""
+    if value in (None, ""):
+        return {}
+    config = sessions.parse_session(value)
+    detection = ((config.upstream.get("audio") or {}).get("input") or {}).get("turn_detection") or {}
+    refused = sorted(set(detection) & SIP_REFUSED_TURN_DETECTION)
+    if refused:
+        # OpenAI's SIP accept answers these with 400 "Unknown parameter" (WebRTC takes them).
+        raise InvalidInput(f"session.turn_detection.{refused[0]}", _("is not accepted for phone calls by OpenAI."))
+    return dict(value)
+
+
+SIP_REFUSED_TURN_DETECTION = frozenset({"threshold", "prefix_padding_ms", "silence_duration_ms"})

@@ -32,7 +32,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -40,7 +40,7 @@ from django.utils.translation import gettext as _
 from . import pricing, publish, selectors, upstream
 from .counters import Tally, micros
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
-from .models import API_KEY_PREFIX, API_KEY_VISIBLE_CHARS, ApiKey, Call, CallEvent, hash_api_key
+from .models import API_KEY_PREFIX, API_KEY_VISIBLE_CHARS, ApiKey, Call, CallEvent, SipRoute, WebhookDelivery, hash_api_key
 from .sessions import SessionConfig
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def _with_fresh_connection(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 # Large documents no transition or push reads: never loaded just to change a call.
-_DOCUMENTS = frozenset({"sdp_offer", "sdp_answer", "session_requested", "session_upstream"})
+_DOCUMENTS = frozenset({"sdp_offer", "sdp_answer", "session_requested", "session_upstream", "sip_headers"})
 
 
 def _record(
@@ -137,6 +137,9 @@ def call_open(
     actor: CallEvent.Actor,
     api_key: ApiKey | None = None,
     data: dict[str, Any] | None = None,
+    event_type: str = "call.created",
+    fields: dict[str, Any] | None = None,
+    check_capacity: bool = True,
 ) -> Call:
     """Record a new pending call before anything is sent upstream (the audit trail starts here).
 
@@ -145,8 +148,10 @@ def call_open(
     """
     now = timezone.now()
     with transaction.atomic():
-        _check_capacity(api_key=api_key)
+        if check_capacity:
+            _check_capacity(api_key=api_key)
         call = Call.objects.create(
+            **(fields or {}),
             source=source,
             status=Call.Status.PENDING,
             model=session.model,
@@ -168,7 +173,7 @@ def call_open(
             # What we could not pass on as asked (a seed model alias, temperature): noted, not hidden.
             payload["adjustments"] = session.notes
         tally = Tally(call.api_key_id).opened(call)
-        _record(call=call, event_type="call.created", actor=actor, data=payload, at=now, lifecycle=True, tally=tally)
+        _record(call=call, event_type=event_type, actor=actor, data=payload, at=now, lifecycle=True, tally=tally)
     return call
 
 
@@ -548,3 +553,128 @@ def api_key_revoke(keys: QuerySet[ApiKey]) -> int:
     """Refuse these keys from now on; returns how many were not revoked yet. Conditional, so a key
     revoked twice keeps its first revocation time. No call event: a key is not a call."""
     return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+# --- phone calls (SIP) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SipDecision:
+    """What a route decided for an incoming call: accept with `session`, or reject with `status`."""
+
+    accept: bool
+    session: SessionConfig
+    status: int = 603
+    route: SipRoute | None = None
+    reason: str = ""
+
+
+def sip_call_receive(
+    *, webhook_id: str, upstream_id: str, caller: str, called: str, headers: list[dict[str, str]], decision: SipDecision
+) -> Call | None:
+    """Record an incoming phone call (`call.incoming`) once per webhook-id; None for a replay.
+
+    The delivery and the call are written in one transaction: a replay finds the delivery and
+    creates nothing, and a crash leaves neither.
+    """
+    fields = {
+        "upstream_id": upstream_id,
+        "sip_caller": caller,
+        "sip_called": called,
+        "sip_headers": headers,
+        "sip_route": decision.route,
+    }
+    route = decision.route
+    data = {
+        "caller": caller,
+        "called": called,
+        "route": route.name if route else None,
+        "route_id": route.pk if route else None,
+        "action": "accept" if decision.accept else "reject",
+        "upstream_id": upstream_id,
+    }
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                WebhookDelivery.objects.create(webhook_id=webhook_id, event_type="realtime.call.incoming")
+        except IntegrityError:
+            return None
+        common: dict[str, Any] = {"offer": "", "session": decision.session, "source": Call.Source.SIP, "actor": CallEvent.Actor.UPSTREAM}
+        try:
+            return call_open(**common, data=data, event_type="call.incoming", fields=fields, check_capacity=decision.accept)
+        except TooManyCalls:
+            # Over the concurrency limit: recorded all the same, and rejected as busy.
+            call = call_open(**common, data={**data, "action": "reject"}, event_type="call.incoming", fields=fields, check_capacity=False)
+            call_reject(call=call, status=settings.REALTIME_SIP_BUSY_STATUS, reason="too_many_calls")
+            return call
+
+
+def call_reject(*, call: Call, status: int, reason: str = "route") -> bool:
+    """pending -> ended (`rejected`) with the SIP status sent to the caller. False if already decided."""
+    now = timezone.now()
+    with transaction.atomic():
+        changes = {"status": Call.Status.ENDED, "ended_at": now, "end_reason": Call.EndReason.REJECTED, "sip_status": status}
+        duration = changes["duration_seconds"] = max((now - call.created_at).total_seconds(), 0.0)
+        old = _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes)
+        if old is None:
+            return False
+        data = {"status_code": status, "reason": reason}
+        tally = Tally(call.api_key_id).moved(old=old, new=Call.Status.ENDED, end_reason=Call.EndReason.REJECTED, duration=duration)
+        _record(call=call, event_type="call.rejected", actor=CallEvent.Actor.SYSTEM, data=data, at=now, lifecycle=True, tally=tally)
+    return True
+
+
+def call_note_transfer(*, call: Call, target_uri: str, actor: CallEvent.Actor, data: dict[str, Any] | None = None) -> bool:
+    """Record a transfer OpenAI accepted (REFER sent): one `call.transferred` per transfer of an active call."""
+    now = timezone.now()
+    with transaction.atomic():
+        if _transition(call=call, allowed=(Call.Status.ACTIVE,), changes={"transferred_to": target_uri}) is None:
+            return False
+        payload = {"target_uri": target_uri, **(data or {})}
+        _record(call=call, event_type="call.transferred", actor=actor, data=payload, at=now, lifecycle=True)
+    return True
+
+
+async def sip_call_decide(*, call: Call, decision: SipDecision) -> Call:
+    """Carry out a route's decision upstream: accept (pending -> active) or reject."""
+    if not decision.accept and call.status == Call.Status.PENDING:
+        await sync_to_async(call_reject)(call=call, status=decision.status, reason=decision.reason or "route")
+    if call.end_reason == Call.EndReason.REJECTED and call.sip_status:
+        # Rejected by its route, or as busy when it was recorded.
+        try:
+            await upstream.reject_call(upstream_id=call.upstream_id, status_code=call.sip_status)
+        except UpstreamError as exc:
+            logger.warning("Upstream reject of %s failed: %s", call.call_id, exc.code)
+        return call
+    if call.status != Call.Status.PENDING:
+        return call
+    try:
+        accepted = await upstream.accept_call(upstream_id=call.upstream_id, session=decision.session.upstream)
+    except UpstreamError as exc:
+        await sync_to_async(call_fail)(call=call, error=exc)
+        return call
+    if not accepted:
+        # 404: the caller hung up (CANCEL) before the answer.
+        with contextlib.suppress(CallStateConflict):
+            await sync_to_async(call_end)(call=call, reason=Call.EndReason.MISSED, actor=CallEvent.Actor.UPSTREAM)
+        await sync_to_async(call_note_upstream_closed)(call=call, hung_up=False)
+        return call
+    answered = await sync_to_async(call_answer)(call=call, created=upstream.CreatedCall(upstream_id=call.upstream_id, sdp_answer=""))
+    if not answered:
+        # Ended (DELETE, admin) while OpenAI was answering: do not leave it running upstream.
+        await hangup_upstream(call=call)
+    return call
+
+
+async def call_transfer(*, call: Call, target_uri: str, actor: CallEvent.Actor, data: dict[str, Any] | None = None) -> Call:
+    """Transfer an active phone call (SIP REFER through OpenAI's /refer)."""
+    if call.source != Call.Source.SIP or call.status != Call.Status.ACTIVE or not call.upstream_id:
+        raise CallStateConflict(
+            _("Only an active phone call can be transferred."),
+            details={"call_id": call.call_id, "status": call.status, "source": call.source},
+        )
+    if not await upstream.refer_call(upstream_id=call.upstream_id, target_uri=target_uri):
+        raise CallStateConflict(_("The call has already ended upstream."), details={"call_id": call.call_id})
+    if not await sync_to_async(call_note_transfer)(call=call, target_uri=target_uri, actor=actor, data=data):
+        raise CallStateConflict(_("The call ended during the transfer."), details={"call_id": call.call_id})
+    return call

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from . import idempotency, services
 from .exceptions import CallStateConflict
-from .models import Call, CallEvent
+from .models import Call, CallEvent, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,15 @@ def claim_hangup_retries(*, now: datetime, limit: int = 50) -> list[Call]:
     return services.hangup_retry_claim(now=now, grace_seconds=grace, claim_seconds=HANGUP_CLAIM_SECONDS, limit=limit)
 
 
+# OpenAI retries a webhook for up to 72 hours: a delivery older than that cannot come back.
+WEBHOOK_RETRY_WINDOW = timedelta(hours=72)
+
+
+def forget_webhook_deliveries(*, now: datetime) -> int:
+    deleted, _ = WebhookDelivery.objects.filter(received_at__lt=now - WEBHOOK_RETRY_WINDOW).delete()
+    return deleted
+
+
 async def sweep_once() -> SweepResult:
     result = SweepResult()
     now = timezone.now()
@@ -91,6 +100,7 @@ async def sweep_once() -> SweepResult:
         await services.hangup_upstream(call=call)
         result.hangups_retried += 1
     result.keys_forgotten = await sync_to_async(idempotency.forget_expired)(now=now)
+    await sync_to_async(forget_webhook_deliveries)(now=now)
     return result
 
 

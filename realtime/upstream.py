@@ -22,7 +22,7 @@ import websockets
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from .exceptions import UpstreamError, UpstreamThrottled, UpstreamTimeout
+from .exceptions import RealtimeError, UpstreamError, UpstreamThrottled, UpstreamTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +105,66 @@ async def create_call(*, sdp: str, session: dict[str, Any]) -> CreatedCall:
 
 async def hangup_call(*, upstream_id: str) -> bool:
     """POST /v1/realtime/calls/{id}/hangup. True when hung up, False when OpenAI no longer knows it."""
+    return await _call_control("hangup", upstream_id)
+
+
+# --- phone calls (SIP): webhooks, accept, reject, refer ---------------------------------------
+
+
+class WebhookRejected(RealtimeError):
+    """A webhook whose signature is missing, wrong or outside the 300 s tolerance: not from OpenAI."""
+
+    code = "invalid_webhook_signature"
+
+
+@dataclass(frozen=True)
+class Webhook:
+    webhook_id: str
+    event_type: str
+    data: dict[str, Any]
+
+
+def unwrap_webhook(*, body: bytes, headers: Any, secrets: list[str]) -> Webhook:
+    """Verify a webhook with the SDK against each configured secret (two during a rotation), then parse it."""
+    event: Any = None
+    for secret in secrets:
+        try:
+            event = client().webhooks.unwrap(body, headers, secret=secret)
+            break
+        except openai.InvalidWebhookSignatureError:
+            continue
+        except ValueError as exc:
+            # A missing header (the SDK's ValueError), or a body that is not UTF-8 JSON.
+            raise WebhookRejected(_("The webhook is not signed as OpenAI signs them."), details={"reason": str(exc)[:200]}) from None
+    if event is None:
+        raise WebhookRejected(_("The webhook signature does not match, or its timestamp is too old."))
+    payload = event.to_dict() if hasattr(event, "to_dict") else {}
+    data = payload.get("data") if isinstance(payload, dict) else None
+    return Webhook(
+        webhook_id=str(headers.get("webhook-id", ""))[:100],
+        event_type=str(getattr(event, "type", ""))[:80],
+        data=data if isinstance(data, dict) else {},
+    )
+
+
+async def accept_call(*, upstream_id: str, session: dict[str, Any]) -> bool:
+    """POST /v1/realtime/calls/{id}/accept with a GA session. False when the caller is gone (404)."""
+    return await _call_control("accept", upstream_id, **session)
+
+
+async def reject_call(*, upstream_id: str, status_code: int) -> bool:
+    """POST /v1/realtime/calls/{id}/reject with a SIP status. False when the caller is gone (404)."""
+    return await _call_control("reject", upstream_id, status_code=status_code)
+
+
+async def refer_call(*, upstream_id: str, target_uri: str) -> bool:
+    """POST /v1/realtime/calls/{id}/refer: a SIP REFER to `target_uri`. False when the call is gone (404)."""
+    return await _call_control("refer", upstream_id, target_uri=target_uri)
+
+
+async def _call_control(operation: str, upstream_id: str, **body: Any) -> bool:
     try:
-        await client().realtime.calls.hangup(upstream_id)
+        await getattr(client().realtime.calls, operation)(upstream_id, **body)
     except openai.NotFoundError:
         return False
     except openai.OpenAIError as exc:

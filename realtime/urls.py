@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from .api import CallViewSet, StatsViewSet
+from .api import CallViewSet, SipRouteViewSet, StatsViewSet, sip_webhook
 
 app_name = "realtime"
 
@@ -18,4 +19,6 @@ class OptionalSlashRouter(SimpleRouter):
 router = OptionalSlashRouter()
 router.register("calls", CallViewSet, basename="call")
 router.register("stats", StatsViewSet, basename="stats")
-urlpatterns = router.urls
+router.register("sip/routes", SipRouteViewSet, basename="sip-route")
+# OpenAI's signed webhooks: a plain view, so the signature is checked on the raw body.
+urlpatterns = [re_path(r"^sip/webhook/?$", sip_webhook, name="sip-webhook"), *router.urls]

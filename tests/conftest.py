@@ -64,6 +64,8 @@ def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, port
         # Sideband monitors would add upstream events to every test's calls; the tests of
         # monitoring turn them on (extra_env) in servers of their own.
         "REALTIME_MONITORS": "off",
+        # The engine's SIP endpoint: a port of its own, so test servers never collide on 5070.
+        "LOCALREALTIME_SIP_PORT": str(_free_port()),
         **(extra_env or {}),
     }
     process = subprocess.Popen(

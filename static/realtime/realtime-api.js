@@ -152,6 +152,7 @@
     }
     $("s-by-model").textContent = countsOf(stats.calls_by_model);
     $("s-by-voice").textContent = countsOf(stats.calls_by_voice);
+    $("s-by-source").textContent = countsOf(stats.calls_by_source || {});
   }
 
   async function loadStats() {
@@ -188,7 +189,13 @@
         const row = element(
           "tr",
           { dataset: { callId: call.call_id, status: call.status } },
-          element("td", { title: call.call_id }, element("code", {}, call.call_id.slice(0, 11) + "…")),
+          element(
+            "td",
+            { title: call.call_id },
+            element("code", {}, call.call_id.slice(0, 11) + "…"),
+            // Phone calls: who called which number (untrusted text from SIP headers, shown as text).
+            ...(call.sip ? [element("div", { className: "muted sip-parties" }, `☎ ${call.sip.caller || "?"} → ${call.sip.called || "?"}`)] : []),
+          ),
           element("td", {}, statusPill(call.status)),
           element("td", {}, call.model),
           element("td", {}, call.voice),

@@ -1,0 +1,191 @@
+"""Phone calls against `make run`'s embedded default: decision latency, then concurrent calls with audio.
+
+1. Decision latency: SIPp places brief calls one after another; for each, the engine times its
+   `realtime.call.incoming` webhook going out to the broker's accept coming back (webhook
+   received -> route matched -> call recorded -> accept sent, plus two loopback HTTP hops).
+   Baseline, in the same run: the round trip of a signed webhook the broker ignores (signature
+   check only). Goal: p99 < 50 ms.
+2. Concurrency: SIPp places N calls at once (G.711 audio from a pcap, a DTMF digit, then BYE).
+   Goal for N = 50: all answered, audio echoed, recorded (speech events stored) and ended, 0 errors.
+
+Usage: python bench/sip.py [--calls 100] [--concurrent 50] [--runs 3] [--monitors embedded|off] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._server import free_port, machine, server
+from bench._sip import sipp_command
+
+ENGINE_KEY = "sk-localrealtime"
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def sipp(sip_port: int, scenario: str, *, calls: int, rate: int, workdir: Path) -> tuple[int, str]:
+    command = sipp_command(sip_port, scenario, port=free_port(), media_port=free_port())
+    command += ["-m", str(calls), "-l", str(calls), "-r", str(rate), "-timeout", "120s", "-trace_stat", "-stf", "stats.csv"]
+    result = subprocess.run(command, cwd=workdir, capture_output=True, timeout=180)
+    return result.returncode, result.stdout.decode(errors="replace")[-1500:]
+
+
+def sip_calls(http: httpx.Client, count: int) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    while len(calls) < count:
+        page = http.get("/api/realtime/calls", params={"source": "sip", "limit": 100, "offset": len(calls)}).json()["data"]
+        if not page:
+            break
+        calls += page
+    return calls[:count]
+
+
+def engine(http: httpx.Client, upstream_id: str) -> dict[str, Any]:
+    return http.get(f"/v1/_local/calls/{upstream_id}", headers={"Authorization": f"Bearer {ENGINE_KEY}"}).json()
+
+
+def ignored_webhook_ms(http: httpx.Client, secret: str, samples: int) -> list[float]:
+    from localrealtime.sip.webhook import sign
+
+    body = json.dumps({"object": "event", "id": "evt_b", "type": "bench.ignored", "created_at": 0, "data": {}}).encode()
+    timings = []
+    for n in range(samples):
+        stamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": f"wh_bench_{n}",
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": sign(secret=secret, webhook_id=f"wh_bench_{n}", timestamp=stamp, body=body),
+        }
+        start = time.perf_counter()
+        response = http.post("/api/realtime/sip/webhook", content=body, headers=headers)
+        timings.append((time.perf_counter() - start) * 1000)
+        assert response.status_code == 200, response.text
+    return timings
+
+
+def latency(url: str, sip_port: int, calls: int) -> tuple[float, float, float, int]:
+    """Brief calls, 10 a second; returns (p50, p99 of decision ms, baseline p99 ms, SIPp exit code)."""
+    from django.conf import settings
+
+    with tempfile.TemporaryDirectory() as workdir, httpx.Client(base_url=url, timeout=30) as http:
+        # Warm-up (imports, the SDK client, connection pools): not measured, and older than the rest.
+        sipp(sip_port, "uac_brief.xml", calls=3, rate=10, workdir=Path(workdir))
+        code, output = sipp(sip_port, "uac_brief.xml", calls=calls, rate=10, workdir=Path(workdir))
+        if code != 0:
+            print(output)
+        decisions = [engine(http, c["upstream_id"])["sip"]["decision_ms"] for c in sip_calls(http, calls)]
+        decisions = [d for d in decisions if d is not None]
+        baseline = ignored_webhook_ms(http, settings.LOCALREALTIME_WEBHOOK_SECRET, calls)
+    return quantile(decisions, 0.5), quantile(decisions, 0.99), quantile(baseline, 0.99), code
+
+
+def concurrency(url: str, sip_port: int, calls: int) -> dict[str, int]:
+    with tempfile.TemporaryDirectory() as workdir, httpx.Client(base_url=url, timeout=30) as http:
+        started = time.perf_counter()
+        code, output = sipp(sip_port, "uac_accepted.xml", calls=calls, rate=calls, workdir=Path(workdir))
+        elapsed = time.perf_counter() - started
+        if code != 0:
+            print(output)
+        deadline = time.monotonic() + 30
+        while True:
+            rows = sip_calls(http, calls)
+            if all(c["status"] == "ended" for c in rows) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        answered = sum(1 for c in rows if c["answered_at"])
+        ended = sum(1 for c in rows if c["status"] == "ended" and c["end_reason"] == "remote_hangup")
+        echoed = recorded = speech = 0
+        for call in rows:
+            media = (engine(http, call["upstream_id"]).get("sip") or {}).get("media") or {}
+            echoed += media.get("echoed", 0) > 100
+            events = http.get(f"/api/realtime/calls/{call['call_id']}/events", params={"limit": 1000}).json()["data"]
+            kinds = {e["event_type"] for e in events}
+            # Recorded: its lifecycle, and the sideband watched (the monitor joined the call).
+            recorded += {"call.incoming", "call.answered", "call.ended", "session.created"} <= kinds
+            # The caller's first turn (speech stops 5 s in) was stored: the monitor joined before it.
+            speech += "input_audio_buffer.speech_stopped" in kinds
+    return {
+        "sipp_exit": code,
+        "calls": len(rows),
+        "answered": answered,
+        "echoed": echoed,
+        "recorded": recorded,
+        "ended": ended,
+        "first_turn_recorded": speech,
+        "seconds": round(elapsed),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=100, help="brief calls for the latency measure")
+    parser.add_argument("--concurrent", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few calls, one run")
+    parser.add_argument("--monitors", default="embedded", choices=["embedded", "off"], help="off: no sideband writes (latency only)")
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.concurrent, args.runs = 10, 3, 1
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
+    os.environ.setdefault("DEBUG", "true")
+    import django
+
+    django.setup()
+    print(f"machine: {machine()}; load: {os.getloadavg()[0]:.2f}")
+    failed = False
+    p50s, p99s, baselines = [], [], []
+    results = []
+    for _ in range(args.runs):
+        sip_port = free_port()
+        env = {"LOCALREALTIME_SIP_PORT": str(sip_port), "REALTIME_MONITORS": args.monitors}
+        with server(env) as url:
+            deadline = time.monotonic() + 10
+            while httpx.post(f"{url}/v1/_local/sip", json={}, headers={"Authorization": f"Bearer {ENGINE_KEY}"}).status_code != 200:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the SIP endpoint did not start")
+                time.sleep(0.2)
+            p50, p99, baseline, code = latency(url, sip_port, args.calls)
+            p50s.append(p50)
+            p99s.append(p99)
+            baselines.append(baseline)
+            print(
+                f"  decision latency: {args.calls} calls, p50 {p50:.1f} ms, p99 {p99:.1f} ms; baseline p99 {baseline:.1f} ms (SIPp exit {code})"
+            )
+            if args.monitors == "off":
+                continue  # nothing would record the calls' events: the concurrency measure needs monitors
+            result = concurrency(url, sip_port, args.concurrent)
+            results.append(result)
+            print(f"  {args.concurrent} concurrent calls: {result}")
+            failed |= code != 0 or result["sipp_exit"] != 0
+            failed |= any(result[k] != args.concurrent for k in ("calls", "answered", "echoed", "recorded", "ended"))
+    if not results:
+        print(f"median of {args.runs} runs: decision p50 {statistics.median(p50s):.1f} ms, p99 {statistics.median(p99s):.1f} ms")
+        sys.exit(1 if failed else 0)
+    print(
+        f"median of {args.runs} runs: decision p50 {statistics.median(p50s):.1f} ms, p99 {statistics.median(p99s):.1f} ms "
+        f"(goal < 50 ms), baseline p99 {statistics.median(baselines):.1f} ms; "
+        f"{args.concurrent} concurrent: {sum(r['ended'] == args.concurrent for r in results)}/{args.runs} runs all answered, echoed, recorded and ended"
+    )
+    print(f"load after: {os.getloadavg()[0]:.2f}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
