@@ -17,6 +17,3 @@ LOCALREALTIME_ENABLED = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed
 OPENAI_TIMEOUT = 2.0
 LANGUAGE_CODE = "en"
-# No sideband monitors in the test process, even where a test imports iaposte.asgi: the tests of
-# monitoring run them in servers and workers of their own.
-REALTIME_MONITORS = "off"
