@@ -54,7 +54,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "realtime.middleware.SecurityHeadersMiddleware",
+    "realtime.middleware.ContentSecurityPolicyMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -361,6 +362,8 @@ REALTIME_CSP = env.str(
         "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     ),
 )
+# The demo page needs the microphone; nothing here needs a camera or a location.
+PERMISSIONS_POLICY: dict[str, list[str]] = {"microphone": ["self"], "camera": [], "geolocation": [], "payment": [], "usb": []}
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"

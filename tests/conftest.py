@@ -119,10 +119,11 @@ def asgi_server(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(autouse=True)
 def _upstream(request: pytest.FixtureRequest, settings: Any) -> None:
-    """Point the broker at the test server's embedded engine, for tests that talk upstream."""
-    if "no_upstream" not in request.keywords:
-        server = request.getfixturevalue("asgi_server")
-        settings.OPENAI_BASE_URL = server.engine_url
+    """Point the broker at the shared server's engine, for tests that talk upstream: those marked
+    `upstream` and those using `asgi_server`. Others never start it (tests/settings.py points
+    them at a port where nothing listens, so talking upstream unmarked fails loudly)."""
+    if request.node.get_closest_marker("upstream") or "asgi_server" in request.fixturenames:
+        settings.OPENAI_BASE_URL = request.getfixturevalue("asgi_server").engine_url
 
 
 @pytest.fixture(autouse=True)

@@ -17,3 +17,6 @@ LOCALREALTIME_ENABLED = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed
 OPENAI_TIMEOUT = 2.0
 LANGUAGE_CODE = "en"
+# Nothing listens here: a test talks upstream only through the shared server's engine, which it
+# asks for (the `upstream` marker or the `asgi_server` fixture; see conftest.py).
+OPENAI_BASE_URL = "http://127.0.0.1:9/v1"
