@@ -7,6 +7,7 @@ subscriber, the time from sending the DELETE to receiving the `call.ended` push.
 
     .venv/bin/python bench/ws_fanout.py --subscribers 1000 --runs 7
     .venv/bin/python bench/ws_fanout.py --variant stock-layer,no-encode-cache   # what the home-made parts replace
+    .venv/bin/python bench/ws_fanout.py --parts                                 # the parts alone, CPU per push
     .venv/bin/python bench/ws_fanout.py --quick                                 # smoke run (tests/test_bench.py)
 
 Subscribers run in client processes (`--clients`, one by default); every timestamp is
@@ -177,6 +178,57 @@ def one_run(url: str, offer: str, queues: list[tuple[Any, Any]]) -> dict[str, fl
     }
 
 
+# --- the home-made parts alone, in this process (CPU per push, robust to a loaded machine) ------
+
+
+def measure_parts(subscribers: int, repeats: int) -> None:
+    """CPU per push to `subscribers` members: delivery through the forked in-memory layer vs
+    Channels' own, and encoding with the consumers' cache vs once per socket. Minimum of `repeats`."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
+    os.environ.setdefault("DEBUG", "true")
+    django.setup()
+    from channels.layers import InMemoryChannelLayer
+
+    from realtime import consumers
+    from realtime.layers import FanOutInMemoryChannelLayer
+
+    call = {"call_id": "call_" + "a" * 32, "status": "ended", "model": "gpt-realtime", "voice": "alloy", "end_reason": "api_hangup"}
+    call |= {"instructions": "You are a helpful assistant. " * 4, "session": {"type": "realtime", "audio": {"output": {"voice": "alloy"}}}}
+    event = {"id": 1, "call_id": call["call_id"], "event_type": "call.ended", "event_data": {"reason": "api_hangup"}, "actor": "api"}
+    message = {"type": "call.changed", "event": event, "call": call, "api_key_id": None}
+
+    async def deliver(layer: Any) -> float:
+        members = [await layer.new_channel() for _ in range(subscribers)]
+        for channel in members:
+            await layer.group_add("feed", channel)
+        started = time.perf_counter()
+        await layer.group_send("feed", message)
+        await asyncio.gather(*(layer.receive(channel) for channel in members))
+        return (time.perf_counter() - started) * 1000
+
+    def encode(cached: bool) -> float:
+        started = time.perf_counter()
+        for _ in range(subscribers):
+            received = dict(message)  # what each member gets from the fork: its own top-level dict
+            if cached:
+                consumers._encode(received, ("event", "call"))
+            else:
+                json.dumps({"type": received["type"], "event": received["event"], "call": received["call"]})
+        return (time.perf_counter() - started) * 1000
+
+    rows = {
+        "delivery, realtime.layers.FanOutInMemoryChannelLayer": lambda: asyncio.run(deliver(FanOutInMemoryChannelLayer())),
+        "delivery, channels.layers.InMemoryChannelLayer": lambda: asyncio.run(deliver(InMemoryChannelLayer())),
+        "encoding, the consumers' cache": lambda: encode(True),
+        "encoding, once per socket": lambda: encode(False),
+    }
+    print(f"CPU per push to {subscribers} subscribers, ms (minimum of {repeats}):")
+    for name, run in rows.items():
+        print(f"  {name:<55} {min(run() for _ in range(repeats)):8.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=1000)
@@ -190,9 +242,13 @@ def main() -> None:
     )
     parser.add_argument("--redis-url", default="", help="Redis for --variant redis")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20 subscribers, 1 run (the test suite runs it)")
+    parser.add_argument("--parts", action="store_true", help="measure the home-made parts alone, in this process, and stop")
     args = parser.parse_args()
     if args.quick:
         args.subscribers, args.runs = 20, 1
+    if args.parts:
+        measure_parts(args.subscribers, 3 if args.quick else 15)
+        return
     _raise_fd_limit(args.subscribers + 256)
 
     with tempfile.TemporaryDirectory() as tmp:
