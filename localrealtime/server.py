@@ -398,7 +398,16 @@ async def run(stop: asyncio.Event, host: str, port: int, *, ready: Callable[[str
     )
     server = EngineServer(config)
     application.state.server = server
-    serving = asyncio.ensure_future(server.serve())
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:
+            # uvicorn exits the process when it cannot start (its port taken, say); the hosting
+            # command decides what that means.
+            raise RuntimeError(f"the local engine could not listen on {host}:{port}") from exc
+
+    serving = asyncio.ensure_future(serve())
     try:
         while not server.started:
             if serving.done():

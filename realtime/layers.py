@@ -12,7 +12,11 @@ measured with bench/ws_fanout.py at 1,000 subscribers:
   the top-level keys of what they receive, and must treat nested values as read-only (our
   consumers only serialise them).
 
-Redis deployments (REDIS_URL) use channels_redis and are unaffected.
+Why it stays (docs/benchmarks.md, "WebSocket fan-out"): delivering one push to 1,000 members
+costs about 28 ms of CPU here against about 790 ms with the stock layer (`bench/ws_fanout.py
+--parts`), and end to end the last of 1,000 subscribers hears a DELETE two to three times sooner.
+Channels' maintainers call the stock layer test-only; this fork exists for the one-process
+default only. Redis deployments (REDIS_URL) use channels_redis and are unaffected.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import signal
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from localrealtime import server
 
@@ -26,7 +26,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         host = settings.LOCALREALTIME_HOST if options["host"] is None else options["host"]
         port = settings.LOCALREALTIME_PORT if options["port"] is None else options["port"]
-        asyncio.run(self._run(host, port))
+        try:
+            asyncio.run(self._run(host, port))
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from exc
 
     async def _run(self, host: str, port: int) -> None:
         stop = asyncio.Event()

@@ -13,7 +13,6 @@ leases, the engine ends its calls) before daphne closes its connections and the 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -23,14 +22,12 @@ from daphne.access import AccessLogGenerator
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import Server
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 
 from iaposte.asgi import application
 from realtime import background
-
-logger = logging.getLogger("realtime.serve")
 
 # daphne (Twisted) listens with a backlog of 50: a burst of call setups overflows it and the
 # kernel drops SYNs, which clients see as one-second stalls. 1024 absorbs the bursts we measure.
@@ -68,6 +65,7 @@ class Command(BaseCommand):
         with_engine = settings.LOCALREALTIME_ENABLED if options["engine"] is None else options["engine"]
         stop = asyncio.Event()
         work: list[asyncio.Future[None]] = []
+        failures: list[BaseException] = []
         server = Server(
             application=application,
             endpoints=[f"{e}:backlog={BACKLOG}" for e in build_endpoint_description_strings(host=options["host"], port=port)],
@@ -81,7 +79,11 @@ class Command(BaseCommand):
             # Called by daphne once its listeners are set up, just before its loop runs: the
             # background work starts as a task on that loop.
             loop = asyncio.get_event_loop()
-            loop.call_soon(lambda: work.append(loop.create_task(_background(stop, with_engine=with_engine, fail=server.stop))))
+            loop.call_soon(lambda: work.append(loop.create_task(_background(stop, with_engine=with_engine, fail=fail))))
+
+        def fail(exc: BaseException) -> None:
+            failures.append(exc)
+            server.stop()
 
         def before_shutdown() -> defer.Deferred[Any] | None:
             # Twisted waits for the Deferred before closing connections and stopping the loop.
@@ -94,12 +96,14 @@ class Command(BaseCommand):
         self.stdout.write(f"Serving on http://{options['host']}:{port}/ (pid {os.getpid()})")
         self.stdout.flush()
         server.run()
+        if failures:
+            raise CommandError(str(failures[0]))
 
 
-async def _background(stop: asyncio.Event, *, with_engine: bool, fail: Callable[[], None]) -> None:
+async def _background(stop: asyncio.Event, *, with_engine: bool, fail: Callable[[BaseException], None]) -> None:
     """This process's long-lived work until `stop`. The monitors and the sweeper stop first (they
     may still talk to the engine), then the engine. An engine that cannot serve (its port taken,
-    say) calls `fail`, stopping the whole server."""
+    say) calls `fail` with the error, which stops the whole server."""
     engine_stop = asyncio.Event()
     tasks: list[asyncio.Future[None]] = []
     if with_engine:
@@ -108,9 +112,8 @@ async def _background(stop: asyncio.Event, *, with_engine: bool, fail: Callable[
         serving = asyncio.ensure_future(engine.run(engine_stop, settings.LOCALREALTIME_HOST, settings.LOCALREALTIME_PORT))
 
         def failed(task: asyncio.Future[None]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                logger.error("The local engine failed; stopping", exc_info=task.exception())
-                fail()
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                fail(exc)
 
         serving.add_done_callback(failed)
         tasks.append(serving)
