@@ -194,7 +194,13 @@ def measure_parts(subscribers: int, repeats: int) -> None:
     from realtime import consumers
     from realtime.layers import FanOutInMemoryChannelLayer
 
-    call: dict[str, Any] = {"call_id": "call_" + "a" * 32, "status": "ended", "model": "gpt-realtime", "voice": "alloy", "end_reason": "api_hangup"}
+    call: dict[str, Any] = {
+        "call_id": "call_" + "a" * 32,
+        "status": "ended",
+        "model": "gpt-realtime",
+        "voice": "alloy",
+        "end_reason": "api_hangup",
+    }
     call |= {"instructions": "You are a helpful assistant. " * 4, "session": {"type": "realtime", "audio": {"output": {"voice": "alloy"}}}}
     event = {"id": 1, "call_id": call["call_id"], "event_type": "call.ended", "event_data": {"reason": "api_hangup"}, "actor": "api"}
     message = {"type": "call.changed", "event": event, "call": call, "api_key_id": None}
