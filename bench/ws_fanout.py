@@ -146,7 +146,13 @@ async def _offer() -> str:
     return offer
 
 
-def one_run(url: str, offer: str, queues: list[tuple[Any, Any]]) -> dict[str, float]:
+def _cpu_ms(pid: int) -> float:
+    """CPU time (user + system) a process has used so far: the server's work, whatever the load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def one_run(url: str, offer: str, queues: list[tuple[Any, Any]], pid: int) -> dict[str, float]:
     import httpx
 
     with httpx.Client(base_url=url, timeout=30) as http:
@@ -161,6 +167,7 @@ def one_run(url: str, offer: str, queues: list[tuple[Any, Any]]) -> dict[str, fl
         for commands, _ in queues:
             commands.put(("watch", call_id, "call.ended"))
         time.sleep(0.5)  # let the subscribers' readers park on recv()
+        cpu_before = _cpu_ms(pid)
         sent = time.monotonic_ns()
         response = http.delete(f"/api/realtime/calls/{call_id}")
         response_ms = (time.monotonic_ns() - sent) / 1e6
@@ -169,12 +176,15 @@ def one_run(url: str, offer: str, queues: list[tuple[Any, Any]]) -> dict[str, fl
     for _, results in queues:
         _, received = results.get(timeout=120)
         latencies += [(at - sent) / 1e6 for at in received]
+    time.sleep(1.0)  # the statistics push that follows the end reaches every socket too
+    cpu_ms = _cpu_ms(pid) - cpu_before
     return {
         "p50": _percentile(latencies, 50),
         "p99": _percentile(latencies, 99),
         "max": max(latencies),
         "delete_ms": response_ms,
         "n": len(latencies),
+        "cpu_ms": cpu_ms,
     }
 
 
@@ -273,8 +283,8 @@ def main() -> None:
             for _, results in queues:
                 results.get(timeout=180)
             offer = asyncio.run(_offer())
-            one_run(url, offer, queues)  # warm-up, not reported
-            runs = [one_run(url, offer, queues) for _ in range(args.runs)]
+            one_run(url, offer, queues, server.pid)  # warm-up, not reported
+            runs = [one_run(url, offer, queues, server.pid) for _ in range(args.runs)]
         finally:
             for commands, _ in queues:
                 commands.put(("stop",))
@@ -287,11 +297,11 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}")
     print(f"{args.subscribers} subscribers in {args.clients} client processes, one server process, variant: {args.variant or 'shipped'}")
-    print("run  n     p50 ms  p99 ms  max ms  DELETE ms")
+    print("run  n     p50 ms  p99 ms  max ms  DELETE ms  server CPU ms")
     for i, run in enumerate(runs, 1):
-        print(f"{i:<4} {run['n']:<5} {run['p50']:7.1f} {run['p99']:7.1f} {run['max']:7.1f} {run['delete_ms']:9.1f}")
-    median = {key: statistics.median(run[key] for run in runs) for key in ("p50", "p99", "max", "delete_ms")}
-    print(f"median     {median['p50']:7.1f} {median['p99']:7.1f} {median['max']:7.1f} {median['delete_ms']:9.1f}")
+        print(f"{i:<4} {run['n']:<5} {run['p50']:7.1f} {run['p99']:7.1f} {run['max']:7.1f} {run['delete_ms']:9.1f} {run['cpu_ms']:14.1f}")
+    median = {key: statistics.median(run[key] for run in runs) for key in ("p50", "p99", "max", "delete_ms", "cpu_ms")}
+    print(f"median     {median['p50']:7.1f} {median['p99']:7.1f} {median['max']:7.1f} {median['delete_ms']:9.1f} {median['cpu_ms']:14.1f}")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ measured with bench/ws_fanout.py at 1,000 subscribers:
   consumers only serialise them).
 
 Why it stays (docs/benchmarks.md, "WebSocket fan-out"): delivering one push to 1,000 members
-costs about 28 ms of CPU here against about 790 ms with the stock layer (`bench/ws_fanout.py
---parts`), and end to end the last of 1,000 subscribers hears a DELETE two to three times sooner.
+costs about 50 ms of CPU here against about 1,000 ms with the stock layer (`bench/ws_fanout.py
+--parts`, medians of four sessions), and a call's DELETE with 1,000 subscribers costs the server
+720 ms of CPU against 1,110 ms with the stock layer (`--variant stock-layer`).
 Channels' maintainers call the stock layer test-only; this fork exists for the one-process
 default only. Redis deployments (REDIS_URL) use channels_redis and are unaffected.
 """
