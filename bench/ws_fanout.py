@@ -1,11 +1,14 @@
 """WebSocket fan-out: how long after a DELETE does the last of N subscribers hear about it?
 
-Starts one server process (daphne on loopback, embedded engine, a fresh SQLite file), opens N
+Starts one server process (`manage.py serve` on loopback, embedded engine, a fresh SQLite file), opens N
 subscribers to /ws/realtime/calls, then per run: creates a call through the REST API (with a real
 aiortc offer), waits until every subscriber has its pushes, sends DELETE and records, for each
 subscriber, the time from sending the DELETE to receiving the `call.ended` push.
 
     .venv/bin/python bench/ws_fanout.py --subscribers 1000 --runs 7
+    .venv/bin/python bench/ws_fanout.py --variant stock-layer,no-encode-cache   # what the home-made parts replace
+    .venv/bin/python bench/ws_fanout.py --parts                                 # the parts alone, CPU per push
+    .venv/bin/python bench/ws_fanout.py --quick                                 # smoke run (tests/test_bench.py)
 
 Subscribers run in client processes (`--clients`, one by default); every timestamp is
 CLOCK_MONOTONIC, shared by the processes of one machine. Real subscribers sit on other machines;
@@ -47,7 +50,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(workdir: Path, profile: str = "") -> tuple[subprocess.Popen[bytes], str]:
+def start_server(workdir: Path, profile: str = "", variant: str = "", redis_url: str = "") -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {
         **os.environ,
@@ -56,14 +59,17 @@ def start_server(workdir: Path, profile: str = "") -> tuple[subprocess.Popen[byt
         "SECRET_KEY": "bench-only-not-secret",
         "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
         "PORT": str(port),
+        "LOCALREALTIME_PORT": str(_free_port()),
         "OPENAI_API_KEY": "",
         "LOG_LEVEL": "WARNING",
+        "BENCH_VARIANT": variant,
+        "BENCH_REDIS_URL": redis_url,
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     log = (workdir / "server.log").open("wb")
     profiler = ["-m", "cProfile", "-o", profile] if profile else []
     process = subprocess.Popen(
-        [sys.executable, *profiler, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "iaposte.asgi:application"],
+        [sys.executable, *profiler, "bench/_variant_server.py", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -116,6 +122,9 @@ async def _subscribe(url: str, count: int, commands: Any, results: Any) -> None:
 async def _wait_for(sock: Any, call_id: str, event_type: str) -> int:
     while True:
         message = json.loads(await asyncio.wait_for(sock.recv(), timeout=60))
+        # The feed also carries `stats.changed` pushes (no call, no event): not what is timed here.
+        if message.get("type") != "call.changed":
+            continue
         if message["call"]["call_id"] == call_id and message["event"]["event_type"] == event_type:
             return time.monotonic_ns()
 
@@ -137,7 +146,13 @@ async def _offer() -> str:
     return offer
 
 
-def one_run(url: str, offer: str, queues: list[tuple[Any, Any]]) -> dict[str, float]:
+def _cpu_ms(pid: int) -> float:
+    """CPU time (user + system) a process has used so far: the server's work, whatever the load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def one_run(url: str, offer: str, queues: list[tuple[Any, Any]], pid: int) -> dict[str, float]:
     import httpx
 
     with httpx.Client(base_url=url, timeout=30) as http:
@@ -152,6 +167,7 @@ def one_run(url: str, offer: str, queues: list[tuple[Any, Any]]) -> dict[str, fl
         for commands, _ in queues:
             commands.put(("watch", call_id, "call.ended"))
         time.sleep(0.5)  # let the subscribers' readers park on recv()
+        cpu_before = _cpu_ms(pid)
         sent = time.monotonic_ns()
         response = http.delete(f"/api/realtime/calls/{call_id}")
         response_ms = (time.monotonic_ns() - sent) / 1e6
@@ -160,13 +176,73 @@ def one_run(url: str, offer: str, queues: list[tuple[Any, Any]]) -> dict[str, fl
     for _, results in queues:
         _, received = results.get(timeout=120)
         latencies += [(at - sent) / 1e6 for at in received]
+    time.sleep(1.0)  # the statistics push that follows the end reaches every socket too
+    cpu_ms = _cpu_ms(pid) - cpu_before
     return {
         "p50": _percentile(latencies, 50),
         "p99": _percentile(latencies, 99),
         "max": max(latencies),
         "delete_ms": response_ms,
         "n": len(latencies),
+        "cpu_ms": cpu_ms,
     }
+
+
+# --- the home-made parts alone, in this process (CPU per push, robust to a loaded machine) ------
+
+
+def measure_parts(subscribers: int, repeats: int) -> None:
+    """CPU per push to `subscribers` members: delivery through the forked in-memory layer vs
+    Channels' own, and encoding with the consumers' cache vs once per socket. Minimum of `repeats`."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
+    os.environ.setdefault("DEBUG", "true")
+    django.setup()
+    from channels.layers import InMemoryChannelLayer
+
+    from realtime import consumers
+    from realtime.layers import FanOutInMemoryChannelLayer
+
+    call: dict[str, Any] = {
+        "call_id": "call_" + "a" * 32,
+        "status": "ended",
+        "model": "gpt-realtime",
+        "voice": "alloy",
+        "end_reason": "api_hangup",
+    }
+    call |= {"instructions": "You are a helpful assistant. " * 4, "session": {"type": "realtime", "audio": {"output": {"voice": "alloy"}}}}
+    event = {"id": 1, "call_id": call["call_id"], "event_type": "call.ended", "event_data": {"reason": "api_hangup"}, "actor": "api"}
+    message = {"type": "call.changed", "event": event, "call": call, "api_key_id": None}
+
+    async def deliver(layer: Any) -> float:
+        members = [await layer.new_channel() for _ in range(subscribers)]
+        for channel in members:
+            await layer.group_add("feed", channel)
+        started = time.perf_counter()
+        await layer.group_send("feed", message)
+        await asyncio.gather(*(layer.receive(channel) for channel in members))
+        return (time.perf_counter() - started) * 1000
+
+    def encode(cached: bool) -> float:
+        started = time.perf_counter()
+        for _ in range(subscribers):
+            received = dict(message)  # what each member gets from the fork: its own top-level dict
+            if cached:
+                consumers._encode(received, ("event", "call"))
+            else:
+                json.dumps({"type": received["type"], "event": received["event"], "call": received["call"]})
+        return (time.perf_counter() - started) * 1000
+
+    rows = {
+        "delivery, realtime.layers.FanOutInMemoryChannelLayer": lambda: asyncio.run(deliver(FanOutInMemoryChannelLayer())),
+        "delivery, channels.layers.InMemoryChannelLayer": lambda: asyncio.run(deliver(InMemoryChannelLayer())),
+        "encoding, the consumers' cache": lambda: encode(True),
+        "encoding, once per socket": lambda: encode(False),
+    }
+    print(f"CPU per push to {subscribers} subscribers, ms (minimum of {repeats}):")
+    for name, run in rows.items():
+        print(f"  {name:<55} {min(run() for _ in range(repeats)):8.2f}")
 
 
 def main() -> None:
@@ -175,11 +251,24 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--clients", type=int, default=1, help="subscriber processes")
     parser.add_argument("--profile", default="", help="write the server's cProfile stats to this file")
+    parser.add_argument(
+        "--variant",
+        default="",
+        help="swap home-made parts for what they replace: stock-layer, no-encode-cache, redis (comma-separated; see _variant_server.py)",
+    )
+    parser.add_argument("--redis-url", default="", help="Redis for --variant redis")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 subscribers, 1 run (the test suite runs it)")
+    parser.add_argument("--parts", action="store_true", help="measure the home-made parts alone, in this process, and stop")
     args = parser.parse_args()
+    if args.quick:
+        args.subscribers, args.runs = 20, 1
+    if args.parts:
+        measure_parts(args.subscribers, 3 if args.quick else 15)
+        return
     _raise_fd_limit(args.subscribers + 256)
 
     with tempfile.TemporaryDirectory() as tmp:
-        server, url = start_server(Path(tmp), args.profile)
+        server, url = start_server(Path(tmp), args.profile, args.variant, args.redis_url)
         queues: list[tuple[Any, Any]] = []
         workers: list[mp.Process] = []
         try:
@@ -194,8 +283,8 @@ def main() -> None:
             for _, results in queues:
                 results.get(timeout=180)
             offer = asyncio.run(_offer())
-            one_run(url, offer, queues)  # warm-up, not reported
-            runs = [one_run(url, offer, queues) for _ in range(args.runs)]
+            one_run(url, offer, queues, server.pid)  # warm-up, not reported
+            runs = [one_run(url, offer, queues, server.pid) for _ in range(args.runs)]
         finally:
             for commands, _ in queues:
                 commands.put(("stop",))
@@ -207,12 +296,12 @@ def main() -> None:
             server.wait(10)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}")
-    print(f"{args.subscribers} subscribers in {args.clients} client processes, one daphne process, in-memory channel layer")
-    print("run  n     p50 ms  p99 ms  max ms  DELETE ms")
+    print(f"{args.subscribers} subscribers in {args.clients} client processes, one server process, variant: {args.variant or 'shipped'}")
+    print("run  n     p50 ms  p99 ms  max ms  DELETE ms  server CPU ms")
     for i, run in enumerate(runs, 1):
-        print(f"{i:<4} {run['n']:<5} {run['p50']:7.1f} {run['p99']:7.1f} {run['max']:7.1f} {run['delete_ms']:9.1f}")
-    median = {key: statistics.median(run[key] for run in runs) for key in ("p50", "p99", "max", "delete_ms")}
-    print(f"median     {median['p50']:7.1f} {median['p99']:7.1f} {median['max']:7.1f} {median['delete_ms']:9.1f}")
+        print(f"{i:<4} {run['n']:<5} {run['p50']:7.1f} {run['p99']:7.1f} {run['max']:7.1f} {run['delete_ms']:9.1f} {run['cpu_ms']:14.1f}")
+    median = {key: statistics.median(run[key] for run in runs) for key in ("p50", "p99", "max", "delete_ms", "cpu_ms")}
+    print(f"median     {median['p50']:7.1f} {median['p99']:7.1f} {median['max']:7.1f} {median['delete_ms']:9.1f} {median['cpu_ms']:14.1f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,13 @@
-"""Security headers Django's SecurityMiddleware does not set: a content security policy and a
-permissions policy. (nosniff, Referrer-Policy, COOP, HSTS and X-Frame-Options come from Django's
-own middleware and settings.)"""
+"""The content security policy, on every answer. (nosniff, Referrer-Policy, COOP, HSTS and
+X-Frame-Options come from Django's SecurityMiddleware and settings; Permissions-Policy from
+django-permissions-policy.)
+
+Kept home-made rather than django-csp (4.0), for two behaviours it does not have: it sends the
+policy on every answer, including 404 and 500 answers in local mode (django-csp leaves them out
+whenever DEBUG is on, the API's JSON errors included), and the policy keeps the order it is written
+in (django-csp orders directives by string hash, so each process may send them in another order).
+The per-request part, naming this host's ws:/wss: origins, is one line either way.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,6 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponseBase
-
-# The demo page needs the microphone; nothing here needs a camera or a location.
-PERMISSIONS_POLICY = "microphone=(self), camera=(), geolocation=(), payment=(), usb=()"
 
 
 def content_security_policy(request: HttpRequest) -> str:
@@ -26,27 +30,30 @@ def content_security_policy(request: HttpRequest) -> str:
     return settings.REALTIME_CSP.replace(" {websocket_origins}", sockets).replace("{websocket_origins}", sockets.strip())
 
 
-class SecurityHeadersMiddleware:
+class ContentSecurityPolicyMiddleware:
     sync_capable = True
     async_capable = True
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase | Awaitable[HttpResponseBase]]) -> None:
         self.get_response = get_response
-        if iscoroutinefunction(self.get_response):
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.async_mode:
+            return self.__acall__(request)
         response = self.get_response(request)
-        if isinstance(response, HttpResponseBase):
-            return self._add_headers(request, response)
-        return self._add_headers_later(request, response)
+        assert isinstance(response, HttpResponseBase)
+        return self._add_header(request, response)
 
-    async def _add_headers_later(self, request: HttpRequest, response: Awaitable[HttpResponseBase]) -> HttpResponseBase:
-        return self._add_headers(request, await response)
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        assert not isinstance(response, HttpResponseBase)
+        return self._add_header(request, await response)
 
     @staticmethod
-    def _add_headers(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    def _add_header(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
         # A view that needs a different policy sets its own; never override it.
         response.headers.setdefault("Content-Security-Policy", content_security_policy(request))
-        response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
         return response

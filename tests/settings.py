@@ -17,9 +17,9 @@ LOCALREALTIME_ENABLED = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed
 OPENAI_TIMEOUT = 2.0
 LANGUAGE_CODE = "en"
-# No sideband monitors in the test process, even where a test imports iaposte.asgi: the tests of
-# monitoring run them in servers and workers of their own.
-REALTIME_MONITORS = "off"
 # Services' database work on the test runner's own connection (and its per-test transaction); the
 # real servers the tests start use their database thread.
 REALTIME_DB_THREAD = False
+# Nothing listens here: a test talks upstream only through the shared server's engine, which it
+# asks for (the `upstream` marker or the `asgi_server` fixture; see conftest.py).
+OPENAI_BASE_URL = "http://127.0.0.1:9/v1"

@@ -47,6 +47,7 @@ def test_it_ends_selected_calls_and_reports_ended_and_skipped(client, closer, sd
     assert asgi_server.engine("GET", f"calls/{live.upstream_id}").json()["hangup_requests"] == 1
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_hides_the_action_from_staff_without_the_end_call_permission(client, staff, sdp_offer):
     call = make_call(sdp_offer)
@@ -61,6 +62,7 @@ def test_it_hides_the_action_from_staff_without_the_end_call_permission(client, 
     assert call.status == Call.Status.ACTIVE
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_lists_searches_and_shows_the_audit_trail(client, staff, sdp_offer):
     call, other = make_call(sdp_offer, {"voice": "shimmer"}), make_call(sdp_offer)

@@ -11,6 +11,7 @@ from .factories import end_call, make_call
 LIST_ITEM_KEYS = {"call_id", "model", "status", "created_at", "voice"}
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_lists_calls_newest_first_with_the_total_count(api, sdp_offer):
     first, second, third = (make_call(sdp_offer, {"voice": v}) for v in ("alloy", "echo", "shimmer"))
@@ -25,6 +26,7 @@ def test_it_lists_calls_newest_first_with_the_total_count(api, sdp_offer):
     assert "sdp_answer" not in body["data"][0]
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_pages_with_limit_and_offset_and_filters_by_status(api, sdp_offer):
     calls = [make_call(sdp_offer) for _ in range(4)]
@@ -59,6 +61,7 @@ def test_it_refuses_bad_list_parameters(api, query, field):
     assert response.json()["error"]["details"]["field"] == field
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_returns_one_call_in_the_seed_shape(api, sdp_offer):
     call = make_call(sdp_offer, {"model": "gpt-4o-realtime-preview", "voice": "echo", "modalities": ["audio"]})

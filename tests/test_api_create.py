@@ -25,6 +25,7 @@ def _create(api: Any, offer: str, session: Any = None, **extra: Any) -> Any:
     return api.post("/api/realtime/calls", body, format="json")
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_creates_a_call_from_the_seed_json_example(api, sdp_offer, pushes):
     response = _create(api, sdp_offer, SEED_SESSION)
@@ -58,6 +59,7 @@ def test_it_creates_a_call_from_the_seed_json_example(api, sdp_offer, pushes):
     assert pushes[-1]["call"]["status"] == "active"
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_creates_a_call_from_multipart_with_the_seed_session(api, sdp_offer):
     session = dict(SEED_SESSION, type="realtime", temperature=0.8)
@@ -72,6 +74,7 @@ def test_it_creates_a_call_from_multipart_with_the_seed_session(api, sdp_offer):
     assert {"field": "temperature", "requested": 0.8, "sent": None, "reason": "not_supported_upstream"} in created.data["adjustments"]
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_accepts_the_offer_as_an_uploaded_file(api, sdp_offer):
     upload = SimpleUploadedFile("offer.sdp", sdp_offer.encode(), content_type="application/sdp")
@@ -81,6 +84,7 @@ def test_it_accepts_the_offer_as_an_uploaded_file(api, sdp_offer):
     assert response.json()["session"] == {"model": "gpt-realtime", "voice": "alloy", "modalities": ["text", "audio"]}
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_accepts_the_ga_session_shape(api, sdp_offer):
     session = {

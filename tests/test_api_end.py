@@ -38,6 +38,7 @@ def test_it_ends_the_call_and_hangs_up_upstream(api, sdp_offer, asgi_server, pus
     assert (engine_side["hangup_requests"], engine_side["closed_reason"]) == (1, "hangup")
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_refuses_to_end_an_ended_call_with_409(api, sdp_offer, pushes):
     call = make_call(sdp_offer)
@@ -103,6 +104,7 @@ def test_it_treats_an_upstream_404_as_already_hung_up(api, sdp_offer, asgi_serve
     assert note.data["already_gone"] is True
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_answers_in_french_by_default_as_the_seed_does(api, sdp_offer, settings):
     settings.LANGUAGE_CODE = "fr"

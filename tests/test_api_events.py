@@ -7,6 +7,7 @@ import pytest
 from .factories import end_call, make_call
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_lists_a_calls_events_in_order_in_the_seed_shape(api, sdp_offer):
     call = make_call(sdp_offer, {"model": "gpt-4o-realtime-preview", "voice": "alloy"})
@@ -24,6 +25,7 @@ def test_it_lists_a_calls_events_in_order_in_the_seed_shape(api, sdp_offer):
     assert body["data"][2]["event_data"]["duration_seconds"] >= 0
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_filters_by_event_type_and_limits(api, sdp_offer):
     call = make_call(sdp_offer)

@@ -99,6 +99,7 @@ def test_it_ends_the_keys_own_call_and_records_which_key(make_key, make_call, pu
     assert [p["event"]["event_type"] for p in pushes] == ["call.ended"]
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_records_the_key_that_created_a_call(make_key, sdp_offer):
     key, raw = make_key("alice")

@@ -36,6 +36,7 @@ def test_it_reports_zeroes_with_no_calls(api):
     }
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_counts_calls_by_status_model_and_voice(api, sdp_offer, django_assert_max_num_queries):
     make_call(sdp_offer, {"model": "gpt-4o-realtime-preview", "voice": "alloy"})

@@ -8,12 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.no_upstream
 def test_it_runs_the_sip_benchmark_in_quick_mode():
     result = subprocess.run([sys.executable, "bench/sip.py", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
 

@@ -9,6 +9,8 @@ import pytest
 
 from realtime.models import Call, CallEvent
 
+from .polling import wait_until
+
 
 @pytest.mark.django_db(transaction=True)
 def test_a_delete_during_setup_ends_the_call_and_hangs_up_what_upstream_created(asgi_server, sdp_offer):
@@ -17,8 +19,7 @@ def test_a_delete_during_setup_ends_the_call_and_hangs_up_what_upstream_created(
     async def race() -> tuple[httpx.Response, httpx.Response]:
         async with httpx.AsyncClient(base_url=asgi_server.url, timeout=30) as http:
             creating = asyncio.ensure_future(http.post("/api/realtime/calls", json={"sdp": sdp_offer}))
-            while not await asyncio.to_thread(Call.objects.filter(status="pending").exists):  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+            await wait_until(Call.objects.filter(status="pending").exists, every=0.05)
             call_id = await asyncio.to_thread(lambda: Call.objects.get().call_id)
             ended = await http.delete(f"/api/realtime/calls/{call_id}")
             return await creating, ended

@@ -8,8 +8,7 @@ import pytest
 
 from realtime.layers import FanOutInMemoryChannelLayer
 
-# django_db: the shared autouse fixtures start the test server, which needs the test database.
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db]
+pytestmark = pytest.mark.asyncio
 
 
 async def test_it_delivers_one_copy_of_a_group_message_to_each_member():

@@ -18,7 +18,8 @@ from localrealtime.caller import Caller, QueuedAudioTrack
 from realtime.models import Call, CallEvent
 
 from .conftest import start_server, stop_server
-from .test_realtime_worker import _start_worker, _wait
+from .polling import wait_until
+from .test_realtime_worker import _start_worker
 
 RECOVERY = {"REALTIME_MONITOR_LEASE_SECONDS": "2", "REALTIME_MONITOR_FLUSH_MS": "50", "REALTIME_SETUP_TIMEOUT_SECONDS": "5"}
 
@@ -49,20 +50,20 @@ async def test_it_ends_as_lost_the_calls_a_killed_server_took_with_it(sdp_offer,
             silent = await sync_to_async(Call.objects.get)(call_id=silent_response.json()["call_id"])
             await caller.wait_for(lambda: caller.connected.is_set(), within=20)
             track.tone(1.0)
-            await _wait(lambda: CallEvent.objects.filter(call=talking, event_type="rate_limits.updated").exists(), within=20)
+            await wait_until(lambda: CallEvent.objects.filter(call=talking, event_type="rate_limits.updated").exists(), within=20)
 
         # A create still waiting on upstream when the server dies leaves a pending call.
         await sync_to_async(server.engine)("POST", "faults", json={"op": "create", "delay_ms": 30000})
         threading.Thread(target=_post_quietly, args=(server.url, sdp_offer), daemon=True).start()
-        pending = await _wait(lambda: Call.objects.filter(status=Call.Status.PENDING).first(), within=10)
+        pending = await wait_until(lambda: Call.objects.filter(status=Call.Status.PENDING).first(), within=10)
         before = {call.pk: await sync_to_async(_events)(call) for call in (talking, silent, pending)}
 
         _kill(server.process)
         await caller.close()
-        server = await sync_to_async(start_server)(tmp_path, extra_env=env, port=int(server.url.rsplit(":", 1)[1]))
+        server = await sync_to_async(start_server)(tmp_path, extra_env=env, like=server)
 
         # It should reconcile every live call within a minute (a 2 s lease and a 5 s setup timeout here).
-        await _wait(lambda: not Call.objects.filter(status__in=Call.ENDABLE).exists(), within=60)
+        await wait_until(lambda: not Call.objects.filter(status__in=Call.ENDABLE).exists(), within=60)
         for call, reason in ((talking, Call.EndReason.LOST), (silent, Call.EndReason.LOST), (pending, Call.EndReason.SETUP_TIMEOUT)):
             call = await sync_to_async(Call.objects.get)(pk=call.pk)
             assert (call.status, call.end_reason) == (Call.Status.ENDED, reason)
@@ -96,16 +97,16 @@ async def test_it_re_attaches_the_calls_of_a_killed_worker_once_restarted(asgi_s
         response = await sync_to_async(api.post)("/api/realtime/calls", {"sdp": await caller.offer()}, format="json")
         await caller.accept(response.json()["sdp_answer"])
         call = await sync_to_async(Call.objects.get)(call_id=response.json()["call_id"])
-        await _wait(lambda: CallEvent.objects.filter(call=call, event_type="session.created").count() == 1, within=30)
+        await wait_until(lambda: CallEvent.objects.filter(call=call, event_type="session.created").count() == 1, within=30)
 
         _kill(worker)
         restarted = _start_worker(asgi_server, tmp_path / "worker-2.log")
 
         # It should join the call's sideband again (upstream still has it) and keep recording.
-        await _wait(lambda: CallEvent.objects.filter(call=call, event_type="session.created").count() == 2, within=60)
+        await wait_until(lambda: CallEvent.objects.filter(call=call, event_type="session.created").count() == 2, within=60)
         await caller.wait_for(lambda: caller.connected.is_set(), within=20)
         track.tone(1.0)
-        await _wait(lambda: CallEvent.objects.filter(call=call, event_type="response.done").exists(), within=20)
+        await wait_until(lambda: CallEvent.objects.filter(call=call, event_type="response.done").exists(), within=20)
         call = await sync_to_async(Call.objects.get)(pk=call.pk)
         assert call.status == Call.Status.ACTIVE and f":{restarted.pid}:" in call.monitor_owner
         engine_side: dict[str, Any] = (await sync_to_async(asgi_server.engine)("GET", f"calls/{call.upstream_id}")).json()

@@ -108,7 +108,6 @@ def test_it_scopes_keys_to_their_client(sdp_offer, asgi_server, settings, make_k
 
 
 @pytest.mark.django_db
-@pytest.mark.no_upstream
 @pytest.mark.parametrize("key", ["", " ", "x" * 256, "clé"])
 def test_it_refuses_a_malformed_key(api, sdp_offer, key):
     response = _post(api, sdp_offer, key)
@@ -155,7 +154,6 @@ def test_it_creates_once_and_replays_through_the_service(sdp_offer, asgi_server)
 
 
 @pytest.mark.django_db
-@pytest.mark.no_upstream
 def test_it_forgets_only_the_keys_past_their_time_to_live(settings):
     now = timezone.now()
     ttl = timedelta(seconds=settings.REALTIME_IDEMPOTENCY_TTL_SECONDS)

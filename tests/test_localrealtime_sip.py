@@ -18,8 +18,6 @@ from localrealtime.sip.control import sip_operation
 from localrealtime.sip.media import answer_sdp, parse_offer
 from tests.sip_tools import free_port
 
-pytestmark = pytest.mark.no_upstream
-
 OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP {formats}\r\n"
 
 

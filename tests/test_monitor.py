@@ -20,6 +20,7 @@ from django.conf import settings as django_settings
 from localrealtime.caller import Caller, QueuedAudioTrack, load_clip
 from realtime.models import Call, CallEvent
 from tests.conftest import Server, start_server, stop_server
+from tests.polling import wait_until
 
 SESSION = {
     "type": "realtime",
@@ -54,15 +55,6 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     return load_clip(str(wav))
 
 
-async def _wait(predicate: Any, within: float = 20.0) -> Any:
-    """Poll the database (through sync_to_async) until predicate() returns something truthy."""
-    async with asyncio.timeout(within):
-        # Polled: the state lives in the database, written by another process; nothing to await.
-        while not (result := await sync_to_async(predicate)()):  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-    return result
-
-
 def _types(call: Call) -> list[str]:
     return list(CallEvent.objects.filter(call=call).order_by("id").values_list("event_type", flat=True))
 
@@ -78,7 +70,7 @@ async def _dial(api: Any, track: QueuedAudioTrack) -> tuple[Caller, Call]:
     await caller.accept(response.json()["sdp_answer"])
     call = await sync_to_async(Call.objects.get)(call_id=response.json()["call_id"])
     # The monitor attaches on its own: its first event is the sideband's session.created.
-    await _wait(lambda: _count(call, "session.created"))
+    await wait_until(lambda: _count(call, "session.created"))
     return caller, call
 
 
@@ -106,10 +98,10 @@ async def test_it_records_a_spoken_conversation_then_the_caller_hanging_up(engin
         track.play(speech)
         track.silence(1.5)
         track.play(speech)
-        await _wait(lambda: _count(call, "response.done") == 2 and _count(call, "rate_limits.updated") == 2, within=40)
+        await wait_until(lambda: _count(call, "response.done") == 2 and _count(call, "rate_limits.updated") == 2, within=40)
         # The caller leaves: closing its peer connection is all OpenAI (here, the engine) sees.
         await caller.close()
-        await _wait(lambda: Call.objects.filter(pk=call.pk, status=Call.Status.ENDED).exists(), within=20)
+        await wait_until(lambda: Call.objects.filter(pk=call.pk, status=Call.Status.ENDED).exists(), within=20)
     finally:
         await caller.close()
 
@@ -197,9 +189,9 @@ async def test_it_reconnects_when_the_sideband_drops_while_the_call_is_alive(eng
         dropped = await sync_to_async(engine.engine)("POST", f"calls/{call.upstream_id}/drop_sideband")
         assert dropped.json() == {"dropped": 1}
         # It should reconnect: a second sideband session, the call still active.
-        await _wait(lambda: _count(call, "session.created") == 2)
+        await wait_until(lambda: _count(call, "session.created") == 2)
         track.tone(1.0)
-        await _wait(lambda: _count(call, "response.done") == 1, within=20)
+        await wait_until(lambda: _count(call, "response.done") == 1, within=20)
         assert (await sync_to_async(Call.objects.get)(pk=call.pk)).status == Call.Status.ACTIVE
         described = (await sync_to_async(engine.engine)("GET", f"calls/{call.upstream_id}")).json()
         assert (described["sideband_connections"], described["sideband_sockets"]) == (2, 1)
@@ -207,7 +199,7 @@ async def test_it_reconnects_when_the_sideband_drops_while_the_call_is_alive(eng
         # Ended through the API: the monitor sees its socket close and stops; one call.ended only.
         response = await sync_to_async(api.delete)(f"/api/realtime/calls/{call.call_id}")
         assert response.status_code == 200
-        await _wait(lambda: engine.engine("GET", f"calls/{call.upstream_id}").json()["sideband_sockets"] == 0)
+        await wait_until(lambda: engine.engine("GET", f"calls/{call.upstream_id}").json()["sideband_sockets"] == 0)
         await asyncio.sleep(1.0)  # a monitor that wrongly reconnected would have ended it again by now
         assert await sync_to_async(_count)(call, "call.ended") == 1
         ended = await sync_to_async(CallEvent.objects.get)(call=call, event_type="call.ended")
@@ -223,7 +215,7 @@ async def test_it_ends_the_call_as_an_upstream_error_when_the_session_fails(engi
     try:
         dropped = await sync_to_async(engine.engine)("POST", f"calls/{call.upstream_id}/drop_sideband?fatal=1")
         assert dropped.json() == {"dropped": 1}
-        await _wait(lambda: Call.objects.filter(pk=call.pk, status=Call.Status.ENDED).exists())
+        await wait_until(lambda: Call.objects.filter(pk=call.pk, status=Call.Status.ENDED).exists())
     finally:
         await caller.close()
 
@@ -238,6 +230,6 @@ async def test_it_ends_the_call_as_an_upstream_error_when_the_session_fails(engi
     assert ended.data["error"]["code"] == "server_error"
     assert await sync_to_async(_count)(call, "call.ended") == 1
     # It should also hang the call up upstream (right after ending it), so nothing keeps running there.
-    await _wait(lambda: Call.objects.filter(pk=call.pk, upstream_closed_at__isnull=False).exists())
+    await wait_until(lambda: Call.objects.filter(pk=call.pk, upstream_closed_at__isnull=False).exists())
     hangup = await sync_to_async(CallEvent.objects.get)(call=call, event_type="upstream.hangup")
     assert hangup.data["already_gone"] is False

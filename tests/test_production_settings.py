@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.no_upstream
-
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_SECRET = "q8M3v-Zt0pXw7LrN2cJ9hYbKe4UaD6fGs1iO5nTqVmWxRyHzBl"
 # Variables the test process itself sets (tests/settings.py) that must not leak into "production".

@@ -27,8 +27,6 @@ from realtime.sessions import parse_session
 
 from . import query_plans
 
-pytestmark = pytest.mark.no_upstream
-
 
 def _assert_indexed(run: Callable[[], Any]) -> Any:
     with query_plans.capture() as queries:

@@ -21,6 +21,7 @@ from localrealtime.caller import Caller, QueuedAudioTrack
 from realtime.models import Call, CallEvent
 from realtime.monitor import SKIPPED
 from tests.conftest import ROOT
+from tests.polling import wait_until
 
 
 def _start_worker(server: Any, log: Path) -> subprocess.Popen[bytes]:
@@ -39,14 +40,6 @@ def _start_worker(server: Any, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "manage.py", "realtime_worker"], cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
     )
-
-
-async def _wait(predicate: Any, within: float = 20.0) -> Any:
-    async with asyncio.timeout(within):
-        # Polled: the state lives in the database, written by other processes; nothing to await.
-        while not (result := await sync_to_async(predicate)()):  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-    return result
 
 
 def _count(call: Call, event_type: str) -> int:
@@ -70,14 +63,14 @@ async def test_it_takes_over_the_calls_of_a_killed_worker_without_losing_or_repe
         await caller.accept(response.json()["sdp_answer"])
         call = await sync_to_async(Call.objects.get)(call_id=response.json()["call_id"])
         # The first worker claims the call (the second is not running yet, so it is the one).
-        await _wait(lambda: _count(call, "session.created") == 1, within=30)
+        await wait_until(lambda: _count(call, "session.created") == 1, within=30)
         assert f":{first.pid}:" in await sync_to_async(_owner)(call)
         second = _start_worker(asgi_server, tmp_path / "worker-2.log")
 
         await caller.wait_for(lambda: caller.connected.is_set(), within=20)
         track.tone(1.0)
         # The turn ends with rate_limits.updated: once it is stored, everything before it is.
-        await _wait(lambda: _count(call, "rate_limits.updated") == 1)
+        await wait_until(lambda: _count(call, "rate_limits.updated") == 1)
 
         # While its holder lives and renews its lease, the other worker leaves the call alone.
         assert f":{first.pid}:" in await sync_to_async(_owner)(call)
@@ -85,12 +78,12 @@ async def test_it_takes_over_the_calls_of_a_killed_worker_without_losing_or_repe
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         # It should be taken over by the other worker within seconds (a 2 s lease here).
-        await _wait(lambda: f":{second.pid}:" in _owner(call) and _count(call, "session.created") == 2, within=20)
+        await wait_until(lambda: f":{second.pid}:" in _owner(call) and _count(call, "session.created") == 2, within=20)
         track.tone(1.0)
-        await _wait(lambda: _count(call, "rate_limits.updated") == 2)
+        await wait_until(lambda: _count(call, "rate_limits.updated") == 2)
 
         await caller.close()
-        await _wait(lambda: Call.objects.filter(pk=call.pk, status=Call.Status.ENDED).exists())
+        await wait_until(lambda: Call.objects.filter(pk=call.pk, status=Call.Status.ENDED).exists())
         await asyncio.sleep(0.5)  # let a (wrong) second end show up if there were one
 
         # It should have stored every event the engine sent on a sideband, once each.

@@ -11,8 +11,6 @@ from rest_framework.test import APIClient
 
 from realtime import selectors
 
-pytestmark = pytest.mark.no_upstream
-
 
 def _broken_stats(**kwargs: Any) -> dict[str, Any]:
     raise RuntimeError("the statistics broke")

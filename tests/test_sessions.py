@@ -9,7 +9,6 @@ from realtime.exceptions import InvalidInput
 from realtime.sessions import VOICES, parse_session, session_json_schema
 
 # Pure validation and translation: no upstream, no database.
-pytestmark = pytest.mark.no_upstream
 
 
 def test_it_translates_the_seeds_complete_example():

@@ -6,8 +6,6 @@ import pytest
 
 from .test_production_settings import _run
 
-pytestmark = pytest.mark.no_upstream
-
 
 @pytest.mark.parametrize(
     ("name", "value", "message"),

@@ -220,7 +220,6 @@ def test_it_records_a_call_over_the_limit_as_rejected_busy(settings):
     assert CallEvent.objects.get(call=second, event_type="call.rejected").data["reason"] == "too_many_calls"
 
 
-@pytest.mark.no_upstream
 @pytest.mark.parametrize(
     ("header", "uri", "number"),
     [

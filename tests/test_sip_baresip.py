@@ -21,7 +21,7 @@ from realtime.models import Call, SipRoute
 from tests.conftest import Server
 from tests.sip_tools import finish, free_port, sip_server, wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.no_upstream]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 RATE = 8000
 FRAME = 160  # 20 ms at 8 kHz

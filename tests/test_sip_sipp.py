@@ -18,7 +18,7 @@ from realtime.models import Call, CallEvent, SipRoute, WebhookDelivery
 from tests.conftest import Server
 from tests.sip_tools import engine_call, finish, sip_server, sipp, wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.no_upstream]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(scope="module")

@@ -100,6 +100,7 @@ def test_it_refuses_staff_without_the_add_call_permission_to_create(make_staff, 
     assert not Call.objects.exists()
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_records_which_staff_member_created_a_call(make_staff, sdp_offer):
     client = _session(make_staff("demo", "view_call", "add_call"))

@@ -21,8 +21,6 @@ from realtime.exceptions import CallStateConflict, UpstreamError
 from realtime.models import ApiKey, Call, CallCounter, CallEvent
 from realtime.sessions import parse_session
 
-pytestmark = pytest.mark.no_upstream
-
 MODELS = ["gpt-realtime", "gpt-realtime-mini", "gpt-4o-realtime-preview"]
 VOICES = ["alloy", "echo", "marin"]
 REASONS = [r for r in Call.EndReason.values if r != Call.EndReason.UPSTREAM_ERROR] + [Call.EndReason.UPSTREAM_ERROR]

@@ -11,8 +11,6 @@ from iaposte.asgi import application
 from realtime import publish, selectors, services, sessions
 from realtime.models import Call, CallEvent
 
-pytestmark = pytest.mark.no_upstream
-
 
 def _open_and_end() -> None:
     call = services.call_open(offer="v=0", session=sessions.parse_session({}), source=Call.Source.WEBRTC, actor="api")

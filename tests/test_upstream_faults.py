@@ -81,6 +81,7 @@ def test_it_reports_an_unreachable_upstream_as_502(api, sdp_offer, settings, pus
     _assert_failed_call_left("upstream_error", pushes)
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_reports_an_upstream_auth_failure_as_502(api, sdp_offer, settings, pushes):
     settings.LOCALREALTIME_API_KEY = "sk-wrong"

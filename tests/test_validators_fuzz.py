@@ -21,8 +21,6 @@ from realtime import sessions
 from realtime.exceptions import InvalidInput, PayloadTooLarge
 from realtime.sdp import validate_offer
 
-pytestmark = pytest.mark.no_upstream
-
 fuzz = hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Every character, lone surrogates included: JSON's "\ud800" escapes produce them.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -26,12 +29,21 @@ def _end(call: Call) -> Call:
     return services.call_end(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.API)
 
 
-async def _drain(feed: WebsocketCommunicator, quiet: float = 0.6) -> list[dict]:
-    """Every message until the feed stays quiet (statistics follow a burst after a short delay)."""
-    messages = []
-    while not await feed.receive_nothing(timeout=quiet):
+async def _receive_until(feed: WebsocketCommunicator, done: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """Every message up to and including the first one `done` accepts."""
+    messages = [await feed.receive_json_from(timeout=5)]
+    while not done(messages[-1]):
         messages.append(await feed.receive_json_from(timeout=5))
     return messages
+
+
+def _stats(**expected: int) -> Callable[[dict[str, Any]], bool]:
+    """Statistics reflecting a burst's last change: they follow the burst, after a short delay."""
+    return lambda m: m["type"] == "stats.changed" and all(m["stats"][k] == v for k, v in expected.items())
+
+
+def _created(call: Call) -> Callable[[dict[str, Any]], bool]:
+    return lambda m: m["type"] == "call.changed" and m["call"]["call_id"] == call.call_id
 
 
 async def _connect(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[WebsocketCommunicator, bool]:
@@ -50,7 +62,7 @@ async def test_it_pushes_each_lifecycle_change_once_to_the_calls_feed(sdp_offer)
 
     call = await database_sync_to_async(_open)(sdp_offer)
     await database_sync_to_async(_end)(call)
-    pushed = await _drain(feed)
+    pushed = await _receive_until(feed, _stats(total_calls=1, ended_calls=1))
 
     # It should push exactly one message per transition, in the REST API's shapes...
     changes = [m for m in pushed if m["type"] == "call.changed"]
@@ -89,18 +101,18 @@ async def test_it_pushes_a_calls_events_to_its_own_feed_only(sdp_offer):
             "actor": "api",
         },
     }
-    # It should not receive the other call's events.
-    assert await feed.receive_nothing(timeout=0.3)
+    # It should not receive the other call's events: the other call ended first, so its end would
+    # have arrived before this one.
     await feed.disconnect()
 
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_it_pushes_nothing_for_a_rolled_back_change(sdp_offer):
-    call = await database_sync_to_async(_open)(sdp_offer)
     feed, connected = await _connect("/ws/realtime/calls")
     assert connected
-    await _drain(feed)  # the statistics that follow the call's creation
+    call = await database_sync_to_async(_open)(sdp_offer)
+    await _receive_until(feed, _stats(total_calls=1))  # the creation, and the statistics after it
 
     def end_then_fail() -> None:
         with transaction.atomic():
@@ -109,8 +121,10 @@ async def test_it_pushes_nothing_for_a_rolled_back_change(sdp_offer):
 
     with pytest.raises(RuntimeError):
         await database_sync_to_async(end_then_fail)()
+    later = await database_sync_to_async(_open)(sdp_offer)
 
-    assert await feed.receive_nothing(timeout=0.3)
+    # The next push is the later change's: the rolled-back end pushed nothing before it.
+    assert _created(later)(await feed.receive_json_from(timeout=5))
     assert await Call.objects.filter(pk=call.pk).values_list("status", flat=True).aget() == "pending"
     await feed.disconnect()
 
@@ -149,9 +163,11 @@ async def test_it_ignores_what_clients_send(sdp_offer):
     assert connected
 
     await feed.send_json_to({"type": "call.end", "call_id": "whatever"})
+    later = await database_sync_to_async(_open)(sdp_offer)
 
-    # It should stay push-only: no reply, nothing changed.
-    assert await feed.receive_nothing(timeout=0.3)
+    # It should stay push-only: no reply (the next message is the later change's push), nothing changed.
+    assert _created(later)(await feed.receive_json_from(timeout=5))
+    assert await Call.objects.filter(status=Call.Status.ENDED).acount() == 0
     await feed.disconnect()
 
 
@@ -165,6 +181,6 @@ async def test_it_pushes_an_end_from_the_admin_once(sdp_offer, admin_client):
     response = await sync_to_async(admin_client.post)("/admin/realtime/call/", {"action": "end_calls", "_selected_action": [call.pk]})
 
     assert response.status_code == 302
-    changes = [m for m in await _drain(feed) if m["type"] == "call.changed"]
+    changes = [m for m in await _receive_until(feed, _stats(ended_calls=1)) if m["type"] == "call.changed"]
     assert [(m["event"]["event_type"], m["event"]["actor"], m["call"]["status"]) for m in changes] == [("call.ended", "admin", "ended")]
     await feed.disconnect()

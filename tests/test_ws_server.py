@@ -40,12 +40,9 @@ async def test_it_pushes_a_rest_created_and_ended_call_to_a_real_websocket_clien
             await caller.close()
 
         # The list feed: one push per transition (created, answered, ended), statistics after them.
-        received = []
-        while True:
-            try:
-                received.append(json.loads(await asyncio.wait_for(feed.recv(), timeout=0.8)))
-            except TimeoutError:
-                break
+        received = [await _next(feed)]
+        while not (received[-1]["type"] == "stats.changed" and received[-1]["stats"]["ended_calls"] == 1):
+            received.append(await _next(feed))
         pushed = [m for m in received if m["type"] == "call.changed"]
         stats = [m["stats"] for m in received if m["type"] == "stats.changed"]
 

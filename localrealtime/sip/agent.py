@@ -472,37 +472,3 @@ async def run_sip(engine: Engine, stop: asyncio.Event, *, host: str | None = Non
         udp.close()
         tcp.close()
         await agent.http.aclose()
-
-
-_running: set[asyncio.Task[Any]] = set()
-
-
-def start_with_daphne(engine: Engine) -> None:
-    """Start `run_sip` on daphne's loop once its reactor runs, and stop it at shutdown.
-
-    daphne has no ASGI lifespan; its asyncio reactor is installed before the application is
-    imported, so the reactor's own start-up and shutdown triggers are the hooks. Elsewhere (the
-    application imported by tests or another server) nothing starts.
-    """
-    import sys
-
-    if "twisted.internet.reactor" not in sys.modules:
-        return
-    from twisted.internet import reactor
-
-    stop = asyncio.Event()
-
-    def start() -> None:
-        task = asyncio.ensure_future(run_sip(engine, stop))
-        _running.add(task)
-        task.add_done_callback(_reported)
-
-    reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger("before", "shutdown", stop.set)  # type: ignore[arg-type]
-
-
-def _reported(task: asyncio.Task[Any]) -> None:
-    _running.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("The local SIP endpoint stopped: %s", task.exception())
-        print(f"Local SIP endpoint failed: {task.exception()}", flush=True)
