@@ -28,7 +28,10 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 0
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not topology"
+	# Again on a real PostgreSQL (and Redis), started and stopped by deploy/servers.py: the tests of
+	# locks, races, leases and crash recovery, and the topology tests (nginx, two web processes).
+	$(BIN)/python -m deploy.servers with -- $(BIN)/python -m pytest -m "postgresql or topology"
 
 lint: install
 	$(BIN)/ruff check --fix .

@@ -103,6 +103,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={env.str('SQLITE_SYNCHRONOUS', default='NORMAL')};",
         }
     )
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A pool, not CONN_MAX_AGE: under ASGI every request runs its sync code in a thread of its own
+    # (ThreadSensitiveContext), so per-thread persistent connections would be opened per request
+    # and never reused (nor closed). The pool lends one connection per query batch, checked
+    # before it is lent, and bounds the backends one process holds (docs/deployment.md).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+        # A request waits this long for a free connection, then fails (503 through our handler).
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+    }
+    # Django hands the pool ConnectionPool.check_connection: a connection that died (a restarted
+    # server, a cut socket) is replaced before it is lent, not found broken by a request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if env.str("SQLITE_SYNCHRONOUS", default="NORMAL") not in ("NORMAL", "FULL"):
     raise ImproperlyConfigured("SQLITE_SYNCHRONOUS must be NORMAL or FULL.")
 DATABASES["default"].setdefault("TEST", {})

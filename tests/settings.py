@@ -9,7 +9,10 @@ os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
 os.environ["OPENAI_API_KEY"] = ""
 # A file, not :memory:, so the real ASGI server started by the tests (another process) sees it.
-os.environ.setdefault("TEST_DATABASE_NAME", os.path.join(tempfile.gettempdir(), f"iaposte-test-{os.getpid()}.sqlite3"))
+# With DATABASE_URL=postgres://... (the PostgreSQL run of `make test`) the test database is
+# PostgreSQL's own test_<name>.
+if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+    os.environ.setdefault("TEST_DATABASE_NAME", os.path.join(tempfile.gettempdir(), f"iaposte-test-{os.getpid()}.sqlite3"))
 
 from iaposte.settings import *  # noqa: F403
 
@@ -20,3 +23,7 @@ LANGUAGE_CODE = "en"
 # No sideband monitors in the test process, even where a test imports iaposte.asgi: the tests of
 # monitoring run them in servers and workers of their own.
 REALTIME_MONITORS = "off"
+# The test process itself connects without the pool: pytest-django drops the test database at
+# the end, which PostgreSQL refuses while the pool still holds connections to it. The servers the
+# tests start (iaposte.settings) keep theirs.
+DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405
