@@ -31,9 +31,9 @@ from django.db import close_old_connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import services
+from . import health, services
 from .exceptions import CallStateConflict
-from .models import Call, CallEvent, IdempotencyKey
+from .models import Call, CallEvent, Heartbeat, IdempotencyKey
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,9 @@ async def sweep_once() -> SweepResult:
         await services.hangup_upstream(call=call)
         result.hangups_retried += 1
     result.keys_forgotten = await sync_to_async(forget_idempotency_keys)(now=now)
+    await sync_to_async(health.forget_old_beats)(now=now)
+    # Said after the pass, so a sweeper that keeps failing half-way shows as stopped.
+    await sync_to_async(health.beat)(Heartbeat.Role.SWEEPER)
     return result
 
 

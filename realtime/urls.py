@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import re_path
 
 from .api import CallViewSet, StatsView
+from .health import HealthView
 
 app_name = "realtime"
 
@@ -17,4 +18,5 @@ urlpatterns = [
     re_path(r"^calls/(?P<call_id>[^/]+)/events/?$", CallViewSet.as_view({"get": "events"}), name="call-events"),
     re_path(r"^calls/(?P<call_id>[^/]+)/transcript/?$", CallViewSet.as_view({"get": "transcript"}), name="call-transcript"),
     re_path(r"^stats/?$", StatsView.as_view(), name="stats"),
+    re_path(r"^health/?$", HealthView.as_view(), name="health"),
 ]
