@@ -148,7 +148,10 @@ def test_it_sees_a_real_worker_alive_from_its_heartbeats(asgi_server, tmp_path):
     worker = _start_worker(asgi_server, tmp_path / "worker.log")
     try:
         deadline = time.monotonic() + 30
-        while not (Heartbeat.objects.filter(role=Heartbeat.Role.MONITORS).exists() and Heartbeat.objects.filter(role=Heartbeat.Role.SWEEPER).exists()):
+        while not (
+            Heartbeat.objects.filter(role=Heartbeat.Role.MONITORS).exists()
+            and Heartbeat.objects.filter(role=Heartbeat.Role.SWEEPER).exists()
+        ):
             assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
             time.sleep(0.1)
         # Through the real server, as a probe would ask.
