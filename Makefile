@@ -1,4 +1,6 @@
 # make run   - create .venv, install, migrate, serve on http://localhost:$(PORT) (embedded defaults)
+# make run-scaled - the production topology on this machine (nginx on $(PORT), two web processes,
+#              a worker, PostgreSQL, Redis, the local engine), in the foreground; docs/deployment.md
 # make test  - lint and run the whole suite
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +11,7 @@ HOST ?= 127.0.0.1
 DEBUG ?= true
 export PORT DEBUG
 
-.PHONY: run test install lint format messages bench soak clean
+.PHONY: run run-scaled test install lint format messages bench soak clean
 
 $(BIN)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +25,11 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/daphne -b $(HOST) -p $(PORT) iaposte.asgi:application
+
+# honcho runs deploy/Procfile; data (PostgreSQL, nginx's files, the environment) stays in var/.
+run-scaled: install
+	$(BIN)/python -m deploy.scaled prepare --port $(PORT) --var var
+	$(BIN)/honcho -f var/Procfile -e var/run-scaled.env -d . start
 
 test: install
 	$(BIN)/ruff check .

@@ -108,6 +108,59 @@ def redis_command(data: Path, port: int) -> list[str]:
     return ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data), "--save", "", "--appendonly", "no"]
 
 
+NGINX_DIR = Path(__file__).resolve().parent / "nginx"
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def render_site(port: int, web_ports: Sequence[int], static_root: Path) -> str:
+    """deploy/nginx/iaposte.conf with this machine's ports and paths on its "run-scaled:" lines."""
+    lines = (NGINX_DIR / "iaposte.conf").read_text().splitlines()
+    out: list[str] = []
+    skipping = False
+    for index, line in enumerate(lines):
+        marker = line.strip()
+        if marker == "# run-scaled: web servers begin":
+            skipping = True
+            out += [f"    server 127.0.0.1:{web} max_fails=1 fail_timeout=5s;" for web in web_ports]
+        elif marker == "# run-scaled: web servers end":
+            skipping = False
+        elif lines[index - 1].strip() == "# run-scaled: listen":
+            out.append(f"    listen 127.0.0.1:{port};")
+        elif lines[index - 1].strip() == "# run-scaled: static":
+            out.append(f"        alias {static_root}/;")
+        elif not skipping:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def prepare_nginx(prefix: Path, port: int, web_ports: Sequence[int], static_root: Path) -> None:
+    for temp in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (prefix / "temp" / temp).mkdir(parents=True, exist_ok=True)
+    shutil.copy(NGINX_DIR / "nginx.conf", prefix / "nginx.conf")
+    (prefix / "iaposte.conf").write_text(render_site(port, web_ports, static_root))
+    user = _server_user()
+    if user is not None:
+        for path in [prefix, *prefix.rglob("*")]:
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def nginx_command(prefix: Path) -> list[str]:
+    # -e: the error log before the configuration is read (the default under /var/log is not ours).
+    command = [nginx_binary(), "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log"), "-g", "daemon off;"]
+    return _as_server_user(command)
+
+
+def start_nginx(prefix: Path, port: int, web_ports: Sequence[int], static_root: Path) -> Running:
+    prepare_nginx(prefix, port, web_ports, static_root)
+    log = prefix / "error.log"
+    process = subprocess.Popen(nginx_command(prefix), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_until(lambda: port_open(port), process, "nginx", log)
+    return Running("nginx", process, f"http://127.0.0.1:{port}")
+
+
 def database_url(port: int, name: str = "iaposte") -> str:
     return f"postgres://postgres@127.0.0.1:{port}/{name}"
 
@@ -157,7 +210,10 @@ def postgres_ready(port: int, name: str = "iaposte") -> bool:
     try:
         with psycopg.connect(database_url(port, "postgres"), autocommit=True, connect_timeout=2) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-                conn.execute(f'CREATE DATABASE "{name}"')
+                try:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+                except psycopg.errors.UniqueViolation:
+                    pass  # another process starting at the same time created it
         return True
     except psycopg.OperationalError:
         return False
@@ -209,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = sub.add_parser(name, help=f"run {name} in the foreground (for honcho)")
         server.add_argument("--folder", type=Path, required=True)
         server.add_argument("--port", type=int, required=True)
+    nginx = sub.add_parser("nginx", help="run nginx in the foreground from a prefix made by deploy.scaled prepare")
+    nginx.add_argument("--prefix", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.action == "with":
         command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -216,7 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.action == "missing":
         print(" ".join(missing_packages()))
         return 0
-    if args.action == "postgres":
+    if args.action == "nginx":
+        command = nginx_command(args.prefix)
+    elif args.action == "postgres":
         init_postgres(args.folder / "postgres", args.folder / "run")
         command = postgres_command(args.folder / "postgres", args.folder / "run", args.port)
     else:

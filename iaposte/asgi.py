@@ -21,6 +21,7 @@ from django.conf import settings  # noqa: E402
 
 from realtime import monitor  # noqa: E402
 from realtime.auth import BrowserOriginValidator  # noqa: E402
+from realtime.proxy import TrustedProxyMiddleware  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -57,7 +58,8 @@ def _websocket() -> Any:
     return websocket
 
 
-application = ProtocolTypeRouter({"http": _http(), "websocket": _websocket()})
+# Outermost: the engine and the site alike see the real client behind the trusted proxy.
+application = TrustedProxyMiddleware(ProtocolTypeRouter({"http": _http(), "websocket": _websocket()}))
 
 # daphne has no ASGI lifespan: the embedded default starts its call monitors here (see monitor.py).
 monitor.start_embedded()

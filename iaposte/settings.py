@@ -176,6 +176,9 @@ REST_FRAMEWORK = {
     # X-Forwarded-For a client wrote itself must not pick its throttling bucket.
     "NUM_PROXIES": env.int("REALTIME_NUM_PROXIES", default=0),
 }
+# Addresses (or networks) of the reverse proxy in front (nginx): only from them is X-Real-IP
+# believed as the client's address (realtime/proxy.py). Empty: the socket's peer is the client.
+REALTIME_TRUSTED_PROXIES = env.list("REALTIME_TRUSTED_PROXIES", default=[])
 
 # Requests per period ("120/min", "10/s", "5000/day"); empty means unlimited. Read at request
 # time by realtime.throttling, so they can change without restarting the throttle classes.
@@ -186,7 +189,13 @@ REALTIME_THROTTLE_RATES = {
 }
 # Throttle counters live in the cache: per process by default, shared (redis://...) when several
 # web processes serve the API.
+# With REDIS_URL (scaled: several processes) and no CACHE_URL, the cache is that same Redis, so
+# every web process counts against the same throttle buckets.
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+if env.str("REDIS_URL", default="") and not env.str("CACHE_URL", default=""):
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.str("REDIS_URL"), "KEY_PREFIX": "iaposte"}
+    }
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = env.str("LOGIN_REDIRECT_URL", default="/realtime-api.html")

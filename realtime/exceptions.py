@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import OperationalError
 from django.http import Http404
 from django.utils.translation import gettext as _
 from rest_framework import exceptions as drf
@@ -125,10 +126,24 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "request": [str(detail)]}
 
 
+# Seconds a client told "too busy" (429, 503) waits before trying again, when nothing more precise is known.
+OVERLOAD_RETRY_AFTER = "1"
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     set_rollback()
     if isinstance(exc, RealtimeError):
-        return _error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        headers = exc.headers
+        if exc.status in (429, 503) and "Retry-After" not in headers:
+            headers = {**headers, "Retry-After": OVERLOAD_RETRY_AFTER}
+        return _error_response(exc.status, exc.code, exc.message, exc.details, headers)
+    if isinstance(exc, OperationalError):
+        # Past capacity (no free database connection in time) or the database away: a retryable
+        # 503, never a 500. The transaction was rolled back above, so nothing is half-written.
+        logger.warning("Database unavailable in %s: %s", context.get("view").__class__.__name__, exc)
+        return _error_response(
+            503, "service_unavailable", _("The service is busy; try again shortly."), headers={"Retry-After": OVERLOAD_RETRY_AFTER}
+        )
     if isinstance(exc, RequestDataTooBig):
         return _error_response(413, PayloadTooLarge.code, _("The request body is too large."))
     if isinstance(exc, drf.ValidationError):
