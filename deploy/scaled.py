@@ -138,19 +138,35 @@ def ready(*, migrate: bool = True, within: float = 60) -> None:
 
 
 # honcho's "system | web1.1 started (pid=1234)"
-STARTED = re.compile(r"\| (\w+)\.1 started \(pid=(\d+)\)")
+STARTED = re.compile(r"\| (\w+)\.\d+ started \(pid=(\d+)\)")
+
+
+@dataclass
+class Group:
+    """One honcho running some of the Procfile's processes (all of them when `names` is empty)."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def pids(self) -> dict[str, int]:
+        return {m.group(1): int(m.group(2)) for m in STARTED.finditer(self.log.read_text(errors="replace"))}
 
 
 @dataclass
 class Topology:
-    """The whole topology under honcho, for tests and benchmarks: started, waited for, stopped."""
+    """The whole topology, for tests and benchmarks: started, waited for, stopped.
+
+    honcho stops every process it runs when one of them ends (right for `make run-scaled`: nothing
+    runs half-way unnoticed). The topology tests kill one web process and one worker and expect
+    the others to carry on, as systemd's units would: so there each of those runs under a honcho
+    of its own (`groups`), from the same Procfile.
+    """
 
     var: Path
     ports: Ports
-    process: subprocess.Popen[bytes]
-    log: Path
     env: dict[str, str]
-    pids: dict[str, int] = field(default_factory=dict)
+    groups: list[Group] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -159,56 +175,44 @@ class Topology:
     def web_url(self, index: int) -> str:
         return f"http://127.0.0.1:{self.ports.web[index]}"
 
-    def read_pids(self) -> dict[str, int]:
-        for line in self.log.read_text(errors="replace").splitlines():
-            if match := STARTED.search(line):
-                self.pids[match.group(1)] = int(match.group(2))
-        return self.pids
+    def group(self, name: str) -> Group:
+        return next(group for group in self.groups if group.name == name)
 
-    def kill(self, name: str) -> None:
-        """kill -9 one process of the topology (web1, worker...)."""
-        os.kill(self.read_pids()[name], signal.SIGKILL)
+    def kill(self, group: str, process: str) -> None:
+        """kill -9 one process of the topology (its honcho then ends; the other groups carry on)."""
+        os.kill(self.group(group).pids()[process], signal.SIGKILL)
 
     def stop(self) -> None:
-        # honcho passes SIGTERM to every process and waits for them.
-        servers.stop_process(self.process, timeout=30)
+        # honcho passes SIGTERM to each of its processes and waits for them.
+        for group in reversed(self.groups):
+            servers.stop_process(group.process, timeout=30)
 
 
-def start(var: Path, *, extra: dict[str, str] | None = None, within: float = 90) -> Topology:
+def start(var: Path, *, extra: dict[str, str] | None = None, groups: dict[str, list[str]] | None = None, within: float = 120) -> Topology:
+    """Start the topology; `groups` maps a name to the Procfile processes one honcho runs (default: all in one)."""
     ports = Ports.free()
     env = prepare(var, ports, extra)
-    log = var / "honcho.log"
-    command = [
-        sys.executable,
-        "-m",
-        "honcho",
-        "--no-colour",
-        "-f",
-        str(var / "Procfile"),
-        "-e",
-        str(var / "run-scaled.env"),
-        "-d",
-        str(ROOT),
-        "start",
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **env})
-    topology = Topology(var, ports, process, log, env)
+    topology = Topology(var, ports, env)
+    for name, processes in (groups or {"all": []}).items():
+        log = var / f"honcho-{name}.log"
+        command = [sys.executable, "-m", "honcho", "--no-colour", "-f", str(var / "Procfile"), "-e", str(var / "run-scaled.env")]
+        command += ["-d", str(ROOT), "start", *processes]
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **env})
+        topology.groups.append(Group(name, process, log))
     deadline = time.monotonic() + within
     while True:
         try:
-            if all(
-                httpx.get(f"{url}/api/realtime/health", timeout=3).status_code == 200
-                for url in (topology.url, *map(topology.web_url, (0, 1)))
-            ):
-                break
+            # The web processes first: nginx, asked before they listen, would set them aside a while.
+            urls = (topology.web_url(0), topology.web_url(1), topology.url)
+            if all(httpx.get(f"{url}/api/realtime/health", timeout=3).status_code == 200 for url in urls):
+                return topology
         except httpx.HTTPError:
             pass
-        if process.poll() is not None or time.monotonic() > deadline:
+        if any(group.process.poll() is not None for group in topology.groups) or time.monotonic() > deadline:
             topology.stop()
-            raise RuntimeError(f"the topology did not start:\n{log.read_text(errors='replace')[-4000:]}")
+            logs = "\n".join(group.log.read_text(errors="replace")[-3000:] for group in topology.groups)
+            raise RuntimeError(f"the topology did not start:\n{logs}")
         time.sleep(0.5)
-    topology.read_pids()
-    return topology
 
 
 def main(argv: Sequence[str] | None = None) -> int:
