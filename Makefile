@@ -24,7 +24,7 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/daphne -b $(HOST) -p $(PORT) iaposte.asgi:application
+	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 # honcho runs deploy/Procfile; data (PostgreSQL, nginx's files, the environment) stays in var/.
 run-scaled: install

@@ -1,4 +1,5 @@
-"""Start and stop a real server (daphne, the whole project) on loopback for a benchmark."""
+"""Start and stop real servers on loopback for a benchmark: `manage.py serve` (daphne, the whole
+project, the local engine beside it) or `manage.py localrealtime` (the engine alone)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -24,6 +26,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass
+class Served:
+    url: str
+    # Where the local engine listens (OpenAI's stand-in): the broker's OPENAI_BASE_URL.
+    engine_url: str
+
+
 @contextmanager
 def server(
     extra_env: dict[str, str] | None = None,
@@ -31,15 +40,15 @@ def server(
     database: Path | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
     keep_log: Path | None = None,
-) -> Iterator[str]:
-    """Yield the base URL of a fresh server with its own migrated SQLite database.
+) -> Iterator[Served]:
+    """Yield the URLs of a fresh server with its own migrated SQLite database.
 
     `on_start` receives the server process once it answers (to sample its memory, say);
     `keep_log` is where the server's log is copied when it stops.
     """
     with tempfile.TemporaryDirectory() as tmp:
         db = database or Path(tmp) / "bench.sqlite3"
-        port = free_port()
+        port, engine_port = free_port(), free_port()
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "iaposte.settings",
@@ -48,6 +57,7 @@ def server(
             "OPENAI_API_KEY": "",
             "DATABASE_URL": f"sqlite:///{db}",
             "PORT": str(port),
+            "LOCALREALTIME_PORT": str(engine_port),
             "LOG_LEVEL": "WARNING",
             # Benchmarks measure throughput; the per-address rate limit would refuse the bursts,
             # and the concurrency limit the 200-call bursts (a benchmark may set its own).
@@ -58,7 +68,7 @@ def server(
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
         log = open(Path(tmp) / "server.log", "wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024", "iaposte.asgi:application"],
+            [sys.executable, "manage.py", "serve", "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -78,7 +88,7 @@ def server(
                 time.sleep(0.2)
             if on_start is not None:
                 on_start(process)
-            yield url
+            yield Served(url, f"http://127.0.0.1:{engine_port}/v1")
         finally:
             process.terminate()
             try:
@@ -102,3 +112,29 @@ def machine() -> str:
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?"
     )
     return f"{os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}"
+
+
+@contextmanager
+def engine(extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """Yield the base URL (.../v1) of the local engine running alone (`manage.py localrealtime`)."""
+    port = free_port()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "iaposte.settings", "DEBUG": "true", "OPENAI_API_KEY": "", **(extra_env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "localrealtime", "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url, timeout=2)
+                break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the local engine did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)

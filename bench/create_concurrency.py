@@ -22,7 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._server import machine, server
+from bench._server import engine, machine, server
 
 
 async def make_offer() -> str:
@@ -97,10 +97,10 @@ def main() -> None:
     offer = asyncio.run(make_offer())
     print(f"machine: {machine()}; upstream answer delay {args.delay_ms} ms")
     delay = {"LOCALREALTIME_ANSWER_DELAY_MS": str(args.delay_ms), "LOCALREALTIME_CONNECT_TIMEOUT": "5"}
-    with server(delay) as url:
-        measure("embedded", url, offer, args)
-    with server(delay) as engine_url, server({"LOCALREALTIME_ENABLED": "false", "OPENAI_BASE_URL": f"{engine_url}/v1"}) as url:
-        measure("separate", url, offer, args)
+    with server(delay) as served:
+        measure("embedded", served.url, offer, args)
+    with engine(delay) as engine_url, server({"LOCALREALTIME_ENABLED": "false", "OPENAI_BASE_URL": engine_url}) as served:
+        measure("separate", served.url, offer, args)
 
 
 if __name__ == "__main__":

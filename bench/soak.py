@@ -1,7 +1,7 @@
 """Soak: a bounded churn of calls created and ended against the local engine.
 
-Starts one server (the embedded default: API, engine, monitors and sweeper in one daphne process,
-a fresh SQLite file), then starts `--rate` calls a second for `--seconds`: each is created through
+Starts one server (the embedded default: API, engine, monitors and sweeper in one `manage.py serve`
+process, a fresh SQLite file), then starts `--rate` calls a second for `--seconds`: each is created through
 `POST /api/realtime/calls` (a real aiortc offer), held `--hold` seconds, and ended with `DELETE`.
 Reports errors, p50/p99 latency of create and end, the server's memory (RSS after the warm-up vs at
 the end), leaked calls (still live here, or still running in the engine), and whether
@@ -113,7 +113,8 @@ def main() -> None:
         # remembers few ended calls, so that its bounded history (filled during the warm-up)
         # does not pass for growth of the broker.
         env = {"REALTIME_MAX_ACTIVE_CALLS": "100", "LOCALREALTIME_KEEP_ENDED": str(args.engine_history)}
-        with server(env, database=database, on_start=processes.append, keep_log=args.log) as url:
+        with server(env, database=database, on_start=processes.append, keep_log=args.log) as served:
+            url = served.url
             pid = processes[0].pid
             soak = Soak(url, offer, args)
             asyncio.run(soak.churn(args.warmup, record=False))
@@ -123,7 +124,7 @@ def main() -> None:
             elapsed, rss_end = time.monotonic() - started, rss_kib(pid)
             time.sleep(1.0)  # monitors and the last hangups settle
             stats = httpx.get(f"{url}/api/realtime/stats", timeout=10).json()["stats"]
-            engine = httpx.get(f"{url}/v1/_local/stats", headers={"Authorization": "Bearer sk-localrealtime"}, timeout=10).json()
+            engine = httpx.get(f"{served.engine_url}/_local/stats", headers={"Authorization": "Bearer sk-localrealtime"}, timeout=10).json()
             found = rows(database)
     live = found["counts"].get("pending", 0) + found["counts"].get("active", 0)
     total_rows = sum(found["counts"].values())

@@ -1,11 +1,13 @@
 """WebSocket fan-out: how long after a DELETE does the last of N subscribers hear about it?
 
-Starts one server process (daphne on loopback, embedded engine, a fresh SQLite file), opens N
+Starts one server process (`manage.py serve` on loopback, embedded engine, a fresh SQLite file), opens N
 subscribers to /ws/realtime/calls, then per run: creates a call through the REST API (with a real
 aiortc offer), waits until every subscriber has its pushes, sends DELETE and records, for each
 subscriber, the time from sending the DELETE to receiving the `call.ended` push.
 
     .venv/bin/python bench/ws_fanout.py --subscribers 1000 --runs 7
+    .venv/bin/python bench/ws_fanout.py --variant stock-layer,no-encode-cache   # what the home-made parts replace
+    .venv/bin/python bench/ws_fanout.py --quick                                 # smoke run (tests/test_bench.py)
 
 Subscribers run in client processes (`--clients`, one by default); every timestamp is
 CLOCK_MONOTONIC, shared by the processes of one machine. Real subscribers sit on other machines;
@@ -47,7 +49,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(workdir: Path, profile: str = "") -> tuple[subprocess.Popen[bytes], str]:
+def start_server(workdir: Path, profile: str = "", variant: str = "", redis_url: str = "") -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {
         **os.environ,
@@ -56,14 +58,17 @@ def start_server(workdir: Path, profile: str = "") -> tuple[subprocess.Popen[byt
         "SECRET_KEY": "bench-only-not-secret",
         "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
         "PORT": str(port),
+        "LOCALREALTIME_PORT": str(_free_port()),
         "OPENAI_API_KEY": "",
         "LOG_LEVEL": "WARNING",
+        "BENCH_VARIANT": variant,
+        "BENCH_REDIS_URL": redis_url,
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     log = (workdir / "server.log").open("wb")
     profiler = ["-m", "cProfile", "-o", profile] if profile else []
     process = subprocess.Popen(
-        [sys.executable, *profiler, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "iaposte.asgi:application"],
+        [sys.executable, *profiler, "bench/_variant_server.py", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -116,6 +121,9 @@ async def _subscribe(url: str, count: int, commands: Any, results: Any) -> None:
 async def _wait_for(sock: Any, call_id: str, event_type: str) -> int:
     while True:
         message = json.loads(await asyncio.wait_for(sock.recv(), timeout=60))
+        # The feed also carries `stats.changed` pushes (no call, no event): not what is timed here.
+        if message.get("type") != "call.changed":
+            continue
         if message["call"]["call_id"] == call_id and message["event"]["event_type"] == event_type:
             return time.monotonic_ns()
 
@@ -175,11 +183,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--clients", type=int, default=1, help="subscriber processes")
     parser.add_argument("--profile", default="", help="write the server's cProfile stats to this file")
+    parser.add_argument(
+        "--variant",
+        default="",
+        help="swap home-made parts for what they replace: stock-layer, no-encode-cache, redis (comma-separated; see _variant_server.py)",
+    )
+    parser.add_argument("--redis-url", default="", help="Redis for --variant redis")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 subscribers, 1 run (the test suite runs it)")
     args = parser.parse_args()
+    if args.quick:
+        args.subscribers, args.runs = 20, 1
     _raise_fd_limit(args.subscribers + 256)
 
     with tempfile.TemporaryDirectory() as tmp:
-        server, url = start_server(Path(tmp), args.profile)
+        server, url = start_server(Path(tmp), args.profile, args.variant, args.redis_url)
         queues: list[tuple[Any, Any]] = []
         workers: list[mp.Process] = []
         try:
@@ -207,7 +224,7 @@ def main() -> None:
             server.wait(10)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}")
-    print(f"{args.subscribers} subscribers in {args.clients} client processes, one daphne process, in-memory channel layer")
+    print(f"{args.subscribers} subscribers in {args.clients} client processes, one server process, variant: {args.variant or 'shipped'}")
     print("run  n     p50 ms  p99 ms  max ms  DELETE ms")
     for i, run in enumerate(runs, 1):
         print(f"{i:<4} {run['n']:<5} {run['p50']:7.1f} {run['p99']:7.1f} {run['max']:7.1f} {run['delete_ms']:9.1f}")

@@ -219,14 +219,19 @@ LOGGING = {
 }
 
 # --- OpenAI Realtime upstream -------------------------------------------------------------
-# With no OPENAI_API_KEY, the embedded engine (localrealtime) answers on this same server and
-# the production client code talks to it exactly as it would to OpenAI.
+# With no OPENAI_API_KEY, the local engine (localrealtime) stands in for OpenAI and the
+# production client code talks to it exactly as it would to OpenAI.
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 LOCALREALTIME_ENABLED = env.bool("LOCALREALTIME_ENABLED", default=not OPENAI_API_KEY)
 LOCALREALTIME_API_KEY = env.str("LOCALREALTIME_API_KEY", default="sk-localrealtime")
+# Where the engine listens: its own server (`manage.py localrealtime`, or beside daphne in
+# `manage.py serve`), on the port after the web server's unless told.
+LOCALREALTIME_HOST = env.str("LOCALREALTIME_HOST", default="127.0.0.1")
+LOCALREALTIME_PORT = env.int("LOCALREALTIME_PORT", default=PORT + 1)
+_LOCALREALTIME_URL_HOST = f"[{LOCALREALTIME_HOST}]" if ":" in LOCALREALTIME_HOST else LOCALREALTIME_HOST
 OPENAI_BASE_URL = env.str(
     "OPENAI_BASE_URL",
-    default=f"http://127.0.0.1:{PORT}/v1" if not OPENAI_API_KEY else "https://api.openai.com/v1",
+    default=f"http://{_LOCALREALTIME_URL_HOST}:{LOCALREALTIME_PORT}/v1" if not OPENAI_API_KEY else "https://api.openai.com/v1",
 )
 # Seconds to wait for OpenAI to answer an SDP offer before giving up with a 504.
 OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=15.0)

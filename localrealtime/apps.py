@@ -10,8 +10,6 @@ class LocalRealtimeConfig(AppConfig):
 
     def ready(self) -> None:
         if settings.LOCALREALTIME_ENABLED:
-            from . import denial
             from .ice import restrict_host_addresses
 
             restrict_host_addresses(settings.LOCALREALTIME_ICE_ADDRESSES)
-            denial.install()

@@ -13,11 +13,8 @@ lease in the database (`services.monitor_claim`), renews its leases every third 
 and stops a monitor whose lease it lost. A process that dies stops renewing, and another
 supervisor claims its calls once the leases run out.
 
-Where supervisors run (settings.REALTIME_MONITORS):
-- "embedded": in the web server process, on a thread of its own (`start_embedded`, called from
-  asgi.py). daphne does not implement ASGI lifespan, so there is no startup hook; a thread with
-  its own event loop starts with the application, keeps monitor work (JSON, database writes) off
-  the loop that carries requests and WebRTC media, and needs no request to wake it.
+Where supervisors run (settings.REALTIME_MONITORS), always through `realtime.background.run`:
+- "embedded": in the web server process, on the server's own event loop (`manage.py serve`);
 - "worker": in `manage.py realtime_worker` processes, as many as needed.
 """
 
@@ -28,7 +25,6 @@ import logging
 import os
 import secrets
 import socket
-import threading
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -250,26 +246,3 @@ class Supervisor:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await sync_to_async(services.monitor_release)(owner=self.owner, call_ids=list(self.monitors))
-
-
-async def run_background(stop: asyncio.Event) -> None:
-    """Everything a process does in the background: call monitors and the sweeper, until `stop`."""
-    from . import sweeper
-
-    await asyncio.gather(Supervisor().run(stop), sweeper.run(stop))
-
-
-_embedded: threading.Thread | None = None
-
-
-def start_embedded() -> None:
-    """Start this process's supervisor on a daemon thread, if monitors run embedded (once)."""
-    global _embedded
-    if settings.REALTIME_MONITORS != "embedded" or _embedded is not None:
-        return
-
-    def main() -> None:
-        asyncio.run(run_background(asyncio.Event()))
-
-    _embedded = threading.Thread(target=main, name="realtime-monitors", daemon=True)
-    _embedded.start()

@@ -14,8 +14,8 @@ conditional UPDATE in `services.call_end` lets one sweeper win; the others get
 CallStateConflict and move on), and a hangup retry is claimed by moving `hangup_retry_at` on
 conditionally, so two sweepers never retry the same hangup at once.
 
-It runs where the monitors run (settings.REALTIME_MONITORS): on the embedded thread of the web
-server, or in `manage.py realtime_worker`.
+It runs where the monitors run (settings.REALTIME_MONITORS), through `realtime.background.run`:
+on the web server's event loop (`manage.py serve`), or in `manage.py realtime_worker`.
 """
 
 from __future__ import annotations

@@ -31,10 +31,8 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
-
-    @property
-    def engine_url(self) -> str:
-        return f"{self.url}/v1"
+    # The local engine, served beside daphne by `manage.py serve` on a port of its own.
+    engine_url: str
 
     def engine(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Call the embedded engine's own controls (/v1/_local/...)."""
@@ -56,9 +54,15 @@ def database_url() -> str:
     return f"sqlite:///{db['NAME']}"
 
 
-def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, port: int | None = None) -> Server:
-    """Start daphne serving the whole project (API + engine) on a free loopback port (or `port`, to restart one)."""
-    port = port or _free_port()
+def _port_of(url: str) -> int:
+    return int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+
+
+def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, like: Server | None = None) -> Server:
+    """Start `manage.py serve` (daphne, with the local engine beside it) on free loopback ports
+    (or on the ports of `like`, to restart a server)."""
+    port = _port_of(like.url) if like else _free_port()
+    engine_port = _port_of(like.engine_url) if like else _free_port()
     log = tmp_dir / f"server-{port}.log"
     env = {
         **os.environ,
@@ -67,6 +71,7 @@ def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, port
         "SECRET_KEY": "tests-only-not-secret",
         "DATABASE_URL": database_url(),
         "PORT": str(port),
+        "LOCALREALTIME_PORT": str(engine_port),
         "OPENAI_API_KEY": "",
         "LOCALREALTIME_CONNECT_TIMEOUT": "20",
         # Sideband monitors would add upstream events to every test's calls; the tests of
@@ -75,25 +80,33 @@ def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, port
         **(extra_env or {}),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "iaposte.asgi:application"],
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    engine_url = f"http://127.0.0.1:{engine_port}/v1"
     deadline = time.monotonic() + 30
     while True:
         try:
             # Up once the API answers: 200 in local mode, 401 in production mode (no credentials).
-            if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code in (200, 401):
-                return Server(url=url, process=process, log=log)
+            if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code in (200, 401) and _engine_up(engine_url):
+                return Server(url=url, process=process, log=log, engine_url=engine_url)
         except httpx.HTTPError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise RuntimeError(f"the ASGI server did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
+
+
+def _engine_up(engine_url: str) -> bool:
+    try:
+        return httpx.get(engine_url, timeout=2).status_code == 404  # the engine's JSON 404 for /v1
+    except httpx.HTTPError:
+        return False
 
 
 def stop_server(server: Server) -> None:

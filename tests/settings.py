@@ -20,9 +20,6 @@ LOCALREALTIME_ENABLED = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed
 OPENAI_TIMEOUT = 2.0
 LANGUAGE_CODE = "en"
-# No sideband monitors in the test process, even where a test imports iaposte.asgi: the tests of
-# monitoring run them in servers and workers of their own.
-REALTIME_MONITORS = "off"
 # The test process itself connects without the pool: pytest-django drops the test database at
 # the end, which PostgreSQL refuses while the pool still holds connections to it. The servers the
 # tests start (iaposte.settings) keep theirs.

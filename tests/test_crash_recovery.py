@@ -59,7 +59,7 @@ async def test_it_ends_as_lost_the_calls_a_killed_server_took_with_it(sdp_offer,
 
         _kill(server.process)
         await caller.close()
-        server = await sync_to_async(start_server)(tmp_path, extra_env=env, port=int(server.url.rsplit(":", 1)[1]))
+        server = await sync_to_async(start_server)(tmp_path, extra_env=env, like=server)
 
         # It should reconcile every live call within a minute (a 2 s lease and a 5 s setup timeout here).
         await _wait(lambda: not Call.objects.filter(status__in=Call.ENDABLE).exists(), within=60)

@@ -174,7 +174,7 @@ async def test_it_reconnects_and_catches_up_after_the_server_restarts(browser_co
         await page.wait_for_selector('#feed-state[data-state="reconnecting"]')
         # A call recorded while the page was cut off: its push reached nobody.
         call = await sync_to_async(services.call_open)(offer=sdp_offer, session=sessions.parse_session({}), source="webrtc", actor="api")
-        server = start_server(tmp_path, port=int(server.url.rsplit(":", 1)[1]))
+        server = start_server(tmp_path, like=server)
 
         # It should reconnect by itself and re-fetch, so the missed call and the stats appear.
         await page.wait_for_selector('#feed-state[data-state="live"]', timeout=30_000)

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from realtime import sweeper
+from realtime import background
 from realtime.monitor import Supervisor
 
 
@@ -33,4 +33,4 @@ class Command(BaseCommand):
         supervisor = Supervisor()
         self.stdout.write(f"realtime_worker {supervisor.owner} started")
         self.stdout.flush()
-        await asyncio.gather(supervisor.run(stop), sweeper.run(stop))
+        await background.run(stop, supervisor=supervisor)

@@ -1,0 +1,45 @@
+"""`manage.py serve` with home-made parts swapped for what they replace, to measure what they earn.
+
+Used by bench/ws_fanout.py (`--variant`); never by the product. BENCH_VARIANT is a comma-separated
+list of:
+- `stock-layer`: Channels' own InMemoryChannelLayer instead of realtime.layers' fork;
+- `no-encode-cache`: every socket encodes its push (realtime.consumers without its cache);
+- `redis`: channels_redis on BENCH_REDIS_URL (the scaled deployment's layer).
+
+Usage: python bench/_variant_server.py --port P (the rest as `manage.py serve`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
+
+import django
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+variant = {part for part in os.environ.get("BENCH_VARIANT", "").split(",") if part}
+if "stock-layer" in variant:
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+if "redis" in variant:
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [os.environ["BENCH_REDIS_URL"]]}}
+    }
+if "no-encode-cache" in variant:
+    from realtime import consumers
+
+    def encode(message: dict[str, Any], keys: tuple[str, ...]) -> str:
+        return json.dumps({"type": message["type"], **{key: message[key] for key in keys}})
+
+    consumers._encode = encode
+
+call_command("serve", *sys.argv[1:])

@@ -1,0 +1,41 @@
+"""`python manage.py localrealtime`: the local engine alone, as its own process (OpenAI's stand-in).
+
+The production-like topology runs it beside the web processes; `manage.py serve` runs the same
+engine inside the web process in local mode. SIGTERM/SIGINT end its calls and stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from localrealtime import server
+
+
+class Command(BaseCommand):
+    help = "Serve the local Realtime engine (OpenAI's stand-in: /v1/realtime/...) on its own."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=None, help="Address to bind (default: the LOCALREALTIME_HOST setting).")
+        parser.add_argument("--port", type=int, default=None, help="Port to bind (default: the LOCALREALTIME_PORT setting).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        host = settings.LOCALREALTIME_HOST if options["host"] is None else options["host"]
+        port = settings.LOCALREALTIME_PORT if options["port"] is None else options["port"]
+        asyncio.run(self._run(host, port))
+
+    async def _run(self, host: str, port: int) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+
+        def ready(bound_host: str, bound_port: int) -> None:
+            self.stdout.write(f"localrealtime listening on http://{bound_host}:{bound_port}{server.PREFIX}")
+            self.stdout.flush()
+
+        await server.run(stop, host, port, ready=ready)

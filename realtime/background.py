@@ -1,0 +1,21 @@
+"""Everything a process does in the background: call monitors (monitor.py) and the sweeper.
+
+One function for every process that runs them: `manage.py serve` on daphne's event loop when
+REALTIME_MONITORS is "embedded", `manage.py realtime_worker` when it is "worker".
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from . import sweeper
+from .monitor import Supervisor
+
+
+async def run(stop: asyncio.Event, *, supervisor: Supervisor | None = None) -> None:
+    """Watch active calls and sweep calls past their limits until `stop` is set.
+
+    On return every monitor has stored what it received and released its lease, so another
+    process (or this one, restarted) re-attaches the calls at once (docs/limits.md).
+    """
+    await asyncio.gather((supervisor or Supervisor()).run(stop), sweeper.run(stop))

@@ -1,0 +1,124 @@
+"""`python manage.py serve`: the web server (daphne), with the process's background work beside it.
+
+Why a command hosting daphne's `Server`, as Channels' own `runserver` does: daphne has no ASGI
+lifespan, so an ASGI application cannot learn that its server started or is stopping. Work that
+must live as long as the server (the call monitors and the sweeper when REALTIME_MONITORS is
+"embedded"; the local engine in local mode) therefore starts here, once daphne is ready, as tasks
+on daphne's own asyncio loop: no thread started by an import, no second event loop. A stop
+(SIGTERM/SIGINT, through Twisted's own signal handling) runs a "before shutdown" trigger that
+stops those tasks and waits for them (monitors store what they received and release their
+leases, the engine ends its calls) before daphne closes its connections and the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+from daphne.access import AccessLogGenerator
+from daphne.endpoints import build_endpoint_description_strings
+from daphne.server import Server
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from twisted.internet import defer
+from twisted.internet import reactor as _reactor
+
+from iaposte.asgi import application
+from realtime import background
+
+logger = logging.getLogger("realtime.serve")
+
+# daphne (Twisted) listens with a backlog of 50: a burst of call setups overflows it and the
+# kernel drops SYNs, which clients see as one-second stalls. 1024 absorbs the bursts we measure.
+BACKLOG = 1024
+# A stop waits this long for background work before the server closes anyway.
+STOP_TIMEOUT_SECONDS = 10.0
+
+
+class _Triggers(Protocol):
+    def addSystemEventTrigger(self, phase: str, event_type: str, callable: Callable[[], Any]) -> Any: ...
+
+
+# The reactor daphne.server installed (INSTALLED_APPS lists daphne first), as far as used here.
+reactor = cast(_Triggers, _reactor)
+
+
+class Command(BaseCommand):
+    help = "Serve the site (HTTP and WebSocket) with daphne, and run this process's background work beside it."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1).")
+        parser.add_argument("--port", type=int, default=None, help="Port to bind (default: the PORT setting).")
+        engine = parser.add_mutually_exclusive_group()
+        engine.add_argument(
+            "--engine",
+            dest="engine",
+            action="store_true",
+            default=None,
+            help="Also serve the local engine (default in local mode) on LOCALREALTIME_HOST:LOCALREALTIME_PORT.",
+        )
+        engine.add_argument("--no-engine", dest="engine", action="store_false", help="Do not serve the local engine here.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        port = settings.PORT if options["port"] is None else options["port"]
+        with_engine = settings.LOCALREALTIME_ENABLED if options["engine"] is None else options["engine"]
+        stop = asyncio.Event()
+        work: list[asyncio.Future[None]] = []
+        server = Server(
+            application=application,
+            endpoints=[f"{e}:backlog={BACKLOG}" for e in build_endpoint_description_strings(host=options["host"], port=port)],
+            # Twisted's own handlers: SIGTERM/SIGINT stop the reactor, which runs the triggers below.
+            signal_handlers=True,
+            action_logger=AccessLogGenerator(sys.stdout) if options["verbosity"] >= 1 else None,
+            ready_callable=lambda: start(),
+        )
+
+        def start() -> None:
+            # Called by daphne once its listeners are set up, just before its loop runs: the
+            # background work starts as a task on that loop.
+            loop = asyncio.get_event_loop()
+            loop.call_soon(lambda: work.append(loop.create_task(_background(stop, with_engine=with_engine, fail=server.stop))))
+
+        def before_shutdown() -> defer.Deferred[Any] | None:
+            # Twisted waits for the Deferred before closing connections and stopping the loop.
+            stop.set()
+            if not work:
+                return None
+            return defer.Deferred.fromFuture(asyncio.ensure_future(asyncio.wait(work, timeout=STOP_TIMEOUT_SECONDS)))
+
+        reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+        self.stdout.write(f"Serving on http://{options['host']}:{port}/ (pid {os.getpid()})")
+        self.stdout.flush()
+        server.run()
+
+
+async def _background(stop: asyncio.Event, *, with_engine: bool, fail: Callable[[], None]) -> None:
+    """This process's long-lived work until `stop`. The monitors and the sweeper stop first (they
+    may still talk to the engine), then the engine. An engine that cannot serve (its port taken,
+    say) calls `fail`, stopping the whole server."""
+    engine_stop = asyncio.Event()
+    tasks: list[asyncio.Future[None]] = []
+    if with_engine:
+        from localrealtime import server as engine
+
+        serving = asyncio.ensure_future(engine.run(engine_stop, settings.LOCALREALTIME_HOST, settings.LOCALREALTIME_PORT))
+
+        def failed(task: asyncio.Future[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("The local engine failed; stopping", exc_info=task.exception())
+                fail()
+
+        serving.add_done_callback(failed)
+        tasks.append(serving)
+    try:
+        if settings.REALTIME_MONITORS == "embedded":
+            await background.run(stop)
+        else:
+            await stop.wait()
+    finally:
+        engine_stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
