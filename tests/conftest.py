@@ -91,8 +91,9 @@ def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, like
     deadline = time.monotonic() + 30
     while True:
         try:
-            # Up once the API answers: 200 in local mode, 401 in production mode (no credentials).
-            if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code in (200, 401) and _engine_up(engine_url):
+            # Up once the API answers: 200 in local mode, 401 in production mode (no credentials),
+            # 429 when a test's low rate limit is spent by these very polls.
+            if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code in (200, 401, 429) and _engine_up(engine_url):
                 return Server(url=url, process=process, log=log, engine_url=engine_url)
         except httpx.HTTPError:
             pass
