@@ -108,7 +108,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # (ThreadSensitiveContext), so per-thread persistent connections would be opened per request
     # and never reused (nor closed). The pool lends one connection per query batch, checked
     # before it is lent, and bounds the backends one process holds (docs/deployment.md).
+    # DATABASE_POOL=false: a connection per request (for comparison, or behind PgBouncer).
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool("DATABASE_POOL", default=True):
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
