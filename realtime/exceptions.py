@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import OperationalError
 from django.http import Http404
 from django.utils.translation import gettext as _
+from redis.exceptions import RedisError
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -133,14 +134,15 @@ OVERLOAD_RETRY_AFTER = "1"
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     set_rollback()
     if isinstance(exc, RealtimeError):
-        headers = exc.headers
-        if exc.status in (429, 503) and "Retry-After" not in headers:
-            headers = {**headers, "Retry-After": OVERLOAD_RETRY_AFTER}
-        return _error_response(exc.status, exc.code, exc.message, exc.details, headers)
-    if isinstance(exc, OperationalError):
-        # Past capacity (no free database connection in time) or the database away: a retryable
-        # 503, never a 500. The transaction was rolled back above, so nothing is half-written.
-        logger.warning("Database unavailable in %s: %s", context.get("view").__class__.__name__, exc)
+        error_headers = exc.headers
+        if exc.status in (429, 503) and "Retry-After" not in error_headers:
+            error_headers = {**error_headers, "Retry-After": OVERLOAD_RETRY_AFTER}
+        return _error_response(exc.status, exc.code, exc.message, exc.details, error_headers)
+    if isinstance(exc, (OperationalError, RedisError)):
+        # Past capacity (no free database connection in time), or the database or Redis (the
+        # shared cache: throttles) away: a retryable 503, never a 500. The transaction was
+        # rolled back above, so nothing is half-written.
+        logger.warning("Storage unavailable in %s: %s", context.get("view").__class__.__name__, exc)
         return _error_response(
             503, "service_unavailable", _("The service is busy; try again shortly."), headers={"Retry-After": OVERLOAD_RETRY_AFTER}
         )
