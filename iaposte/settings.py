@@ -146,9 +146,14 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 if env.str("REDIS_URL", default=""):
+    # Redis pub/sub rather than channels_redis' list-per-channel layer: a push to the calls feed
+    # is one PUBLISH that each web process receives once and hands to its own subscribers,
+    # instead of one Redis write per subscriber (2,000 feeds timed out on the latter; see
+    # docs/benchmarks.md, "Scaled topology"). Pushes are not stored: a feed that is not
+    # connected has nothing to catch up on anyway.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [env.str("REDIS_URL")]},
         }
     }
