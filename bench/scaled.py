@@ -275,42 +275,48 @@ async def slow(topology: scaled.Topology, offer: str, args: argparse.Namespace) 
 
 async def fanout(topology: scaled.Topology, offer: str, args: argparse.Namespace) -> dict[str, Any]:
     ws_url = topology.url.replace("http://", "ws://") + "/ws/realtime/calls"
-    sockets = []
-    for i in range(0, args.subscribers, 100):
-        sockets += await asyncio.gather(
-            *(
-                websockets.connect(ws_url, origin=Origin(topology.url), open_timeout=60, max_queue=None)
-                for _ in range(min(100, args.subscribers - i))
+    sockets: list[Any] = []
+
+    async def connect(count: int) -> None:
+        for i in range(0, count, 100):
+            sockets.extend(
+                await asyncio.gather(
+                    *(
+                        websockets.connect(ws_url, origin=Origin(topology.url), open_timeout=60, max_queue=None)
+                        for _ in range(min(100, count - i))
+                    )
+                )
             )
-        )
+
+    async def heard(sock: Any, call_id: str, event_type: str) -> float:
+        while True:
+            message = json.loads(await asyncio.wait_for(sock.recv(), timeout=60))
+            if message["type"] == "call.changed" and message["call"]["call_id"] == call_id and message["event"]["event_type"] == event_type:
+                return time.monotonic()
+
+    async def measure(client: httpx.AsyncClient) -> dict[str, float]:
+        response = await client.post(f"{topology.url}/api/realtime/calls", json={"sdp": offer})
+        call_id = response.json()["call_id"]
+        await asyncio.gather(*(heard(sock, call_id, "call.answered") for sock in sockets))
+        # From sending the DELETE to each subscriber's call.ended push.
+        started = time.monotonic()
+        ended = asyncio.ensure_future(client.delete(f"{topology.url}/api/realtime/calls/{call_id}"))
+        times = await asyncio.gather(*(heard(sock, call_id, "call.ended") for sock in sockets))
+        await ended
+        await asyncio.sleep(1)
+        delays = [(t - started) * 1000 for t in times]
+        return {"p50_ms": round(pct(delays, 0.5), 1), "p99_ms": round(pct(delays, 0.99), 1), "max_ms": round(max(delays), 1)}
+
     try:
-
-        async def heard(sock: Any, call_id: str, event_type: str) -> float:
-            while True:
-                message = json.loads(await asyncio.wait_for(sock.recv(), timeout=60))
-                if (
-                    message["type"] == "call.changed"
-                    and message["call"]["call_id"] == call_id
-                    and message["event"]["event_type"] == event_type
-                ):
-                    return time.monotonic()
-
-        runs = []
         async with httpx.AsyncClient(timeout=60) as client:
-            for _ in range(args.runs):
-                response = await client.post(f"{topology.url}/api/realtime/calls", json={"sdp": offer})
-                call_id = response.json()["call_id"]
-                await asyncio.gather(*(heard(sock, call_id, "call.answered") for sock in sockets))
-                # From sending the DELETE to each subscriber's call.ended push.
-                started = time.monotonic()
-                ended = asyncio.ensure_future(client.delete(f"{topology.url}/api/realtime/calls/{call_id}"))
-                times = await asyncio.gather(*(heard(sock, call_id, "call.ended") for sock in sockets))
-                await ended
-                delays = [(t - started) * 1000 for t in times]
-                runs.append({"p50_ms": round(pct(delays, 0.5), 1), "p99_ms": round(pct(delays, 0.99), 1), "max_ms": round(max(delays), 1)})
-                await asyncio.sleep(1)
+            # Baseline, same run: the same measure with 10 subscribers.
+            await connect(min(10, args.subscribers))
+            baseline = [await measure(client) for _ in range(args.runs)]
+            await connect(args.subscribers - len(sockets))
+            runs = [await measure(client) for _ in range(args.runs)]
         return {
             "subscribers": len(sockets),
+            "baseline_10_median_p99_ms": statistics.median(r["p99_ms"] for r in baseline),
             "median_p50_ms": statistics.median(r["p50_ms"] for r in runs),
             "median_p99_ms": statistics.median(r["p99_ms"] for r in runs),
             "runs": runs,
