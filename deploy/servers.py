@@ -92,12 +92,16 @@ def init_postgres(data: Path, socket_dir: Path) -> None:
     subprocess.run(_as_server_user(command), check=True, stdout=subprocess.DEVNULL)
 
 
-def postgres_command(data: Path, socket_dir: Path, port: int) -> list[str]:
+def postgres_command(data: Path, socket_dir: Path, port: int, *, durable: bool = True) -> list[str]:
     bin_dir = postgres_bin()
     assert bin_dir is not None
     command = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(socket_dir)]
     # Enough backends for two web processes' pools, the workers and the tests.
     command += ["-c", "max_connections=200", "-c", "shared_buffers=64MB"]
+    if not durable:
+        # The tests' throw-away cluster: no fsync (what is tested is locking and visibility, which
+        # durability does not change).
+        command += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     return _as_server_user(command)
 
 
@@ -219,11 +223,11 @@ def postgres_ready(port: int, name: str = "iaposte") -> bool:
         return False
 
 
-def start_postgres(folder: Path, port: int | None = None) -> Running:
+def start_postgres(folder: Path, port: int | None = None, *, durable: bool = True) -> Running:
     port = port or free_port()
     data, sockets, log = folder / "postgres", folder / "run", folder / "postgres.log"
     init_postgres(data, sockets)
-    process = subprocess.Popen(postgres_command(data, sockets, port), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(postgres_command(data, sockets, port, durable=durable), stdout=log.open("wb"), stderr=subprocess.STDOUT)
     wait_until(lambda: postgres_ready(port), process, "PostgreSQL", log)
     return Running("postgres", process, database_url(port))
 
@@ -242,7 +246,7 @@ def run_with_servers(command: Sequence[str]) -> int:
     _give_to_server_user(folder)
     running: list[Running] = []
     try:
-        running.append(start_postgres(folder))
+        running.append(start_postgres(folder, durable=False))
         running.append(start_redis(folder))
         env = {**os.environ, "DATABASE_URL": running[0].url, "TEST_REDIS_URL": running[1].url}
         print(
