@@ -1,4 +1,6 @@
 # make run   - create .venv, install, migrate, serve on http://localhost:$(PORT) (embedded defaults)
+# make run-scaled - the production topology on this machine (nginx on $(PORT), two web processes,
+#              a worker, PostgreSQL, Redis, the local engine), in the foreground; docs/deployment.md
 # make test  - lint, type-check and run the whole suite
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +11,7 @@ HOST ?= 127.0.0.1
 DEBUG ?= true
 export PORT DEBUG
 
-.PHONY: run test install lint format messages bench soak clean
+.PHONY: run run-scaled test install lint format messages bench soak clean
 
 $(BIN)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -24,12 +26,20 @@ run: install
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
+# honcho runs deploy/Procfile; data (PostgreSQL, nginx's files, the environment) stays in var/.
+run-scaled: install
+	$(BIN)/python -m deploy.scaled prepare --port $(PORT) --var var
+	$(BIN)/honcho -f var/Procfile -e var/run-scaled.env -d . start
+
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 0
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not topology"
+	# Again on a real PostgreSQL (and Redis), started and stopped by deploy/servers.py: the tests of
+	# locks, races, leases and crash recovery, and the topology tests (nginx, two web processes).
+	$(BIN)/python -m deploy.servers with -- $(BIN)/python -m pytest -m "postgresql or topology"
 
 lint: install
 	$(BIN)/ruff check --fix .

@@ -18,13 +18,17 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from realtime.auth.websocket import BrowserOriginValidator  # noqa: E402
+from realtime.proxy import TrustedProxyMiddleware  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # Browsers send Origin on WebSockets and no CORS protects them: refuse other sites' pages.
-        # A handshake without Origin is a server-side client; the consumers then require its key.
-        "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+# Outermost: the site sees the real client behind the trusted proxy (realtime/proxy.py).
+application = TrustedProxyMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # Browsers send Origin on WebSockets and no CORS protects them: refuse other sites' pages.
+            # A handshake without Origin is a server-side client; the consumers then require its key.
+            "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )

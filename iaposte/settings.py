@@ -127,6 +127,19 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Whether call setup and hangup use that thread (off only for tests sharing the runner's transaction).
 REALTIME_DB_THREAD = env.bool("REALTIME_DB_THREAD", default=True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool("DATABASE_POOL", default=True):
+    # A pool rather than CONN_MAX_AGE: under ASGI every request runs its sync code in a thread of
+    # its own (ThreadSensitiveContext), so per-thread persistent connections would be opened per
+    # request and never reused. The pool lends one connection per query batch, checked before it
+    # is lent, and bounds the backends one process holds (docs/deployment.md). Django refuses a
+    # pool beside persistent connections. DATABASE_POOL=false: CONN_MAX_AGE as for SQLite.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+        # A request waits this long for a free connection, then fails (503 through our handler).
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+    }
 if env.str("SQLITE_SYNCHRONOUS", default="NORMAL") not in ("NORMAL", "FULL"):
     raise ImproperlyConfigured("SQLITE_SYNCHRONOUS must be NORMAL or FULL.")
 DATABASES["default"].setdefault("TEST", {})
@@ -153,9 +166,14 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 if env.str("REDIS_URL", default=""):
+    # Redis pub/sub rather than channels_redis' list-per-channel layer: a push to the calls feed
+    # is one PUBLISH that each web process receives once and hands to its own subscribers,
+    # instead of one Redis write per subscriber (2,000 feeds timed out on the latter; see
+    # docs/benchmarks.md, "Scaled topology"). Pushes are not stored: a feed that is not
+    # connected has nothing to catch up on anyway.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [env.str("REDIS_URL")]},
         }
     }
@@ -189,6 +207,9 @@ REST_FRAMEWORK = {
     # X-Forwarded-For a client wrote itself must not pick its throttling bucket.
     "NUM_PROXIES": env.int("REALTIME_NUM_PROXIES", default=0),
 }
+# Addresses (or networks) of the reverse proxy in front (nginx): only from them is X-Real-IP
+# believed as the client's address (realtime/proxy.py). Empty: the socket's peer is the client.
+REALTIME_TRUSTED_PROXIES = env.list("REALTIME_TRUSTED_PROXIES", default=[])
 
 # Requests per period ("120/min", "10/s", "5000/day"); empty means unlimited. Read at request
 # time by realtime.throttling, so they can change without restarting the throttle classes.
@@ -199,7 +220,13 @@ REALTIME_THROTTLE_RATES = {
 }
 # Throttle counters live in the cache: per process by default, shared (redis://...) when several
 # web processes serve the API.
+# With REDIS_URL (scaled: several processes) and no CACHE_URL, the cache is that same Redis, so
+# every web process counts against the same throttle buckets.
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+if env.str("REDIS_URL", default="") and not env.str("CACHE_URL", default=""):
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.str("REDIS_URL"), "KEY_PREFIX": "iaposte"}
+    }
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = env.str("LOGIN_REDIRECT_URL", default="/realtime-api.html")

@@ -5,14 +5,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import OperationalError
 from django.http import Http404
 from django.utils.translation import gettext as _
+from redis.exceptions import RedisError
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
+
+logger = logging.getLogger(__name__)
 
 
 class RealtimeError(Exception):
@@ -122,13 +127,28 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "request": [str(detail)]}
 
 
+# Seconds a client told "too busy" (429, 503) waits before trying again, when nothing more precise is known.
+OVERLOAD_RETRY_AFTER = "1"
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Our shape for every error we expect; None for the rest, which DRF re-raises so that it
     reaches Django's 500 path (the `got_request_exception` signal, the `django.request` log, error
     trackers) and `handler500` answers in our shape."""
     set_rollback()
     if isinstance(exc, RealtimeError):
-        return _error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        error_headers = exc.headers
+        if exc.status in (429, 503) and "Retry-After" not in error_headers:
+            error_headers = {**error_headers, "Retry-After": OVERLOAD_RETRY_AFTER}
+        return _error_response(exc.status, exc.code, exc.message, exc.details, error_headers)
+    if isinstance(exc, (OperationalError, RedisError)):
+        # Past capacity (no free database connection in time), or the database or Redis (the
+        # shared cache: throttles) away: a retryable 503, never a 500. The transaction was
+        # rolled back above, so nothing is half-written.
+        logger.warning("Storage unavailable in %s: %s", context.get("view").__class__.__name__, exc)
+        return _error_response(
+            503, "service_unavailable", _("The service is busy; try again shortly."), headers={"Retry-After": OVERLOAD_RETRY_AFTER}
+        )
     if isinstance(exc, RequestDataTooBig):
         return _error_response(413, PayloadTooLarge.code, _("The request body is too large."))
     if isinstance(exc, drf.ValidationError):

@@ -359,3 +359,29 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope}:{self.key}"
+
+
+class Heartbeat(models.Model):
+    """A background loop saying it is alive: one row per process and role, overwritten on each beat.
+
+    Written by the monitor supervisors (role `monitors`, each tick) and the sweepers (role
+    `sweeper`, each pass); read by the health endpoint (realtime/health.py).
+    """
+
+    class Role(models.TextChoices):
+        MONITORS = "monitors", _("call monitors")
+        SWEEPER = "sweeper", _("sweeper")
+
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    owner = models.CharField(_("process"), max_length=100)
+    beat_at = models.DateTimeField(_("last beat"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("heartbeat")
+        verbose_name_plural = _("heartbeats")
+        constraints = [models.UniqueConstraint(fields=["role", "owner"], name="heartbeat_one_per_process")]
+        # "Who beat since t", "the last beat" and "forget old beats", per role: one index.
+        indexes = [models.Index(fields=["role", "beat_at"], name="heartbeat_role_beat")]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.owner}"

@@ -32,9 +32,9 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from . import services, upstream
+from . import health, services, upstream
 from .exceptions import CallStateConflict, UpstreamError
-from .models import Call, CallEvent
+from .models import Call, CallEvent, Heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ class Supervisor:
                 del self.monitors[pk]
                 if not task.cancelled() and task.exception() is not None:
                     logger.error("Monitor of call %s failed", pk, exc_info=task.exception())
+        await sync_to_async(health.beat)(Heartbeat.Role.MONITORS, self.owner)
         held = await sync_to_async(services.monitor_renew)(owner=self.owner, lease_seconds=self.lease, call_ids=list(self.monitors))
         for pk in set(self.monitors) - held:
             # Lost the lease (ended, or taken over after a stall): another monitor has it now.

@@ -30,9 +30,9 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from . import idempotency, services
+from . import health, idempotency, services
 from .exceptions import CallStateConflict
-from .models import Call, CallEvent, WebhookDelivery
+from .models import Call, CallEvent, Heartbeat, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,9 @@ async def sweep_once() -> SweepResult:
         result.hangups_retried += 1
     result.keys_forgotten = await sync_to_async(idempotency.forget_expired)(now=now)
     await sync_to_async(forget_webhook_deliveries)(now=now)
+    await sync_to_async(health.forget_old_beats)(now=now)
+    # Said after the pass, so a sweeper that keeps failing half-way shows as stopped.
+    await sync_to_async(health.beat)(Heartbeat.Role.SWEEPER)
     return result
 
 

@@ -4,6 +4,7 @@ from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
 from .api import CallViewSet, SipRouteViewSet, StatsViewSet, sip_webhook
+from .health import HealthView
 
 app_name = "realtime"
 
@@ -20,5 +21,9 @@ router = OptionalSlashRouter()
 router.register("calls", CallViewSet, basename="call")
 router.register("stats", StatsViewSet, basename="stats")
 router.register("sip/routes", SipRouteViewSet, basename="sip-route")
-# OpenAI's signed webhooks: a plain view, so the signature is checked on the raw body.
-urlpatterns = [re_path(r"^sip/webhook/?$", sip_webhook, name="sip-webhook"), *router.urls]
+urlpatterns = [
+    # OpenAI's signed webhooks: a plain view, so the signature is checked on the raw body.
+    re_path(r"^sip/webhook/?$", sip_webhook, name="sip-webhook"),
+    re_path(r"^health/?$", HealthView.as_view(), name="health"),
+    *router.urls,
+]

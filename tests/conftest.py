@@ -46,6 +46,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def database_url() -> str:
+    """The test database, as a URL for the servers the tests start (SQLite file or PostgreSQL)."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.postgresql":
+        return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return f"sqlite:///{db['NAME']}"
+
+
 def _port_of(url: str) -> int:
     return int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
 
@@ -61,7 +69,7 @@ def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, like
         "DJANGO_SETTINGS_MODULE": "iaposte.settings",
         "DEBUG": "true",
         "SECRET_KEY": "tests-only-not-secret",
-        "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
+        "DATABASE_URL": database_url(),
         "PORT": str(port),
         "LOCALREALTIME_PORT": str(engine_port),
         "OPENAI_API_KEY": "",
@@ -85,8 +93,9 @@ def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, like
     deadline = time.monotonic() + 30
     while True:
         try:
-            # Up once the API answers: 200 in local mode, 401 in production mode (no credentials).
-            if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code in (200, 401) and _engine_up(engine_url):
+            # Up once the API answers: 200 in local mode, 401 in production mode (no credentials),
+            # 429 when a test's low rate limit is spent by these very polls.
+            if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code in (200, 401, 429) and _engine_up(engine_url):
                 return Server(url=url, process=process, log=log, engine_url=engine_url)
         except httpx.HTTPError:
             pass
@@ -110,6 +119,41 @@ def stop_server(server: Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait(5)
+
+
+# The tests of what PostgreSQL does differently (the advisory-lock capacity check, conditional
+# UPDATE transitions under races, monitor leases, crash recovery): `make test` runs them a second
+# time on a real PostgreSQL (`-m postgresql`, DATABASE_URL set by deploy/servers.py).
+POSTGRESQL_FILES = {
+    "test_concurrency_limit.py",
+    "test_call_setup_race.py",
+    "test_api_end.py",
+    "test_idempotency.py",
+    "test_sweeper.py",
+    "test_realtime_worker.py",
+    "test_crash_recovery.py",
+    "test_health.py",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in POSTGRESQL_FILES:
+            item.add_marker(pytest.mark.postgresql)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_strays(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """On PostgreSQL, end the test database's other sessions before it is dropped: connections
+    opened by sync_to_async threads of async tests are never closed by Django."""
+    yield
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings
 
 from localrealtime.caller import Caller, QueuedAudioTrack
 from realtime.models import Call, CallEvent
 from realtime.monitor import SKIPPED
-from tests.conftest import ROOT
+from tests.conftest import ROOT, database_url
 from tests.polling import wait_until
 
 
@@ -30,7 +29,7 @@ def _start_worker(server: Any, log: Path) -> subprocess.Popen[bytes]:
         "DJANGO_SETTINGS_MODULE": "iaposte.settings",
         "DEBUG": "true",
         "SECRET_KEY": "tests-only-not-secret",
-        "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
+        "DATABASE_URL": database_url(),
         "OPENAI_API_KEY": "",
         "OPENAI_BASE_URL": server.engine_url,
         "REALTIME_MONITORS": "worker",

@@ -1,0 +1,26 @@
+"""bench/scaled.py still runs on the real topology (its --quick mode): the figures of the scaled
+goals in docs/benchmarks.md can be re-made."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = [pytest.mark.topology, pytest.mark.timeout(400)]
+
+
+def test_it_runs_every_scenario_of_the_scaled_benchmark():
+    result = subprocess.run([sys.executable, "bench/scaled.py", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=380)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])["summary"]
+    assert report["burst"]["runs"][0]["statuses"] == {"201": 10}
+    assert report["churn"]["5xx"] == 0 and report["churn"]["leaked_calls"] == 0 and report["churn"]["transport_errors"] == 0
+    assert report["body"]["status"] == 413 and report["body"]["others_during"]["failed"] == 0
+    assert report["slow"]["opened"] >= 30 and report["slow"]["others_during"]["failed"] == 0
+    assert report["fanout"]["subscribers"] == 20 and len(report["fanout"]["runs"]) == 1
