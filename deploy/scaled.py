@@ -13,6 +13,7 @@ the local engine, run by honcho from deploy/Procfile (`make run-scaled`; docs/de
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import re
 import secrets
@@ -94,6 +95,10 @@ def environment(var: Path, ports: Ports, extra: dict[str, str] | None = None) ->
         # The engine is another service, reached like OpenAI, with a key of its own.
         env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{ports.engine}/v1"
         env["LOCALREALTIME_API_KEY"] = os.environ.get("LOCALREALTIME_API_KEY") or f"sk-local-{secrets.token_hex(16)}"
+        # Its SIP side posts signed webhooks to the web processes through nginx, as OpenAI would.
+        secret = os.environ.get("LOCALREALTIME_WEBHOOK_SECRET") or "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        env["LOCALREALTIME_WEBHOOK_SECRET"] = env["OPENAI_WEBHOOK_SECRETS"] = secret
+        env["LOCALREALTIME_SIP_WEBHOOK_URL"] = f"http://127.0.0.1:{ports.public}/api/realtime/sip/webhook"
     env.update(extra or {})
     return env
 
