@@ -225,9 +225,12 @@ OPENAI_BASE_URL = env.str(
 # Seconds to wait for OpenAI to answer an SDP offer before giving up with a 504.
 OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=15.0)
 
-REALTIME_DEFAULT_MODEL = env.str("REALTIME_DEFAULT_MODEL", default="gpt-realtime")
+REALTIME_DEFAULT_MODEL = env.str("REALTIME_DEFAULT_MODEL", default="gpt-realtime-2.1")
 # The seed's (retired beta) model names, mapped to the GA model that serves them today.
 REALTIME_MODEL_ALIASES: dict[str, str] = {**catalogue.retired_aliases(), **env_json("REALTIME_MODEL_ALIASES", {})}
+# Model family -> the model a request naming it is sent to once OpenAI has shut it down (from
+# `realtime/catalogue.json`, extended or overridden here). A shut-down model without one is refused.
+REALTIME_MODEL_SUCCESSORS: dict[str, str] = {**catalogue.successors(), **env_json("REALTIME_MODEL_SUCCESSORS", {})}
 
 # Request and SDP caps: a browser offer is 3-6 KiB; anything far larger is abuse or a mistake.
 REALTIME_MAX_BODY_BYTES = env.int("REALTIME_MAX_BODY_BYTES", default=256 * 1024)

@@ -9,6 +9,7 @@ from django.utils.translation import gettext as _
 from django.views import defaults
 from django.views.i18n import JavaScriptCatalog
 
+from realtime import admin as realtime_admin
 from realtime import views as realtime_views
 from realtime.exceptions import error_body
 
@@ -23,6 +24,7 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/realtime/models/", admin.site.admin_view(realtime_admin.model_catalogue), name="admin-model-catalogue"),
     path("admin/", admin.site.urls),
     path("api/realtime/", include("realtime.urls")),
     path("realtime-api.html", realtime_views.demo, name="realtime-demo"),

@@ -14,7 +14,8 @@ from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -23,6 +24,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import selectors, services
+from .api import catalogue_view
 from .exceptions import CallStateConflict
 from .models import ApiKey, Call, CallEvent
 
@@ -243,3 +245,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
         revoked = services.api_key_revoke(queryset)
         message = ngettext("%(n)d API key revoked.", "%(n)d API keys revoked.", revoked) % {"n": revoked}
         self.message_user(request, message, messages.SUCCESS)
+
+
+STATUS_LABELS = {"available": _("Available"), "deprecated": _("Deprecated"), "shut_down": _("Shut down"), "retired": _("Retired (alias)")}
+
+
+def model_catalogue(request: HttpRequest) -> HttpResponse:
+    """The model catalogue, read-only: what `GET /api/realtime/models` shows integrators."""
+    view = catalogue_view()
+    models = [{**model, "status_label": STATUS_LABELS[model["status"]]} for model in view["models"]]
+    context = {**admin.site.each_context(request), "title": _("Model catalogue"), "models": models, "default_model": view["default_model"]}
+    return TemplateResponse(request, "admin/realtime/models.html", context)

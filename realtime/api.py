@@ -12,6 +12,7 @@ from typing import Any
 from adrf.viewsets import ViewSet
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -19,6 +20,7 @@ from rest_framework.response import Response
 
 from . import idempotency, selectors, services
 from .auth.authentication import request_principal
+from .catalogue import published
 from .exceptions import PayloadTooLarge
 from .pagination import CallPagination, EventPagination
 from .serializers import (
@@ -30,6 +32,15 @@ from .serializers import (
     TranscriptEntrySerializer,
     represent,
 )
+
+
+def catalogue_view() -> dict[str, Any]:
+    """The model catalogue with today's status of each model and the configured names."""
+    return {
+        "default_model": settings.REALTIME_DEFAULT_MODEL,
+        "aliases": settings.REALTIME_MODEL_ALIASES,
+        "models": published(today=timezone.now().date(), successors=settings.REALTIME_MODEL_SUCCESSORS),
+    }
 
 
 def _query(serializer_class: type, request: Request) -> dict[str, Any]:
@@ -102,6 +113,15 @@ class CallViewSet(ViewSet):
         entries = selectors.call_transcript(call=call)
         data = TranscriptEntrySerializer(entries, many=True).data
         return Response({"success": True, "call_id": call.call_id, "data": data, "count": len(entries)})
+
+
+class ModelViewSet(ViewSet):
+    """`GET /api/realtime/models`: the models we know, their prices, modalities and shutdown dates."""
+
+    view_is_async = False
+
+    def list(self, request: Request) -> Response:
+        return Response({"success": True, **catalogue_view()})
 
 
 class StatsViewSet(ViewSet):

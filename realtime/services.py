@@ -24,12 +24,14 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -110,6 +112,8 @@ def call_open(
         if session.notes:
             # What we could not pass on as asked (a seed model alias, temperature): noted, not hidden.
             payload["adjustments"] = session.notes
+        if session.warnings:
+            payload["warnings"] = session.warnings
         _record(call=call, event_type="call.created", actor=actor, data=payload, at=now, lifecycle=True)
     return call
 
@@ -176,7 +180,11 @@ def call_end(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data
     now = timezone.now()
     duration = max((now - call.created_at).total_seconds(), 0.0)
     with transaction.atomic():
-        changes = {"status": Call.Status.ENDED, "ended_at": now, "end_reason": reason, "duration_seconds": duration}
+        changes: dict[str, Any] = {"status": Call.Status.ENDED, "ended_at": now, "end_reason": reason, "duration_seconds": duration}
+        per_minute = pricing.duration_cost(call.upstream_model, duration)
+        if per_minute is not None:
+            # Models billed by the minute: the call's duration is its price (tokens cost nothing more).
+            changes["cost_usd"] = Coalesce(F("cost_usd"), Value(Decimal(0))) + per_minute
         if not _transition(call=call, allowed=Call.ENDABLE, changes=changes):
             call.refresh_from_db()
             raise CallStateConflict(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework.routers import SimpleRouter
 
-from .api import CallViewSet, StatsViewSet
+from .api import CallViewSet, ModelViewSet, StatsViewSet
 
 app_name = "realtime"
 
@@ -18,4 +18,5 @@ class OptionalSlashRouter(SimpleRouter):
 router = OptionalSlashRouter()
 router.register("calls", CallViewSet, basename="call")
 router.register("stats", StatsViewSet, basename="stats")
+router.register("models", ModelViewSet, basename="model")
 urlpatterns = router.urls
