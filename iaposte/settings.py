@@ -61,6 +61,8 @@ INSTALLED_APPS = [
     "servestatic.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "realtime",
     "localrealtime",
@@ -174,6 +176,7 @@ REST_FRAMEWORK = {
         "realtime.throttling.AnonymousThrottle",
     ],
     "EXCEPTION_HANDLER": "realtime.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "realtime.openapi.EnvelopeAutoSchema",
     "UNAUTHENTICATED_USER": None,
     # The client address is REMOTE_ADDR unless told how many proxies stand in front: an
     # X-Forwarded-For a client wrote itself must not pick its throttling bucket.
@@ -307,6 +310,20 @@ REALTIME_PRICING: dict[str, dict[str, float]] = {**catalogue.token_prices(), **e
 REALTIME_TRANSCRIPTION_PRICING: dict[str, dict[str, float]] = {
     **catalogue.transcription_prices(),
     **env_json("REALTIME_TRANSCRIPTION_PRICING", {}),
+}
+
+# The OpenAPI description (`realtime/openapi.py`); Swagger UI and Redoc from our own static files.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "IAPosteManager Realtime API",
+    "DESCRIPTION": "Brokers, records and supervises OpenAI Realtime calls. Errors: "
+    '`{"success": false, "error": {"code", "message", "details"}}`.',
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["realtime.openapi.seed_paths"],
 }
 
 # --- Browser-facing safety ----------------------------------------------------------------

@@ -18,7 +18,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from . import idempotency, selectors, services
+from . import idempotency, openapi, selectors, services
 from .auth.authentication import request_principal
 from .catalogue import published
 from .exceptions import PayloadTooLarge
@@ -49,7 +49,10 @@ def _query(serializer_class: type, request: Request) -> dict[str, Any]:
     return dict(serializer.validated_data)
 
 
+@openapi.calls
 class CallViewSet(ViewSet):
+    """Calls: create (SDP offer in, answer out), list, read, end, and their events and transcript."""
+
     lookup_field = "call_id"
     # Any character but "/": call ids are ours, but a lookup of anything else must reach the 404.
     lookup_value_regex = "[^/]+"
@@ -115,6 +118,7 @@ class CallViewSet(ViewSet):
         return Response({"success": True, "call_id": call.call_id, "data": data, "count": len(entries)})
 
 
+@openapi.models
 class ModelViewSet(ViewSet):
     """`GET /api/realtime/models`: the models we know, their prices, modalities and shutdown dates."""
 
@@ -124,7 +128,10 @@ class ModelViewSet(ViewSet):
         return Response({"success": True, **catalogue_view()})
 
 
+@openapi.stats
 class StatsViewSet(ViewSet):
+    """Counts, durations, usage and cost of the calls the caller may see."""
+
     view_is_async = False
 
     def list(self, request: Request) -> Response:
