@@ -108,5 +108,6 @@ def test_it_conforms_to_its_schema_on_the_real_server(asgi_server: Any) -> None:
             failures.append(f"{operation.label}: {exc}")
         tried += 1
 
-    assert tried == 8
+    described = yaml.safe_load(CHECKED_IN.read_text(encoding="utf-8"))["paths"]
+    assert tried == sum(len(operations) for operations in described.values()) >= 8
     assert failures == []
