@@ -63,6 +63,8 @@ INSTALLED_APPS = [
     "servestatic.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "realtime",
     "localrealtime",
@@ -202,6 +204,7 @@ REST_FRAMEWORK = {
         "realtime.throttling.AnonymousThrottle",
     ],
     "EXCEPTION_HANDLER": "realtime.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "realtime.openapi.EnvelopeAutoSchema",
     "UNAUTHENTICATED_USER": None,
     # The client address is REMOTE_ADDR unless told how many proxies stand in front: an
     # X-Forwarded-For a client wrote itself must not pick its throttling bucket.
@@ -267,9 +270,12 @@ OPENAI_BASE_URL = env.str(
 # Seconds to wait for OpenAI to answer an SDP offer before giving up with a 504.
 OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=15.0)
 
-REALTIME_DEFAULT_MODEL = env.str("REALTIME_DEFAULT_MODEL", default="gpt-realtime")
+REALTIME_DEFAULT_MODEL = env.str("REALTIME_DEFAULT_MODEL", default="gpt-realtime-2.1")
 # The seed's (retired beta) model names, mapped to the GA model that serves them today.
 REALTIME_MODEL_ALIASES: dict[str, str] = {**catalogue.retired_aliases(), **env_json("REALTIME_MODEL_ALIASES", {})}
+# Model family -> the model a request naming it is sent to once OpenAI has shut it down (from
+# `realtime/catalogue.json`, extended or overridden here). A shut-down model without one is refused.
+REALTIME_MODEL_SUCCESSORS: dict[str, str] = {**catalogue.successors(), **env_json("REALTIME_MODEL_SUCCESSORS", {})}
 
 # Request and SDP caps: a browser offer is 3-6 KiB; anything far larger is abuse or a mistake.
 REALTIME_MAX_BODY_BYTES = env.int("REALTIME_MAX_BODY_BYTES", default=256 * 1024)
@@ -380,6 +386,20 @@ REALTIME_PRICING: dict[str, dict[str, float]] = {**catalogue.token_prices(), **e
 REALTIME_TRANSCRIPTION_PRICING: dict[str, dict[str, float]] = {
     **catalogue.transcription_prices(),
     **env_json("REALTIME_TRANSCRIPTION_PRICING", {}),
+}
+
+# The OpenAPI description (`realtime/openapi.py`); Swagger UI and Redoc from our own static files.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "IAPosteManager Realtime API",
+    "DESCRIPTION": "Brokers, records and supervises OpenAI Realtime calls. Errors: "
+    '`{"success": false, "error": {"code", "message", "details"}}`.',
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["realtime.openapi.seed_paths"],
 }
 
 # --- Browser-facing safety ----------------------------------------------------------------

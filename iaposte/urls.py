@@ -8,7 +8,9 @@ from django.urls import include, path
 from django.utils.translation import gettext as _
 from django.views import defaults
 from django.views.i18n import JavaScriptCatalog
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
+from realtime import admin as realtime_admin
 from realtime import views as realtime_views
 from realtime.exceptions import error_body
 
@@ -23,8 +25,13 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/realtime/models/", admin.site.admin_view(realtime_admin.model_catalogue), name="admin-model-catalogue"),
     path("admin/", admin.site.urls),
     path("api/realtime/", include("realtime.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # The split view serves its start-up script as a file: our CSP allows no inline script.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("realtime-api.html", realtime_views.demo, name="realtime-demo"),
     # The demo page's translations (served here, never from a CDN) and its language switch.
     path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),

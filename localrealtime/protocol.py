@@ -15,7 +15,7 @@ from typing import Any
 MODELS = frozenset(
     "gpt-realtime gpt-realtime-2025-08-28 gpt-realtime-1.5 gpt-realtime-2 gpt-realtime-2.1 gpt-realtime-2.1-mini "
     "gpt-realtime-mini gpt-realtime-mini-2025-10-06 gpt-realtime-mini-2025-12-15 gpt-audio-1.5 gpt-audio-mini "
-    "gpt-audio-mini-2025-10-06 gpt-audio-mini-2025-12-15".split()
+    "gpt-audio-mini-2025-10-06 gpt-audio-mini-2025-12-15 gpt-realtime-translate".split()
 )
 VOICES = frozenset("alloy ash ballad coral echo sage shimmer verse marin cedar".split())
 SESSION_KEYS = frozenset(

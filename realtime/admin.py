@@ -19,7 +19,8 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import Combinable
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -30,6 +31,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework.exceptions import ValidationError
 
 from . import counters, selectors, services
+from .api import catalogue_view
 from .exceptions import CallStateConflict, RealtimeError
 from .models import ApiKey, Call, CallEvent, SipRoute
 from .serializers import ROUTE_FIELDS, TransferInputSerializer, validate_route_session
@@ -432,3 +434,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
         revoked = services.api_key_revoke(queryset)
         message = ngettext("%(n)d API key revoked.", "%(n)d API keys revoked.", revoked) % {"n": revoked}
         self.message_user(request, message, messages.SUCCESS)
+
+
+STATUS_LABELS = {"available": _("Available"), "deprecated": _("Deprecated"), "shut_down": _("Shut down"), "retired": _("Retired (alias)")}
+
+
+def model_catalogue(request: HttpRequest) -> HttpResponse:
+    """The model catalogue, read-only: what `GET /api/realtime/models` shows integrators."""
+    view = catalogue_view()
+    models = [{**model, "status_label": STATUS_LABELS[model["status"]]} for model in view["models"]]
+    context = {**admin.site.each_context(request), "title": _("Model catalogue"), "models": models, "default_model": view["default_model"]}
+    return TemplateResponse(request, "admin/realtime/models.html", context)

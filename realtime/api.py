@@ -12,6 +12,7 @@ from typing import Any
 from adrf.viewsets import ViewSet
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.decorators import action
@@ -19,8 +20,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
-from . import idempotency, selectors, services, sip
+from . import idempotency, openapi, selectors, services, sip
 from .auth.authentication import request_principal
+from .catalogue import published
 from .exceptions import PayloadTooLarge, RealtimeError, error_body
 from .models import SipRoute
 from .pagination import CallPagination, EventPagination
@@ -39,13 +41,25 @@ from .serializers import (
 )
 
 
+def catalogue_view() -> dict[str, Any]:
+    """The model catalogue with today's status of each model and the configured names."""
+    return {
+        "default_model": settings.REALTIME_DEFAULT_MODEL,
+        "aliases": settings.REALTIME_MODEL_ALIASES,
+        "models": published(today=timezone.now().date(), successors=settings.REALTIME_MODEL_SUCCESSORS),
+    }
+
+
 def _query(serializer_class: type, request: Request) -> dict[str, Any]:
     serializer = serializer_class(data=request.query_params)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
 
 
+@openapi.calls
 class CallViewSet(ViewSet):
+    """Calls: create (SDP offer in, answer out), list, read, end, and their events and transcript."""
+
     lookup_field = "call_id"
     # Any character but "/": call ids are ours, but a lookup of anything else must reach the 404.
     lookup_value_regex = "[^/]+"
@@ -129,7 +143,20 @@ class CallViewSet(ViewSet):
         return Response({"success": True, "call_id": call.call_id, "data": data, "count": len(entries)})
 
 
+@openapi.models
+class ModelViewSet(ViewSet):
+    """`GET /api/realtime/models`: the models we know, their prices, modalities and shutdown dates."""
+
+    view_is_async = False
+
+    def list(self, request: Request) -> Response:
+        return Response({"success": True, **catalogue_view()})
+
+
+@openapi.stats
 class StatsViewSet(ViewSet):
+    """Counts, durations, usage and cost of the calls the caller may see."""
+
     view_is_async = False
 
     def list(self, request: Request) -> Response:

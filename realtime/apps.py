@@ -8,3 +8,6 @@ class RealtimeConfig(AppConfig):
     name = "realtime"
     verbose_name = _("Realtime calls")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)

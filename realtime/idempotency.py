@@ -82,7 +82,7 @@ async def _create(principal: Principal, offer: str, session: SessionConfig) -> A
     call = await services.call_create(
         offer=offer, session=session, actor=principal.actor, api_key=principal.api_key, data=principal.audit()
     )
-    return Answer(201, created_body(call), {})
+    return Answer(201, created_body(call, warnings=session.warnings), {})
 
 
 def scope_for(principal: Principal) -> str:

@@ -24,6 +24,14 @@ def prices_for(model: str) -> dict[str, float] | None:
     return _lookup(settings.REALTIME_PRICING, model)
 
 
+def duration_cost(model: str, seconds: float) -> Decimal | None:
+    """USD for a call of `seconds` on a model billed by the minute, or None for other models."""
+    prices = prices_for(model)
+    if prices is None or "per_minute" not in prices:
+        return None
+    return (Decimal(str(seconds)) / 60 * Decimal(str(prices["per_minute"]))).quantize(Decimal("0.000001"))
+
+
 def _n(details: dict[str, Any] | None, key: str) -> int:
     value = (details or {}).get(key) or 0
     return int(value) if isinstance(value, (int, float)) else 0

@@ -180,9 +180,13 @@ class CallCreatedSerializer(serializers.ModelSerializer):
         return {"model": call.model, "voice": call.voice, "modalities": call.modalities}
 
 
-def created_body(call: Call) -> dict[str, Any]:
-    """The body of a 201 to POST /api/realtime/calls (stored as such for idempotent replays)."""
-    return {"success": True, **represent(CallCreatedSerializer, call)}
+def created_body(call: Call, *, warnings: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The body of a 201 to POST /api/realtime/calls (stored as such for idempotent replays),
+    with `warnings` (a model OpenAI will shut down) only when there are some."""
+    body = {"success": True, **represent(CallCreatedSerializer, call)}
+    if warnings:
+        body["warnings"] = warnings
+    return body
 
 
 class CallEventSerializer(serializers.ModelSerializer):

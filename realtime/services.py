@@ -33,7 +33,8 @@ from typing import Any, ParamSpec, TypeVar
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -172,6 +173,8 @@ def call_open(
         if session.notes:
             # What we could not pass on as asked (a seed model alias, temperature): noted, not hidden.
             payload["adjustments"] = session.notes
+        if session.warnings:
+            payload["warnings"] = session.warnings
         tally = Tally(call.api_key_id).opened(call)
         _record(call=call, event_type=event_type, actor=actor, data=payload, at=now, lifecycle=True, tally=tally)
     return call
@@ -246,7 +249,12 @@ def call_end(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data
     now = timezone.now()
     duration = max((now - call.created_at).total_seconds(), 0.0)
     with transaction.atomic():
-        changes = {"status": Call.Status.ENDED, "ended_at": now, "end_reason": reason, "duration_seconds": duration}
+        changes: dict[str, Any] = {"status": Call.Status.ENDED, "ended_at": now, "end_reason": reason, "duration_seconds": duration}
+        per_minute = pricing.duration_cost(call.upstream_model, duration)
+        if per_minute is not None:
+            # Models billed by the minute: the call's duration is its price (tokens cost nothing more).
+            changes["cost_usd"] = Coalesce(F("cost_usd"), Value(Decimal(0))) + per_minute
+        cost_before = call.cost_usd
         old = _transition(call=call, allowed=Call.ENDABLE, changes=changes)
         if old is None:
             call.status = Call.objects.values_list("status", flat=True).get(pk=call.pk)
@@ -256,6 +264,10 @@ def call_end(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data
             )
         payload = {"reason": reason, "duration_seconds": round(duration), **(data or {})}
         tally = Tally(call.api_key_id).moved(old=old, new=Call.Status.ENDED, end_reason=reason, duration=duration)
+        if per_minute is not None:
+            # The call holds the value, not the expression the UPDATE added it with.
+            call.cost_usd = (cost_before or Decimal(0)) + per_minute
+            tally.usage(upstream_model=call.upstream_model, input_tokens=0, output_tokens=0, cost_micros=micros(per_minute))
         _record(call=call, event_type="call.ended", actor=actor, data=payload, at=now, lifecycle=True, tally=tally)
     return call
 

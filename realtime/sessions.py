@@ -6,7 +6,9 @@ The beta names map as: `modalities` -> `output_modalities` (GA allows exactly on
 `max_response_output_tokens` -> `max_output_tokens`, `input_audio_format`/`output_audio_format`/
 `input_audio_transcription`/`turn_detection` -> `audio.input|output.*`. `temperature` no longer
 exists upstream: it is validated, kept on the call and noted, never sent. Seed model names are
-mapped through `settings.REALTIME_MODEL_ALIASES`.
+mapped through `settings.REALTIME_MODEL_ALIASES`. A model (realtime or transcription) past the
+shutdown date in the catalogue is sent as its successor (`settings.REALTIME_MODEL_SUCCESSORS`) and
+noted, or refused when it has none; before that date it is sent as asked, with a warning.
 
 Validation is pydantic's (`SessionInput`: strict types, unknown keys refused, bounds, unions
 picked by their `type` or by the value's kind); its first error becomes our `InvalidInput`, naming
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from django.conf import settings
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from pydantic import (
     MISSING,
@@ -38,7 +41,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
-from .catalogue import DEFAULT_VOICE, GA_MODELS, TRANSCRIPTION_MODELS, VOICES
+from .catalogue import DEFAULT_VOICE, GA_MODELS, SHUTDOWNS, TRANSCRIPTION_MODELS, VOICES
 from .exceptions import InvalidInput
 
 __all__ = ["DEFAULT_VOICE", "GA_MODELS", "VOICES", "SessionConfig", "SessionInput", "parse_session", "session_json_schema"]
@@ -64,6 +67,8 @@ class SessionConfig:
     max_output_tokens: int | None
     upstream: dict[str, Any]
     notes: list[dict[str, Any]] = field(default_factory=list)
+    # Models named that OpenAI will shut down: told to the caller in the answer and in call.created.
+    warnings: list[dict[str, Any]] = field(default_factory=list)
     # Ours, not OpenAI's: the call's own time limit (None: settings.REALTIME_MAX_DURATION_SECONDS).
     max_duration_seconds: int | None = None
 
@@ -514,10 +519,43 @@ def parse_session(raw: Any) -> SessionConfig:
     return translate(raw, session)
 
 
+def _serve(model: str, path: str, notes: list[dict[str, Any]], warnings: list[dict[str, Any]]) -> str:
+    """The model to send for `model` today: itself, or its successor once OpenAI has shut it down.
+
+    `path` names the field in the session (GA shape). Today is the server's UTC date.
+    """
+    shutdown = SHUTDOWNS.get(model)
+    if shutdown is None:
+        return model
+    successor: str | None = settings.REALTIME_MODEL_SUCCESSORS.get(shutdown.family)
+    date = shutdown.date.isoformat()
+    if timezone.now().date() >= shutdown.date:
+        if successor is None:
+            raise InvalidInput(
+                f"session.{path}",
+                _("'%(model)s' was shut down by OpenAI on %(date)s; choose another model.") % {"model": model, "date": date},
+                code="model_shut_down",
+            )
+        notes.append({"field": path, "requested": model, "sent": successor, "reason": "model_shut_down"})
+        return successor
+    message = _("'%(model)s' will be shut down by OpenAI on %(date)s.") % {"model": model, "date": date}
+    if successor is not None:
+        message += " " + _("From that day, '%(successor)s' will serve it.") % {"successor": successor}
+    warnings.append(
+        {"code": "model_deprecated", "field": path, "model": model, "shutdown_date": date, "successor": successor, "message": message}
+    )
+    return model
+
+
 def translate(requested: Any, session: dict[str, Any]) -> SessionConfig:
     """The GA session (and what we record) for a valid session in either shape."""
+    notes: list[dict[str, Any]] = []
+    warnings: list[dict[str, Any]] = []
     model = session.get("model", settings.REALTIME_DEFAULT_MODEL)
-    upstream_model = settings.REALTIME_MODEL_ALIASES.get(model, model)
+    aliased = settings.REALTIME_MODEL_ALIASES.get(model, model)
+    if model != aliased:
+        notes.append({"field": "model", "requested": model, "sent": aliased, "reason": "model_alias"})
+    upstream_model = _serve(aliased, "model", notes, warnings)
     if "modalities" in session:
         modalities = session["modalities"]
         output_modalities = ["audio"] if "audio" in modalities else ["text"]
@@ -533,6 +571,13 @@ def translate(requested: Any, session: dict[str, Any]) -> SessionConfig:
             value = session[beta]
             _set_path(audio, ga.removeprefix("audio."), BETA_AUDIO_FORMATS.get(value, value) if beta.endswith("_format") else value)
     audio.setdefault("output", {}).setdefault("voice", DEFAULT_VOICE)
+    transcription = (audio.get("input") or {}).get("transcription")
+    if isinstance(transcription, dict) and "model" in transcription:
+        # A new dict: a beta session's transcription object is the validated input's own.
+        audio["input"]["transcription"] = {
+            **transcription,
+            "model": _serve(transcription["model"], "audio.input.transcription.model", notes, warnings),
+        }
     upstream["audio"] = audio
     voice_value = audio["output"]["voice"]
     voice = voice_value if isinstance(voice_value, str) else voice_value["id"]
@@ -544,9 +589,6 @@ def translate(requested: Any, session: dict[str, Any]) -> SessionConfig:
         if key in session:
             upstream[key] = session[key]
 
-    notes: list[dict[str, Any]] = []
-    if model != upstream_model:
-        notes.append({"field": "model", "requested": model, "sent": upstream_model, "reason": "model_alias"})
     if "temperature" in session:
         notes.append({"field": "temperature", "requested": session["temperature"], "sent": None, "reason": "not_supported_upstream"})
     if "max_duration_seconds" in session:
@@ -567,5 +609,6 @@ def translate(requested: Any, session: dict[str, Any]) -> SessionConfig:
         max_output_tokens=max_tokens if isinstance(max_tokens, int) else None,
         upstream=upstream,
         notes=notes,
+        warnings=warnings,
         max_duration_seconds=session.get("max_duration_seconds"),
     )

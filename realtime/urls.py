@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from .api import CallViewSet, SipRouteViewSet, StatsViewSet, sip_webhook
+from .api import CallViewSet, ModelViewSet, SipRouteViewSet, StatsViewSet, sip_webhook
 from .health import HealthView
 
 app_name = "realtime"
@@ -21,6 +21,7 @@ router = OptionalSlashRouter()
 router.register("calls", CallViewSet, basename="call")
 router.register("stats", StatsViewSet, basename="stats")
 router.register("sip/routes", SipRouteViewSet, basename="sip-route")
+router.register("models", ModelViewSet, basename="model")
 urlpatterns = [
     # OpenAI's signed webhooks: a plain view, so the signature is checked on the raw body.
     re_path(r"^sip/webhook/?$", sip_webhook, name="sip-webhook"),

@@ -80,7 +80,7 @@ def test_it_returns_one_call_in_the_seed_shape(api, sdp_offer):
         "duration_seconds": None,
     }
     assert body["call"]["created_at"] == int(call.created_at.timestamp())
-    assert body["call"]["upstream_model"] == "gpt-realtime"
+    assert body["call"]["upstream_model"] == "gpt-realtime-2.1"
 
 
 @pytest.mark.parametrize("path", ["/api/realtime/calls/call_doesnotexist", "/api/realtime/calls/call_doesnotexist/"])

@@ -48,7 +48,7 @@ def test_it_creates_a_call_from_the_seed_json_example(api, sdp_offer, pushes):
     assert call.session_requested == SEED_SESSION
     assert call.session_upstream == {
         "type": "realtime",
-        "model": "gpt-realtime",
+        "model": "gpt-realtime-2.1",
         "output_modalities": ["audio"],
         "audio": {"output": {"voice": "alloy"}},
         "instructions": "Tu es un assistant vocal utile.",
@@ -81,7 +81,7 @@ def test_it_accepts_the_offer_as_an_uploaded_file(api, sdp_offer):
     response = api.post("/api/realtime/calls", {"sdp": upload}, format="multipart")
 
     assert response.status_code == 201
-    assert response.json()["session"] == {"model": "gpt-realtime", "voice": "alloy", "modalities": ["text", "audio"]}
+    assert response.json()["session"] == {"model": "gpt-realtime-2.1", "voice": "alloy", "modalities": ["text", "audio"]}
 
 
 @pytest.mark.upstream

@@ -61,7 +61,7 @@ def test_it_scopes_stats_to_the_key(make_key, make_call):
 
     assert stats["total_calls"] == 1
     assert stats["total_events"] == 1
-    assert stats["calls_by_model"] == {"gpt-realtime": 1}
+    assert stats["calls_by_model"] == {"gpt-realtime-2.1": 1}
 
 
 @pytest.mark.parametrize(("method", "suffix"), [("get", ""), ("get", "/events"), ("get", "/transcript"), ("delete", "")])

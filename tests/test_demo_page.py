@@ -32,7 +32,7 @@ def test_it_serves_the_page_with_its_configuration(client, settings):
     # It should set the CSRF cookie, so the page's POST/DELETE carry X-CSRFToken.
     assert response.cookies["csrftoken"].value
     assert 'id="call-form"' in html
-    assert '<option value="gpt-realtime" selected>' in html
+    assert '<option value="gpt-realtime-2.1" selected>' in html
     assert '<option value="alloy" selected>' in html
     # Everything is served from here: no third-party host.
     assert not re.search(r'(src|href)="(https?:)?//', html)

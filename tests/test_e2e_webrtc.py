@@ -44,7 +44,7 @@ def test_it_connects_a_real_webrtc_call_echoes_audio_and_ends_it(asgi_server):
     result = asyncio.run(scenario())
 
     assert result["first_event"]["type"] == "session.created"
-    assert result["first_event"]["session"]["model"] == "gpt-realtime"
+    assert result["first_event"]["session"]["model"] == "gpt-realtime-2.1"
     assert result["first_event"]["session"]["audio"]["output"]["voice"] == "alloy"
     call = Call.objects.get(call_id=result["call_id"])
     assert (call.status, call.end_reason) == (Call.Status.ENDED, Call.EndReason.API_HANGUP)

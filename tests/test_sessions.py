@@ -25,7 +25,7 @@ def test_it_translates_the_seeds_complete_example():
 
     assert config.upstream == {
         "type": "realtime",
-        "model": "gpt-realtime",
+        "model": "gpt-realtime-2.1",
         "output_modalities": ["audio"],
         "audio": {"output": {"voice": "shimmer"}},
         "max_output_tokens": 4096,
@@ -38,10 +38,10 @@ def test_it_translates_the_seeds_complete_example():
 def test_it_uses_the_seeds_defaults_when_nothing_is_given():
     config = parse_session(None)
 
-    assert (config.model, config.voice, config.modalities) == ("gpt-realtime", "alloy", ["text", "audio"])
+    assert (config.model, config.voice, config.modalities) == ("gpt-realtime-2.1", "alloy", ["text", "audio"])
     assert config.upstream == {
         "type": "realtime",
-        "model": "gpt-realtime",
+        "model": "gpt-realtime-2.1",
         "output_modalities": ["audio"],
         "audio": {"output": {"voice": "alloy"}},
     }
