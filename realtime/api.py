@@ -185,6 +185,7 @@ async def sip_webhook(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"success": True, "result": result})
 
 
+@openapi.sip_routes
 class SipRouteViewSet(GenericViewSet):
     """`/api/realtime/sip/routes`: the ordered routes that decide incoming phone calls (operators only)."""
 

@@ -36,6 +36,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import openapi
 from .auth.principals import Principal
 from .models import Heartbeat
 
@@ -171,6 +172,7 @@ class HealthView(APIView):
     # Probes come often and from the proxy's address; their cost is bounded by the cached probe.
     throttle_classes: list[type] = []
 
+    @openapi.health
     def get(self, request: Request) -> Response:
         body = report()
         code = 200 if body["status"] == "ok" else 503

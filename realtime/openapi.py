@@ -15,7 +15,16 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers
 
-from .serializers import CallCreatedSerializer, CallCreateInputSerializer, CallEventSerializer, CallSerializer, TranscriptEntrySerializer
+from .serializers import (
+    CallCreatedSerializer,
+    CallCreateInputSerializer,
+    CallEventSerializer,
+    CallSerializer,
+    SipRouteInputSerializer,
+    SipRouteSerializer,
+    TranscriptEntrySerializer,
+    TransferInputSerializer,
+)
 
 SEED_SESSION = {
     "model": "gpt-4o-realtime-preview",
@@ -258,8 +267,52 @@ calls = extend_schema_view(
         responses={200: EventPage, **BAD_QUERY, **NOT_FOUND, **COMMON_ERRORS},
     ),
     transcript=extend_schema(summary="A call's transcript", responses={200: Transcript, **NOT_FOUND, **COMMON_ERRORS}),
+    transfer=extend_schema(
+        summary="Transfer a phone call",
+        description="Sends a SIP REFER through OpenAI (target `sip:` or `tel:`); the call ends when the caller leaves.",
+        request=TransferInputSerializer,
+        responses={
+            200: CallEnded,
+            400: _error("A bad target.", "invalid_request", "target_uri: give a sip: or tel: URI.", {"field": "target_uri"}),
+            409: _error(
+                "Not an active phone call.", "call_not_active", "Only an active phone call can be transferred.", {"call_id": "call_1"}
+            ),
+            **NOT_FOUND,
+            **COMMON_ERRORS,
+        },
+    ),
 )
 stats = extend_schema_view(list=extend_schema(operation_id="realtime_stats", summary="Statistics", responses={200: Stats, **COMMON_ERRORS}))
+health = extend_schema(
+    operation_id="realtime_health",
+    summary="Health",
+    description="Each component and whether it works (only the overall status for anonymous callers outside local mode); 503 when one does not.",
+    responses={
+        200: _envelope("Health", status=serializers.CharField(), components=serializers.DictField(required=False)),
+        503: _envelope("Unhealthy", status=serializers.CharField(), components=serializers.DictField(required=False)),
+    },
+)
+RoutePage = _envelope("SipRoutePage", data=SipRouteSerializer(many=True), count=serializers.IntegerField())
+Route = _envelope("SipRouteEnvelope", route=SipRouteSerializer())
+ROUTE_NOT_FOUND = {404: _error("No such route.", "not_found", "Not found.")}
+sip_routes = extend_schema_view(
+    list=extend_schema(operation_id="realtime_sip_routes_list", summary="SIP routes", responses={200: RoutePage, **COMMON_ERRORS}),
+    retrieve=extend_schema(summary="One SIP route", responses={200: Route, **ROUTE_NOT_FOUND, **COMMON_ERRORS}),
+    create=extend_schema(
+        summary="Add a SIP route",
+        request=SipRouteInputSerializer,
+        responses={201: Route, 400: _error("A bad route.", "invalid_request", "name: required."), **COMMON_ERRORS},
+    ),
+    partial_update=extend_schema(
+        summary="Change a SIP route",
+        request=SipRouteInputSerializer,
+        responses={200: Route, 400: _error("A bad route.", "invalid_request", "name: required."), **ROUTE_NOT_FOUND, **COMMON_ERRORS},
+    ),
+    destroy=extend_schema(
+        summary="Delete a SIP route",
+        responses={200: _envelope("RouteDeleted", message=serializers.CharField()), **ROUTE_NOT_FOUND, **COMMON_ERRORS},
+    ),
+)
 models = extend_schema_view(
     list=extend_schema(operation_id="realtime_models_list", summary="The model catalogue", responses={200: Models, **COMMON_ERRORS})
 )
