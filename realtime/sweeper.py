@@ -77,10 +77,10 @@ def claim_hangup_retries(*, now: datetime, limit: int = 50) -> list[Call]:
     unconfirmed = Q(status__in=(Call.Status.ENDED, Call.Status.FAILED), upstream_closed_at__isnull=True) & ~Q(upstream_id="")
     grace = max(HANGUP_GRACE_SECONDS, settings.OPENAI_TIMEOUT + 5)
     due = Q(hangup_retry_at__lte=now) | Q(hangup_retry_at__isnull=True, ended_at__lt=now - timedelta(seconds=grace))
-    # Spelled for the partial index call_hangup_retry_idx (calls whose upstream side is open): no
-    # status term, which planners would rather answer from the status index, scanning every ended
-    # call. `due` already implies an ended call (ended_at, or a retry time set after an end).
-    open_upstream = Q(upstream_closed_at__isnull=True, upstream_id__gt="")
+    # Spelled for the partial index call_hangup_retry_idx (ended calls whose upstream side is
+    # open): no status term, which planners would rather answer from the status index, scanning
+    # every ended call; "ended" is said by ended_at, as in the index's condition.
+    open_upstream = Q(upstream_closed_at__isnull=True, ended_at__isnull=False, upstream_id__gt="")
     candidates = list(Call.objects.filter(open_upstream & due).values_list("pk", "hangup_retry_at")[:limit])
     claimed: list[Call] = []
     for pk, seen in candidates:
