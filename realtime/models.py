@@ -186,7 +186,7 @@ class Call(models.Model):
             # upstream id and sort first, so `upstream_id > ''` skips them with one seek. The
             # condition has no parameter, so SQLite can prove a query implies it.
             models.Index(
-                fields=["upstream_id", "hangup_retry_at"],
+                fields=["upstream_id", "hangup_retry_at", "ended_at"],
                 condition=models.Q(upstream_closed_at__isnull=True, ended_at__isnull=False),
                 name="call_hangup_retry_idx",
             ),

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from . import services
@@ -72,16 +72,22 @@ def due_calls(*, now: datetime) -> list[tuple[Call, str, dict[str, int]]]:
     return due
 
 
-def claim_hangup_retries(*, now: datetime, limit: int = 50) -> list[Call]:
-    """Ended calls whose upstream hangup is unconfirmed and due again, claimed for this sweeper."""
-    unconfirmed = Q(status__in=(Call.Status.ENDED, Call.Status.FAILED), upstream_closed_at__isnull=True) & ~Q(upstream_id="")
+def due_hangups(*, now: datetime) -> QuerySet[Call]:
+    """Ended calls whose upstream hangup is unconfirmed and due (again)."""
     grace = max(HANGUP_GRACE_SECONDS, settings.OPENAI_TIMEOUT + 5)
     due = Q(hangup_retry_at__lte=now) | Q(hangup_retry_at__isnull=True, ended_at__lt=now - timedelta(seconds=grace))
     # Spelled for the partial index call_hangup_retry_idx (ended calls whose upstream side is
     # open): no status term, which planners would rather answer from the status index, scanning
     # every ended call; "ended" is said by ended_at, as in the index's condition.
     open_upstream = Q(upstream_closed_at__isnull=True, ended_at__isnull=False, upstream_id__gt="")
-    candidates = list(Call.objects.filter(open_upstream & due).values_list("pk", "hangup_retry_at")[:limit])
+    # No order: the first `limit` found are claimed (the model's newest-first order would sort them all).
+    return Call.objects.filter(open_upstream & due).order_by()
+
+
+def claim_hangup_retries(*, now: datetime, limit: int = 50) -> list[Call]:
+    """Ended calls whose upstream hangup is unconfirmed and due again, claimed for this sweeper."""
+    unconfirmed = Q(status__in=(Call.Status.ENDED, Call.Status.FAILED), upstream_closed_at__isnull=True) & ~Q(upstream_id="")
+    candidates = list(due_hangups(now=now).values_list("pk", "hangup_retry_at")[:limit])
     claimed: list[Call] = []
     for pk, seen in candidates:
         # Conditional on the value seen: if another sweeper claimed it since, this updates nothing.
