@@ -183,12 +183,14 @@ class Call(models.Model):
             models.Index(fields=["api_key", "-created_at", "-id"], name="call_key_recent_idx"),
             # monitors claiming active calls whose lease is free or expired (services.monitor_claim).
             models.Index(fields=["monitor_lease_until"], condition=models.Q(status="active"), name="call_monitor_claim_idx"),
-            # the sweeper: calls with an upstream side not yet closed (live calls and unconfirmed
-            # hangups: few, whatever the history). Calls that never reached upstream have no
+            # the sweeper: ended calls whose upstream side is not confirmed closed (unconfirmed
+            # hangups: few, whatever the history). Ended calls that never reached upstream have no
             # upstream id and sort first, so `upstream_id > ''` skips them with one seek. The
             # condition has no parameter, so SQLite can prove a query implies it.
             models.Index(
-                fields=["upstream_id", "hangup_retry_at"], condition=models.Q(upstream_closed_at__isnull=True), name="call_hangup_retry_idx"
+                fields=["upstream_id", "hangup_retry_at", "ended_at"],
+                condition=models.Q(upstream_closed_at__isnull=True, ended_at__isnull=False),
+                name="call_hangup_retry_idx",
             ),
             # the admin's cost column, sorted.
             models.Index(fields=["cost_usd"], name="call_cost_idx"),

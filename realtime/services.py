@@ -516,20 +516,30 @@ def monitor_claim(*, owner: str, lease_seconds: float, limit: int) -> list[Claim
     return [Claimed(call, previous) for call, previous in claimed]
 
 
-def hangup_retry_claim(*, now: datetime, grace_seconds: float, claim_seconds: float, limit: int) -> list[Call]:
-    """Ended calls whose upstream hangup is unconfirmed and due again, claimed for one retry.
+def _hangup_due(*, now: datetime, grace_seconds: float) -> Q:
+    """Ended calls whose upstream hangup is unconfirmed and due: past `hangup_retry_at`, or never
+    tried by a sweeper and ended more than `grace_seconds` ago (whoever ended it is still hanging
+    up before that).
 
-    Due: past `hangup_retry_at`, or never tried by a sweeper and ended more than `grace_seconds`
-    ago (whoever ended it is still hanging up before that). A claim moves `hangup_retry_at`
-    `claim_seconds` on, so it is not claimed again meanwhile, even if its sweeper dies mid-way.
+    Spelled for the partial index call_hangup_retry_idx (ended calls whose upstream side is open):
+    no status term, which planners would rather answer from the status index, scanning every
+    ended call; "ended" is said by ended_at, as in the index's condition.
     """
     due = Q(hangup_retry_at__lte=now) | Q(hangup_retry_at__isnull=True, ended_at__lt=now - timedelta(seconds=grace_seconds))
-    # Spelled for the partial index call_hangup_retry_idx (calls whose upstream side is open): no
-    # status term, which planners would rather answer from the status index, scanning every ended
-    # call. `due` already implies an ended call (ended_at, or a retry time set after an end).
-    open_upstream = Q(upstream_closed_at__isnull=True, upstream_id__gt="")
+    return Q(upstream_closed_at__isnull=True, ended_at__isnull=False, upstream_id__gt="") & due
+
+
+def hangup_retry_due(*, now: datetime, grace_seconds: float) -> QuerySet[Call]:
+    # No order: the first `limit` found are claimed (the model's newest-first order would sort them all).
+    return Call.objects.filter(_hangup_due(now=now, grace_seconds=grace_seconds)).order_by()
+
+
+def hangup_retry_claim(*, now: datetime, grace_seconds: float, claim_seconds: float, limit: int) -> list[Call]:
+    """Calls from `hangup_retry_due`, claimed for one retry each. A claim moves `hangup_retry_at`
+    `claim_seconds` on, so it is not claimed again meanwhile, even if its sweeper dies mid-way."""
     changes = {"hangup_retry_at": now + timedelta(seconds=claim_seconds)}
-    return [call for call, _seen in _claim(claimable=open_upstream & due, held_by="hangup_retry_at", changes=changes, limit=limit)]
+    claimable = _hangup_due(now=now, grace_seconds=grace_seconds)
+    return [call for call, _seen in _claim(claimable=claimable, held_by="hangup_retry_at", changes=changes, limit=limit)]
 
 
 def monitor_renew(*, owner: str, lease_seconds: float, call_ids: list[int]) -> set[int]:

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import health, idempotency, services
@@ -71,10 +72,18 @@ def due_calls(*, now: datetime) -> list[tuple[Call, Call.EndReason, dict[str, in
     return due
 
 
+def _grace() -> float:
+    return max(HANGUP_GRACE_SECONDS, settings.OPENAI_TIMEOUT + 5)
+
+
+def due_hangups(*, now: datetime) -> QuerySet[Call]:
+    """Ended calls whose upstream hangup is unconfirmed and due (again)."""
+    return services.hangup_retry_due(now=now, grace_seconds=_grace())
+
+
 def claim_hangup_retries(*, now: datetime, limit: int = 50) -> list[Call]:
     """Ended calls whose upstream hangup is unconfirmed and due again, claimed for this sweeper."""
-    grace = max(HANGUP_GRACE_SECONDS, settings.OPENAI_TIMEOUT + 5)
-    return services.hangup_retry_claim(now=now, grace_seconds=grace, claim_seconds=HANGUP_CLAIM_SECONDS, limit=limit)
+    return services.hangup_retry_claim(now=now, grace_seconds=_grace(), claim_seconds=HANGUP_CLAIM_SECONDS, limit=limit)
 
 
 # OpenAI retries a webhook for up to 72 hours: a delivery older than that cannot come back.

@@ -79,7 +79,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='call',
-            index=models.Index(condition=models.Q(('upstream_closed_at__isnull', True)), fields=['upstream_id', 'hangup_retry_at'], name='call_hangup_retry_idx'),
+            index=models.Index(condition=models.Q(('ended_at__isnull', False), ('upstream_closed_at__isnull', True)), fields=['upstream_id', 'hangup_retry_at', 'ended_at'], name='call_hangup_retry_idx'),
         ),
         migrations.AddIndex(
             model_name='callevent',
