@@ -120,7 +120,14 @@ def machine() -> str:
 def engine(extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """Yield the base URL (.../v1) of the local engine running alone (`manage.py localrealtime`)."""
     port = free_port()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "iaposte.settings", "DEBUG": "true", "OPENAI_API_KEY": "", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "iaposte.settings",
+        "DEBUG": "true",
+        "OPENAI_API_KEY": "",
+        "LOCALREALTIME_SIP_PORT": str(free_port()),
+        **(extra_env or {}),
+    }
     process = subprocess.Popen(
         [sys.executable, "manage.py", "localrealtime", "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
     )

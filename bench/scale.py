@@ -42,7 +42,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import machine, server  # noqa: E402
+from bench._server import engine, machine, server  # noqa: E402
 from bench.create_concurrency import burst, make_offer, quantile  # noqa: E402
 
 _DJANGO_SETUP = "import django; django.setup()\n"
@@ -249,14 +249,16 @@ def measure(database: Path, offer: str, args: argparse.Namespace) -> dict[str, f
     no_background = {"REALTIME_MONITORS": "off", "LOCALREALTIME_CONNECT_TIMEOUT": "5"}
     with ExitStack() as stack:
         pids: list[int] = []
-        engine_url = stack.enter_context(server(no_background))
+        # The engine as its own process (`manage.py localrealtime`): the broker's CPU is its own.
+        engine_v1 = stack.enter_context(engine(no_background))
+        engine_url = engine_v1.removesuffix("/v1")
         url = stack.enter_context(
             server(
-                {**no_background, "LOCALREALTIME_ENABLED": "false", "OPENAI_BASE_URL": f"{engine_url}/v1"},
+                {**no_background, "LOCALREALTIME_ENABLED": "false", "OPENAI_BASE_URL": engine_v1},
                 database=database,
                 on_start=lambda process: pids.append(process.pid),
             )
-        )
+        ).url
         figures |= reads(url, picked, args.repeat)
         figures |= asyncio.run(cycles(url, offer, pids[0], args.cycles))
         figures |= asyncio.run(latencies(url, engine_url, offer, args.cycles))
@@ -266,9 +268,9 @@ def measure(database: Path, offer: str, args: argparse.Namespace) -> dict[str, f
 
 def concurrency(database: Path, offer: str, calls: int) -> dict[str, float]:
     env = {"LOCALREALTIME_ANSWER_DELAY_MS": "500", "LOCALREALTIME_CONNECT_TIMEOUT": "5", "REALTIME_MONITORS": "off"}
-    with server(env, database=database) as url:
-        asyncio.run(burst(url, offer, 10))
-        total, latencies, statuses = asyncio.run(burst(url, offer, calls))
+    with server(env, database=database) as served:
+        asyncio.run(burst(served.url, offer, 10))
+        total, latencies, statuses = asyncio.run(burst(served.url, offer, calls))
     return {
         f"{calls} concurrent creates, total (s)": total,
         "  p50 (ms)": quantile(latencies, 0.5) * 1000,

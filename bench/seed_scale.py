@@ -107,6 +107,10 @@ CALL_COLUMNS = [
     "has_transcript",
     "monitor_owner",
     "monitor_lease_until",
+    "sip_caller",
+    "sip_called",
+    "sip_headers",
+    "transferred_to",
 ]
 EVENT_COLUMNS = ["id", "call_id", "event_type", "created_at", "data", "actor", "upstream_event_id"]
 
@@ -511,6 +515,11 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
                     transcript,
                     "",
                     None,
+                    # Phone calls: a French caller number and the support line's.
+                    f"+336{pk % 100_000_000:08d}" if source == "sip" else "",
+                    "+33180000000" if source == "sip" else "",
+                    "[]",
+                    "",
                 )
             )
             ended_with_duration = status == Call.Status.ENDED and duration is not None

@@ -56,8 +56,12 @@ def sip_calls(http: httpx.Client, count: int) -> list[dict[str, Any]]:
     return calls[:count]
 
 
+# The engine's own server (its /v1 base URL), set once the servers are up.
+ENGINE_URL = ""
+
+
 def engine(http: httpx.Client, upstream_id: str) -> dict[str, Any]:
-    return http.get(f"/v1/_local/calls/{upstream_id}", headers={"Authorization": f"Bearer {ENGINE_KEY}"}).json()
+    return http.get(f"{ENGINE_URL}/_local/calls/{upstream_id}", headers={"Authorization": f"Bearer {ENGINE_KEY}"}).json()
 
 
 def ignored_webhook_ms(http: httpx.Client, secret: str, samples: int) -> list[float]:
@@ -155,9 +159,11 @@ def main() -> None:
     for _ in range(args.runs):
         sip_port = free_port()
         env = {"LOCALREALTIME_SIP_PORT": str(sip_port), "REALTIME_MONITORS": args.monitors}
-        with server(env) as url:
+        with server(env) as served:
+            global ENGINE_URL
+            url, ENGINE_URL = served.url, served.engine_url
             deadline = time.monotonic() + 10
-            while httpx.post(f"{url}/v1/_local/sip", json={}, headers={"Authorization": f"Bearer {ENGINE_KEY}"}).status_code != 200:
+            while httpx.post(f"{ENGINE_URL}/_local/sip", json={}, headers={"Authorization": f"Bearer {ENGINE_KEY}"}).status_code != 200:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the SIP endpoint did not start")
                 time.sleep(0.2)

@@ -112,6 +112,7 @@ def test_it_answers_405_for_an_unsupported_method(api):
     assert not Call.objects.exists()
 
 
+@pytest.mark.upstream
 @pytest.mark.parametrize("slash", ["", "/"])
 @pytest.mark.parametrize("path", ["calls", "calls/{call_id}", "calls/{call_id}/events", "calls/{call_id}/transcript", "stats"])
 @pytest.mark.django_db(transaction=True)
@@ -131,6 +132,7 @@ def test_it_pages_in_the_seed_shape(api):
     assert body == {"success": True, "data": [], "count": 0}
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_serves_the_largest_page_when_asked_for_more(api, sdp_offer, settings):
     calls = [make_call(sdp_offer) for _ in range(3)]

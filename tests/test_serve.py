@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def test_it_serves_the_engine_alone_and_stops_on_sigterm(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "manage.py", "localrealtime", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
+        env={**os.environ, "LOCALREALTIME_SIP_PORT": str(_free_port())},
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
@@ -76,7 +78,10 @@ def test_it_serves_the_engine_alone_and_stops_on_sigterm(tmp_path):
 
         response = asyncio.run(wait_until(answered, within=30))
 
-        assert response is not None and response.json() == {"requests": {"create": 0, "hangup": 0}, "live_calls": 0}
+        assert response is not None and response.json() == {
+            "requests": dict.fromkeys(("create", "hangup", "accept", "reject", "refer", "sip_invite"), 0),
+            "live_calls": 0,
+        }
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
         assert "Traceback" not in log.read_text()

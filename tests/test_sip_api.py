@@ -184,6 +184,7 @@ def test_it_refuses_to_transfer_a_webrtc_call_or_an_ended_one(api, make_call):
         assert response.status_code == 409 and response.json()["error"]["code"] == "call_not_active"
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_reports_a_call_gone_upstream_when_transferring(api):
     # The engine does not know rtc_phone: /refer answers 404, the call is over upstream.

@@ -57,6 +57,7 @@ def test_it_signs_as_openai_does():
     assert signature == "v1,gUAg4R2hWouRZqRQG4uJypNS8YK885G838+EHb4nKBY="
 
 
+@pytest.mark.upstream
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_it_records_an_incoming_call_once_and_carries_out_its_route(pushes):
