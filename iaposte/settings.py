@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "channels",
+    "axes",
     "realtime",
     "localrealtime",
 ]
@@ -77,6 +78,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # Session-backed messages (the admin's): the default cookie storage builds a signer on every
@@ -190,6 +193,25 @@ REALTIME_THROTTLE_RATES = {
 # Throttle counters live in the cache: per process by default, shared (redis://...) when several
 # web processes serve the API.
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
+# --- Password guessing: django-axes on every staff sign-in (/accounts/login/, /admin/login/) ---
+# Its backend comes first so a locked-out user and address is refused before any password check.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# Attempts live in the database, which every process shares, so a lockout holds across processes.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# Locked out by the pair: a guesser cannot lock every staff account from one address, and a
+# known user cannot be guessed at from one address forever.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+# Hours a lockout lasts (0: until reset in the admin or by `manage.py axes_reset`).
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0) or None
+AXES_RESET_ON_SUCCESS = True
+# The same client address as the API's throttling (REALTIME_NUM_PROXIES), never a header a
+# client wrote itself.
+AXES_CLIENT_IP_CALLABLE = "realtime.auth.lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "realtime.auth.lockout.locked_out"
+# Passwords are never logged, in clear or hashed.
+AXES_SENSITIVE_PARAMETERS = ["password"]
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = env.str("LOGIN_REDIRECT_URL", default="/realtime-api.html")
