@@ -24,7 +24,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import selectors, services
 from .exceptions import CallStateConflict
-from .models import ApiKey, Call, CallEvent
+from .models import AccessAudit, ApiKey, Call, CallEvent
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -230,7 +230,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        raw = services.api_key_create(obj)
+        raw = services.api_key_create(obj, by=services.AccessActor.of_request(request))
         # The only time the key exists in clear outside the integrator's hands.
         self.message_user(
             request,
@@ -240,6 +240,27 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Revoke selected API keys"), permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        revoked = services.api_key_revoke(queryset)
+        revoked = services.api_key_revoke(queryset, by=services.AccessActor.of_request(request))
         message = ngettext("%(n)d API key revoked.", "%(n)d API keys revoked.", revoked) % {"n": revoked}
         self.message_user(request, message, messages.SUCCESS)
+
+
+@admin.register(AccessAudit)
+class AccessAuditAdmin(admin.ModelAdmin):
+    """Who changed access, when and from where: read-only, never deleted."""
+
+    list_display = ("at", "action", "actor", "address", "api_key", "username")
+    list_filter = ("action",)
+    search_fields = ("actor", "username", "=address", "=api_key__prefix")
+    list_select_related = ("api_key",)
+    ordering = ("-at", "-id")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -28,14 +28,17 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import pricing, publish, selectors, upstream
+from .auth.lockout import client_address
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
-from .models import API_KEY_PREFIX, API_KEY_VISIBLE_CHARS, ApiKey, Call, CallEvent, hash_api_key
+from .models import API_KEY_PREFIX, API_KEY_VISIBLE_CHARS, AccessAudit, ApiKey, Call, CallEvent, hash_api_key
 from .sessions import SessionConfig
 
 logger = logging.getLogger(__name__)
@@ -448,16 +451,76 @@ def monitor_release(*, owner: str, call_ids: list[int]) -> None:
 # --- API keys -------------------------------------------------------------------------------
 
 
-def api_key_create(key: ApiKey) -> str:
-    """Give an unsaved key (name, owner, expiry set) its secret and save it; returns the raw key,
-    which the caller shows once and forgets: only its hash and a visible prefix are stored."""
+@dataclass(frozen=True)
+class AccessActor:
+    """Who changes access, for the audit: a staff account and its address, the command line, the system."""
+
+    label: str
+    user: Any = None
+    address: str | None = None
+
+    @classmethod
+    def of_request(cls, request: HttpRequest) -> AccessActor:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return cls(label="", address=client_address(request))
+        return cls(label=user.get_username(), user=user, address=client_address(request))
+
+
+COMMAND_LINE = AccessActor(label="manage.py")
+SYSTEM = AccessActor(label="system")
+
+
+def _audit(action: AccessAudit.Action, by: AccessActor, **fields: Any) -> AccessAudit:
+    return AccessAudit.objects.create(action=action, actor=by.label, user=by.user, address=by.address, **fields)
+
+
+@transaction.atomic
+def api_key_create(key: ApiKey, *, by: AccessActor) -> str:
+    """Give an unsaved key (name, owner, expiry set) its secret and save it, audited; returns the raw
+    key, which the caller shows once and forgets: only its hash and a visible prefix are stored."""
     raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
     key.prefix, key.key_hash = raw[:API_KEY_VISIBLE_CHARS], hash_api_key(raw)
     key.save()
+    _audit(AccessAudit.Action.KEY_CREATED, by, api_key=key)
     return raw
 
 
-def api_key_revoke(keys: QuerySet[ApiKey]) -> int:
-    """Refuse these keys from now on; returns how many were not revoked yet. Conditional, so a key
-    revoked twice keeps its first revocation time. No call event: a key is not a call."""
-    return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+@transaction.atomic
+def api_key_revoke(keys: QuerySet[ApiKey], *, by: AccessActor) -> int:
+    """Refuse these keys from now on; returns how many were not revoked yet. Each key is revoked by
+    its own conditional UPDATE, so a key revoked twice keeps its first revocation (and audit record)."""
+    now, revoked = timezone.now(), 0
+    for pk in list(keys.filter(revoked_at__isnull=True).values_list("pk", flat=True)):
+        if ApiKey.objects.filter(pk=pk, revoked_at__isnull=True).update(revoked_at=now):
+            _audit(AccessAudit.Action.KEY_REVOKED, by, api_key_id=pk, at=now)
+            revoked += 1
+    return revoked
+
+
+@transaction.atomic
+def api_keys_expire(*, now: datetime) -> int:
+    """Note each key whose expiry has passed, once across processes (the conditional UPDATE of
+    `expiry_handled_at` is the claim); returns how many. Refusal needs no write: `is_usable` checks
+    the expiry on every request."""
+    expired = 0
+    due = ApiKey.objects.filter(expires_at__lte=now, revoked_at__isnull=True, expiry_handled_at__isnull=True)
+    for pk, expires_at in list(due.values_list("pk", "expires_at")):
+        if ApiKey.objects.filter(pk=pk, expiry_handled_at__isnull=True).update(expiry_handled_at=now):
+            _audit(AccessAudit.Action.KEY_EXPIRED, SYSTEM, api_key_id=pk, at=expires_at)
+            expired += 1
+    return expired
+
+
+def staff_locked_out(*, username: str, address: str | None) -> AccessAudit | None:
+    """A sign-in locked out after repeated failures (django-axes' `user_locked_out` signal, also sent
+    for every attempt while locked out): one record per lockout, not per refused attempt."""
+    username = username[:150]
+    hours = settings.AXES_COOLOFF_TIME
+    recent = AccessAudit.objects.filter(action=AccessAudit.Action.STAFF_LOCKED_OUT, username=username, address=address)
+    if hours:
+        recent = recent.filter(at__gte=timezone.now() - timedelta(hours=hours))
+    if recent.exists():
+        return None
+    user = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: username}).first()
+    return _audit(AccessAudit.Action.STAFF_LOCKED_OUT, AccessActor(label=username, user=user, address=address), username=username)
