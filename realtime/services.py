@@ -490,26 +490,28 @@ def api_key_create(key: ApiKey, *, by: AccessActor) -> str:
 def api_key_revoke(keys: QuerySet[ApiKey], *, by: AccessActor) -> int:
     """Refuse these keys from now on; returns how many were not revoked yet. Each key is revoked by
     its own conditional UPDATE, so a key revoked twice keeps its first revocation (and audit record)."""
-    now, revoked = timezone.now(), 0
+    now, revoked = timezone.now(), []
     for pk in list(keys.filter(revoked_at__isnull=True).values_list("pk", flat=True)):
         if ApiKey.objects.filter(pk=pk, revoked_at__isnull=True).update(revoked_at=now):
             _audit(AccessAudit.Action.KEY_REVOKED, by, api_key_id=pk, at=now)
-            revoked += 1
-    return revoked
+            revoked.append(pk)
+    publish.api_keys_closed(api_key_ids=revoked, reason=publish.KEY_REVOKED)
+    return len(revoked)
 
 
 @transaction.atomic
 def api_keys_expire(*, now: datetime) -> int:
     """Note each key whose expiry has passed, once across processes (the conditional UPDATE of
-    `expiry_handled_at` is the claim); returns how many. Refusal needs no write: `is_usable` checks
-    the expiry on every request."""
-    expired = 0
+    `expiry_handled_at` is the claim), and close its sockets; returns how many. Refusal needs no
+    write: `is_usable` checks the expiry on every request."""
+    expired = []
     due = ApiKey.objects.filter(expires_at__lte=now, revoked_at__isnull=True, expiry_handled_at__isnull=True)
     for pk, expires_at in list(due.values_list("pk", "expires_at")):
         if ApiKey.objects.filter(pk=pk, expiry_handled_at__isnull=True).update(expiry_handled_at=now):
             _audit(AccessAudit.Action.KEY_EXPIRED, SYSTEM, api_key_id=pk, at=expires_at)
-            expired += 1
-    return expired
+            expired.append(pk)
+    publish.api_keys_closed(api_key_ids=expired, reason=publish.KEY_EXPIRED)
+    return len(expired)
 
 
 def staff_locked_out(*, username: str, address: str | None) -> AccessAudit | None:
