@@ -68,6 +68,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the HTTPS redirect and CSRF checks below ask for the host too.
+    "realtime.hosts.DisallowedHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "realtime.middleware.SecurityHeadersMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
@@ -221,9 +223,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"one_line": {"()": "realtime.logfilters.OneLineSecurityLog"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # Refused requests (bad Host, suspicious input) cost anyone one header: one line each.
+        "security": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["one_line"]},
+    },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
+        "django.security": {"handlers": ["security"], "level": "WARNING", "propagate": False},
         "realtime": {"level": env.str("LOG_LEVEL", default="INFO")},
         "localrealtime": {"level": env.str("LOG_LEVEL", default="INFO")},
         # aioice logs every ICE check at INFO.

@@ -165,3 +165,10 @@ class CallConsumer(_Feed):
             await self.close()
             return
         await self.join(publish.call_group(call.call_id))
+
+
+class NoSuchFeed(AsyncJsonWebsocketConsumer):
+    """Any other WebSocket path: refused at the handshake, as quietly as an HTTP 404."""
+
+    async def connect(self) -> None:
+        await self.close()
