@@ -69,7 +69,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: the HTTPS redirect and CSRF checks below ask for the host too.
-    "realtime.hosts.DisallowedHostMiddleware",
+    "realtime.guards.ApiRequestGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "realtime.middleware.SecurityHeadersMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
@@ -164,7 +164,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
         "realtime.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
+        # No FormParser: form-encoded bodies get 415, as docs/api.md says (an SDP's line breaks and
+        # a session's JSON do not belong in a URL-encoded form).
     ],
     # Bearer keys first: the first class names the WWW-Authenticate challenge of a 401.
     "DEFAULT_AUTHENTICATION_CLASSES": [
