@@ -322,7 +322,13 @@ REALTIME_HANGUP_RETRY_SECONDS = env.float("REALTIME_HANGUP_RETRY_SECONDS", defau
 REALTIME_HANGUP_RETRY_MAX_SECONDS = env.float("REALTIME_HANGUP_RETRY_MAX_SECONDS", default=300.0)
 # Live (pending or active) calls at once: in all, and per API key; 0 means no limit.
 REALTIME_MAX_ACTIVE_CALLS = env.int("REALTIME_MAX_ACTIVE_CALLS", default=100)
+# The default of each key's own limit (ApiKey.max_active_calls overrides it).
 REALTIME_MAX_ACTIVE_CALLS_PER_KEY = env.int("REALTIME_MAX_ACTIVE_CALLS_PER_KEY", default=0)
+# Places of the global cap kept for callers with no call in progress, so one tenant cannot take
+# them all: by default a tenth of the cap.
+REALTIME_RESERVED_CALLS = env.int("REALTIME_RESERVED_CALLS", default=REALTIME_MAX_ACTIVE_CALLS // 10)
+if REALTIME_MAX_ACTIVE_CALLS and not 0 <= REALTIME_RESERVED_CALLS < REALTIME_MAX_ACTIVE_CALLS:
+    raise ImproperlyConfigured("REALTIME_RESERVED_CALLS must be at least 0 and below REALTIME_MAX_ACTIVE_CALLS.")
 # How long an Idempotency-Key on POST /api/realtime/calls is remembered.
 REALTIME_IDEMPOTENCY_TTL_SECONDS = env.int("REALTIME_IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
 

@@ -216,8 +216,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ("name", "owner", "expires_at")
-        return ("name", "prefix", "owner", "created_at", "last_used_at", "expires_at", "revoked_at")
+            return ("name", "owner", "expires_at", "max_active_calls")
+        return ("name", "prefix", "owner", "created_at", "last_used_at", "expires_at", "max_active_calls", "revoked_at")
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -54,6 +54,14 @@ class ApiKey(models.Model):
     # Set once, by the sweeper, when it audits the expiry and closes the key's sockets: the claim
     # that makes one process do it, once.
     expiry_handled_at = models.DateTimeField(_("expiry handled at"), null=True, blank=True, editable=False)
+    # Live calls this key may hold at once: empty for the default (REALTIME_MAX_ACTIVE_CALLS_PER_KEY),
+    # 0 for no limit of its own (the global cap and its fair share still apply).
+    max_active_calls = models.PositiveIntegerField(
+        _("maximum live calls"),
+        null=True,
+        blank=True,
+        help_text=_("Calls this key may have in progress at once. Empty: the default setting; 0: no limit of its own."),
+    )
 
     class Meta:
         verbose_name = _("API key")

@@ -118,10 +118,19 @@ def call_open(
 
 
 def _check_capacity(*, api_key: ApiKey | None) -> None:
-    """Refuse a new call over REALTIME_MAX_ACTIVE_CALLS (in all, and per key). Call inside the
-    transaction that inserts the call: the count and the insert must not interleave with another's.
+    """Refuse a new call over the limits. Call inside the transaction that inserts the call: the
+    counts and the insert must not interleave with another's.
+
+    - REALTIME_MAX_ACTIVE_CALLS live calls in all;
+    - the key's own `max_active_calls` (empty: REALTIME_MAX_ACTIVE_CALLS_PER_KEY; 0: none);
+    - fair share: the last REALTIME_RESERVED_CALLS places of the global cap are kept for keys with
+      no call in progress (and for staff and local mode, who are not tenants), so one key cannot
+      take every place.
     """
-    limit, per_key = settings.REALTIME_MAX_ACTIVE_CALLS, settings.REALTIME_MAX_ACTIVE_CALLS_PER_KEY
+    limit = settings.REALTIME_MAX_ACTIVE_CALLS
+    per_key = settings.REALTIME_MAX_ACTIVE_CALLS_PER_KEY
+    if api_key is not None and api_key.max_active_calls is not None:
+        per_key = api_key.max_active_calls
     if not limit and not (per_key and api_key):
         return
     if connection.vendor == "postgresql":
@@ -130,12 +139,22 @@ def _check_capacity(*, api_key: ApiKey | None) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CAPACITY_LOCK])
     live = Call.objects.filter(status__in=Call.ENDABLE)
-    if limit and live.count() >= limit:
+    total = live.count() if limit else 0
+    if limit and total >= limit:
         raise TooManyCalls(_("Too many calls in progress (at most %(n)d); try again later.") % {"n": limit}, details={"limit": limit})
-    if per_key and api_key is not None and live.filter(api_key=api_key).count() >= per_key:
+    if api_key is None:
+        return
+    mine = live.filter(api_key=api_key).count()
+    if per_key and mine >= per_key:
         raise TooManyCalls(
             _("Too many calls in progress for this API key (at most %(n)d); try again later.") % {"n": per_key},
             details={"limit": per_key, "scope": "api_key"},
+        )
+    reserved = settings.REALTIME_RESERVED_CALLS
+    if limit and mine and total >= limit - reserved:
+        raise TooManyCalls(
+            _("The remaining call places are kept for other clients; try again when one of your calls has ended."),
+            details={"limit": limit, "reserved": reserved, "scope": "fair_share"},
         )
 
 
