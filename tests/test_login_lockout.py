@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from axes.models import AccessAttempt
 from axes.utils import reset
@@ -60,3 +61,14 @@ def test_it_lists_lockouts_in_the_admin(client, staff, django_user_model, settin
     page = client.get("/admin/axes/accessattempt/")
     assert page.status_code == 200
     assert b"203.0.113.7" in page.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_locks_out_across_processes(asgi_server, staff, settings):
+    """Failures made on the real server (another process) lock the pair out here too."""
+    with httpx.Client(base_url=asgi_server.url, timeout=10) as browser:
+        token = browser.get("/accounts/login/").cookies["csrftoken"]
+        for _ in range(settings.AXES_FAILURE_LIMIT):
+            browser.post("/accounts/login/", data={"username": "agent", "password": "wrong", "csrfmiddlewaretoken": token})
+
+    assert _sign_in(Client(), "/accounts/login/", "correct horse", address="127.0.0.1").status_code == 429
