@@ -117,7 +117,7 @@ EVENT_COLUMNS = ["id", "call_id", "event_type", "created_at", "data", "actor", "
 
 def _new_key(name: str) -> int:
     key = ApiKey(name=name)
-    services.api_key_create(key)
+    services.api_key_create(key, by=services.SYSTEM)
     return key.pk
 
 

@@ -66,11 +66,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "axes",
     "realtime",
     "localrealtime",
 ]
 
 MIDDLEWARE = [
+    # First: the HTTPS redirect and CSRF checks below ask for the host too.
+    "realtime.guards.ApiRequestGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "realtime.middleware.ContentSecurityPolicyMiddleware",
     "django_permissions_policy.PermissionsPolicyMiddleware",
@@ -82,6 +85,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # Session-backed messages (the admin's): the default cookie storage builds a signer on every
@@ -189,7 +194,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
         "realtime.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
+        # No FormParser: form-encoded bodies get 415, as docs/api.md says (an SDP's line breaks and
+        # a session's JSON do not belong in a URL-encoded form).
     ],
     # Bearer keys first: the first class names the WWW-Authenticate challenge of a 401.
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -231,6 +237,25 @@ if env.str("REDIS_URL", default="") and not env.str("CACHE_URL", default=""):
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.str("REDIS_URL"), "KEY_PREFIX": "iaposte"}
     }
 
+# --- Password guessing: django-axes on every staff sign-in (/accounts/login/, /admin/login/) ---
+# Its backend comes first so a locked-out user and address is refused before any password check.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# Attempts live in the database, which every process shares, so a lockout holds across processes.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# Locked out by the pair: a guesser cannot lock every staff account from one address, and a
+# known user cannot be guessed at from one address forever.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+# Hours a lockout lasts (0: until reset in the admin or by `manage.py axes_reset`).
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0) or None
+AXES_RESET_ON_SUCCESS = True
+# The same client address as the API's throttling (REALTIME_NUM_PROXIES), never a header a
+# client wrote itself.
+AXES_CLIENT_IP_CALLABLE = "realtime.auth.lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "realtime.auth.lockout.locked_out"
+# Passwords are never logged, in clear or hashed.
+AXES_SENSITIVE_PARAMETERS = ["password"]
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = env.str("LOGIN_REDIRECT_URL", default="/realtime-api.html")
 LOGOUT_REDIRECT_URL = "login"
@@ -239,9 +264,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"one_line": {"()": "realtime.logfilters.OneLineSecurityLog"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # Refused requests (bad Host, suspicious input) cost anyone one header: one line each.
+        "security": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["one_line"]},
+    },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
+        "django.security": {"handlers": ["security"], "level": "WARNING", "propagate": False},
         "realtime": {"level": env.str("LOG_LEVEL", default="INFO")},
         "localrealtime": {"level": env.str("LOG_LEVEL", default="INFO")},
         # aioice logs every ICE check at INFO.
@@ -373,7 +404,13 @@ REALTIME_HANGUP_RETRY_SECONDS = env.float("REALTIME_HANGUP_RETRY_SECONDS", defau
 REALTIME_HANGUP_RETRY_MAX_SECONDS = env.float("REALTIME_HANGUP_RETRY_MAX_SECONDS", default=300.0)
 # Live (pending or active) calls at once: in all, and per API key; 0 means no limit.
 REALTIME_MAX_ACTIVE_CALLS = env.int("REALTIME_MAX_ACTIVE_CALLS", default=100)
+# The default of each key's own limit (ApiKey.max_active_calls overrides it).
 REALTIME_MAX_ACTIVE_CALLS_PER_KEY = env.int("REALTIME_MAX_ACTIVE_CALLS_PER_KEY", default=0)
+# Places of the global cap kept for callers with no call in progress, so one tenant cannot take
+# them all: by default a tenth of the cap.
+REALTIME_RESERVED_CALLS = env.int("REALTIME_RESERVED_CALLS", default=REALTIME_MAX_ACTIVE_CALLS // 10)
+if REALTIME_MAX_ACTIVE_CALLS and not 0 <= REALTIME_RESERVED_CALLS < REALTIME_MAX_ACTIVE_CALLS:
+    raise ImproperlyConfigured("REALTIME_RESERVED_CALLS must be at least 0 and below REALTIME_MAX_ACTIVE_CALLS.")
 # How long an Idempotency-Key on POST /api/realtime/calls is remembered.
 REALTIME_IDEMPOTENCY_TTL_SECONDS = env.int("REALTIME_IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
 

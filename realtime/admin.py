@@ -33,7 +33,7 @@ from rest_framework.exceptions import ValidationError
 from . import counters, selectors, services
 from .api import catalogue_view
 from .exceptions import CallStateConflict, RealtimeError
-from .models import ApiKey, Call, CallEvent, SipRoute
+from .models import AccessAudit, ApiKey, Call, CallEvent, SipRoute
 from .serializers import ROUTE_FIELDS, TransferInputSerializer, validate_route_session
 
 if TYPE_CHECKING:
@@ -407,8 +407,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ("name", "owner", "expires_at")
-        return ("name", "prefix", "owner", "created_at", "last_used_at", "expires_at", "revoked_at")
+            return ("name", "owner", "expires_at", "max_active_calls")
+        return ("name", "prefix", "owner", "created_at", "last_used_at", "expires_at", "max_active_calls", "revoked_at")
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -421,7 +421,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        raw = services.api_key_create(obj)
+        raw = services.api_key_create(obj, by=services.AccessActor.of_request(request))
         # The only time the key exists in clear outside the integrator's hands.
         self.message_user(
             request,
@@ -431,7 +431,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Revoke selected API keys"), permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        revoked = services.api_key_revoke(queryset)
+        revoked = services.api_key_revoke(queryset, by=services.AccessActor.of_request(request))
         message = ngettext("%(n)d API key revoked.", "%(n)d API keys revoked.", revoked) % {"n": revoked}
         self.message_user(request, message, messages.SUCCESS)
 
@@ -445,3 +445,24 @@ def model_catalogue(request: HttpRequest) -> HttpResponse:
     models = [{**model, "status_label": STATUS_LABELS[model["status"]]} for model in view["models"]]
     context = {**admin.site.each_context(request), "title": _("Model catalogue"), "models": models, "default_model": view["default_model"]}
     return TemplateResponse(request, "admin/realtime/models.html", context)
+
+
+@admin.register(AccessAudit)
+class AccessAuditAdmin(admin.ModelAdmin):
+    """Who changed access, when and from where: read-only, never deleted."""
+
+    list_display = ("at", "action", "actor", "address", "api_key", "username")
+    list_filter = ("action",)
+    search_fields = ("actor", "username", "=address", "=api_key__prefix")
+    list_select_related = ("api_key",)
+    ordering = ("-at", "-id")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

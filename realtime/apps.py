@@ -10,4 +10,16 @@ class RealtimeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from axes.signals import user_locked_out
+
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            services,
+        )
+
+        def audit_lockout(sender: object, *, username: str | None = None, ip_address: str | None = None, **kwargs: object) -> None:
+            services.staff_locked_out(username=username or "", address=ip_address)
+
+        # Strong reference kept by the app config: the receiver is a closure.
+        self._audit_lockout = audit_lockout
+        user_locked_out.connect(audit_lockout, dispatch_uid="realtime.audit_lockout")

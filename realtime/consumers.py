@@ -7,20 +7,37 @@
 Consumers only join groups and forward what `realtime.publish` sends; they never call
 `group_send` themselves, so a change made anywhere (API, admin, background job) reaches them
 exactly once, after commit. Payloads are the REST serializers' output, forwarded as they are.
+
+A socket opened with an API key also joins that key's group: when the key is revoked, or the
+sweeper notes its expiry, the socket gets `{"type": "access.revoked", "reason": ...}` and is closed
+with code 4401 (docs/security.md), in whichever process holds it. A key with an expiry also closes
+its sockets at that time by a timer of their own, without waiting for the sweeper.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.utils import timezone
 
 from . import publish
 from .auth.principals import Principal, may_see_call, may_see_calls_of
 from .auth.websocket import principal_from_scope, websocket_subprotocol
-from .models import Call
+from .models import ApiKey, Call
+
+# Close code for a socket whose key stopped being valid (4000-4999: for applications; 4401 echoes
+# HTTP 401). The reason also travels in an `access.revoked` message first: daphne drops close reasons.
+CLOSE_ACCESS_REVOKED = 4401
+
+
+@database_sync_to_async
+def _key_usable(api_key_id: int) -> bool:
+    key = ApiKey.objects.only("revoked_at", "expires_at").filter(pk=api_key_id).first()
+    return key is not None and key.is_usable()
 
 
 @database_sync_to_async
@@ -32,18 +49,54 @@ class _Feed(AsyncJsonWebsocketConsumer):
     """Joins one group on connect, leaves it on disconnect, forwards pushes as JSON."""
 
     group: str | None = None
+    key_group: str | None = None
     principal: Principal | None = None
-    PUSHES = {"call.changed": "call_changed", "call.event": "call_event", "stats.changed": "stats_changed"}
+    expiry_timer: asyncio.TimerHandle | None = None
+    expiry_check: asyncio.Future[None] | None = None
+    PUSHES = {
+        "call.changed": "call_changed",
+        "call.event": "call_event",
+        "stats.changed": "stats_changed",
+        "access.revoked": "access_revoked",
+    }
 
     async def join(self, group: str) -> None:
         self.group = group
         await self.channel_layer.group_add(group, self.channel_name)
+        key = self.principal.api_key if self.principal is not None else None
+        if key is not None:
+            self.key_group = publish.api_key_group(key.pk)
+            await self.channel_layer.group_add(self.key_group, self.channel_name)
+            # Revoked between the handshake's check and joining the key's group: that push was missed.
+            if not await _key_usable(key.pk):
+                await self.close()
+                return
+            if key.expires_at is not None:
+                delay = max(0.0, (key.expires_at - timezone.now()).total_seconds())
+                self.expiry_timer = asyncio.get_running_loop().call_later(delay, self._expiry_due)
         # A key sent as a `bearer.<key>` subprotocol is acknowledged without echoing the key.
         await self.accept(subprotocol=websocket_subprotocol(self.scope))
 
+    def _expiry_due(self) -> None:
+        # Held, so the check is not collected half-way.
+        self.expiry_check = asyncio.ensure_future(self._close_if_expired())
+
+    async def _close_if_expired(self) -> None:
+        key = self.principal.api_key if self.principal is not None else None
+        # The expiry may have been moved later in the admin since this socket opened.
+        if key is not None and not await _key_usable(key.pk):
+            await self.access_revoked({"reason": publish.KEY_EXPIRED})
+
     async def disconnect(self, code: int) -> None:
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.expiry_timer is not None:
+            self.expiry_timer.cancel()
+        for group in (self.group, self.key_group):
+            if group is not None:
+                await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def access_revoked(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps({"type": "access.revoked", "reason": message["reason"]}))
+        await self.close(code=CLOSE_ACCESS_REVOKED, reason=message["reason"])
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         if message["type"] in self.PUSHES:
@@ -114,3 +167,10 @@ class CallConsumer(_Feed):
             await self.close()
             return
         await self.join(publish.call_group(call.call_id))
+
+
+class NoSuchFeed(AsyncJsonWebsocketConsumer):
+    """Any other WebSocket path: refused at the handshake, as quietly as an HTTP 404."""
+
+    async def connect(self) -> None:
+        await self.close()

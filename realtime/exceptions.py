@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import OperationalError
 from django.http import Http404
 from django.utils.translation import gettext as _
@@ -151,6 +151,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     if isinstance(exc, RequestDataTooBig):
         return _error_response(413, PayloadTooLarge.code, _("The request body is too large."))
+    if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        # DATA_UPLOAD_MAX_NUMBER_FIELDS / _FILES: Django's own caps on a form body.
+        return _error_response(413, PayloadTooLarge.code, _("The request has too many form fields or files."))
     if isinstance(exc, drf.ValidationError):
         fields = _flatten(exc.detail)
         field, messages = next(iter(fields.items()))

@@ -10,12 +10,21 @@ sweeper forgets older ones.
 
 `call_create` is the service the API calls: it creates the call through `services.call_create`
 and does the reserving, storing and releasing around it.
+
+A client that hangs up mid-create cancels the view, but never the create: it runs in a task of
+its own, shielded, to the end. With a key, the outcome is stored as usual, so the retry replays it
+(the key is never released while an upstream call may be starting, so it never starts two).
+Without a key nobody can ever receive the answer: the call is hung up once it is set up, rather
+than left running upstream unowned until the engine gives up on it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,9 +38,11 @@ from django.utils.translation import gettext as _
 from . import services
 from .auth.principals import Principal
 from .exceptions import IdempotencyConflict, InvalidInput, RealtimeError, TooManyCalls, error_body
-from .models import IdempotencyKey
+from .models import Call, CallEvent, IdempotencyKey
 from .serializers import created_body
 from .sessions import SessionConfig
+
+logger = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -53,9 +64,48 @@ async def call_create(*, principal: Principal, offer: str, session: SessionConfi
     `Idempotent-Replayed: true`. Errors propagate, after the key was stored or released as the
     module docstring says.
     """
-    if idempotency_key is None:
+    if idempotency_key is not None:
+        idempotency_key = clean_key(idempotency_key)
+    # The view's cancellation (the client went away) must not cancel a create half-way.
+    task = asyncio.ensure_future(_create_once(principal, offer, session, idempotency_key))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_hang_up_unclaimed if idempotency_key is None else _retrieve)
+        raise
+
+
+def _retrieve(task: asyncio.Future[Answer]) -> None:
+    # With a key the outcome is stored for the retry; an error was recorded with it. Retrieved
+    # here so that nobody waiting on it is not reported as a lost exception.
+    if not task.cancelled():
+        task.exception()
+
+
+def _hang_up_unclaimed(task: asyncio.Future[Answer]) -> None:
+    if task.cancelled() or task.exception() is not None:
+        return  # no call is running: it failed (and was recorded so) or was never created
+    call_id = task.result().body["call_id"]
+    # Held by the set below until done, so the hangup is not collected half-way.
+    hangup = asyncio.ensure_future(_hang_up(call_id))
+    _hangups.add(hangup)
+    hangup.add_done_callback(_hangups.discard)
+
+
+_hangups: set[asyncio.Future[None]] = set()
+
+
+async def _hang_up(call_id: str) -> None:
+    call = await Call.objects.aget(call_id=call_id)
+    logger.info("Client of %s went away during the create; hanging it up", call_id)
+    with contextlib.suppress(RealtimeError):
+        await services.call_hangup(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.SYSTEM, data={"client_gone": True})
+
+
+async def _create_once(principal: Principal, offer: str, session: SessionConfig, key: str | None) -> Answer:
+    if key is None:
         return await _create(principal, offer, session)
-    key, scope = clean_key(idempotency_key), scope_for(principal)
+    scope = scope_for(principal)
     digest = request_hash(sdp=offer, session=session.requested)
     replay = await sync_to_async(reserve)(scope=scope, key=key, digest=digest)
     if replay is not None:

@@ -51,6 +51,17 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
     expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True, editable=False)
+    # Set once, by the sweeper, when it audits the expiry and closes the key's sockets: the claim
+    # that makes one process do it, once.
+    expiry_handled_at = models.DateTimeField(_("expiry handled at"), null=True, blank=True, editable=False)
+    # Live calls this key may hold at once: empty for the default (REALTIME_MAX_ACTIVE_CALLS_PER_KEY),
+    # 0 for no limit of its own (the global cap and its fair share still apply).
+    max_active_calls = models.PositiveIntegerField(
+        _("maximum live calls"),
+        null=True,
+        blank=True,
+        help_text=_("Calls this key may have in progress at once. Empty: the default setting; 0: no limit of its own."),
+    )
 
     class Meta:
         verbose_name = _("API key")
@@ -387,3 +398,48 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} {self.owner}"
+
+
+class AccessAudit(models.Model):
+    """Who changed access, when and from where: API keys created, revoked, expired; staff locked out.
+
+    Append-only: written by `realtime.services`, read-only in the admin, never deleted.
+    """
+
+    class Action(models.TextChoices):
+        KEY_CREATED = "key_created", _("API key created")
+        KEY_REVOKED = "key_revoked", _("API key revoked")
+        KEY_EXPIRED = "key_expired", _("API key expired")
+        STAFF_LOCKED_OUT = "staff_locked_out", _("Staff sign-in locked out")
+
+    action = models.CharField(_("action"), max_length=20, choices=Action.choices)
+    at = models.DateTimeField(_("at"), default=timezone.now, editable=False)
+    # Who did it: a staff account (kept as a name too, should the account go), the command line,
+    # or the system (an expiry).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    actor = models.CharField(_("actor"), max_length=150)
+    address = models.GenericIPAddressField(_("address"), null=True, blank=True)
+    api_key = models.ForeignKey(ApiKey, verbose_name=_("API key"), null=True, blank=True, on_delete=models.PROTECT, related_name="audits")
+    # The account a lockout is about (it may not exist: guessers try any name).
+    username = models.CharField(_("user name"), max_length=150, blank=True, default="")
+
+    class Meta:
+        verbose_name = _("access audit record")
+        verbose_name_plural = _("access audit records")
+        ordering = ("-at", "-id")
+        indexes = [
+            # the admin lists the newest first.
+            models.Index(fields=["-at", "-id"], name="access_audit_at_idx"),
+            # one record per lockout: the last one for a user name.
+            models.Index(fields=["action", "username", "at"], name="access_audit_lockout_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} ({self.actor})"

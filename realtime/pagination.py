@@ -16,10 +16,13 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+# Beyond any table we will hold, and far below the database's 64-bit integers (10**21 overflowed them: a 500).
+MAX_OFFSET = 10**12
+
 
 class _Window(serializers.Serializer):
-    limit = serializers.IntegerField(min_value=1, required=False)
-    offset = serializers.IntegerField(min_value=0, required=False, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_OFFSET, required=False)
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_OFFSET, required=False, default=0)
 
 
 class SeedPagination(LimitOffsetPagination):

@@ -5,7 +5,9 @@ they carry the same serializers' output as the REST API. Groups and messages:
 
 - `realtime.call.<call_id>`: `call.event` for every event recorded for that call;
 - `realtime.calls`: `call.changed` (the event and the call after it) for every lifecycle
-  transition, and `stats.changed` with a fresh statistics snapshot shortly after a burst of them.
+  transition, and `stats.changed` with a fresh statistics snapshot shortly after a burst of them;
+- `realtime.api_key.<id>`: `access.revoked` when that key is revoked or expires, so every socket
+  the key opened, in every process, closes (realtime.consumers).
 
 Statistics are read from counters (`realtime.counters`), a few rows whatever the history, but a
 burst of transitions still needs one snapshot, not one each: a snapshot is computed only while
@@ -43,6 +45,38 @@ _stats_pending: asyncio.AbstractEventLoop | None = None
 
 def call_group(call_id: str) -> str:
     return f"realtime.call.{call_id}"
+
+
+# Why a key's sockets were closed (the `access.revoked` message before the close, code 4401).
+KEY_REVOKED = "api_key_revoked"
+KEY_EXPIRED = "api_key_expired"
+
+
+def api_key_group(api_key_id: int) -> str:
+    return f"realtime.api_key.{api_key_id}"
+
+
+def api_keys_closed(*, api_key_ids: list[int], reason: str) -> None:
+    """Schedule, for after commit, the closing of every socket these keys opened (`reason`:
+    KEY_REVOKED or KEY_EXPIRED)."""
+    if api_key_ids:
+        transaction.on_commit(lambda: _send_to_keys(api_key_ids, reason))
+
+
+def _send_to_keys(api_key_ids: list[int], reason: str) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+
+    async def deliver() -> None:
+        for api_key_id in api_key_ids:
+            await layer.group_send(api_key_group(api_key_id), {"type": "access.revoked", "reason": reason})
+
+    try:
+        async_to_sync(deliver)()
+    except Exception:
+        # The sockets' own expiry timers and the next handshake's check still refuse the key.
+        logger.exception("Closing the sockets of keys %s failed", api_key_ids)
 
 
 def event_recorded(*, event: CallEvent, call: Call, lifecycle: bool) -> None:

@@ -32,16 +32,29 @@ from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import pricing, publish, selectors, upstream
+from .auth.lockout import client_address
 from .counters import Tally, micros
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
-from .models import API_KEY_PREFIX, API_KEY_VISIBLE_CHARS, ApiKey, Call, CallEvent, SipRoute, WebhookDelivery, hash_api_key
+from .models import (
+    API_KEY_PREFIX,
+    API_KEY_VISIBLE_CHARS,
+    AccessAudit,
+    ApiKey,
+    Call,
+    CallEvent,
+    SipRoute,
+    WebhookDelivery,
+    hash_api_key,
+)
 from .sessions import SessionConfig
 
 logger = logging.getLogger(__name__)
@@ -181,10 +194,19 @@ def call_open(
 
 
 def _check_capacity(*, api_key: ApiKey | None) -> None:
-    """Refuse a new call over REALTIME_MAX_ACTIVE_CALLS (in all, and per key). Call inside the
-    transaction that inserts the call: the count and the insert must not interleave with another's.
+    """Refuse a new call over the limits. Call inside the transaction that inserts the call: the
+    counts and the insert must not interleave with another's.
+
+    - REALTIME_MAX_ACTIVE_CALLS live calls in all;
+    - the key's own `max_active_calls` (empty: REALTIME_MAX_ACTIVE_CALLS_PER_KEY; 0: none);
+    - fair share: the last REALTIME_RESERVED_CALLS places of the global cap are kept for keys with
+      no call in progress (and for staff and local mode, who are not tenants), so one key cannot
+      take every place.
     """
-    limit, per_key = settings.REALTIME_MAX_ACTIVE_CALLS, settings.REALTIME_MAX_ACTIVE_CALLS_PER_KEY
+    limit = settings.REALTIME_MAX_ACTIVE_CALLS
+    per_key = settings.REALTIME_MAX_ACTIVE_CALLS_PER_KEY
+    if api_key is not None and api_key.max_active_calls is not None:
+        per_key = api_key.max_active_calls
     if not limit and not (per_key and api_key):
         return
     if connection.vendor == "postgresql":
@@ -193,12 +215,22 @@ def _check_capacity(*, api_key: ApiKey | None) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CAPACITY_LOCK])
     live = Call.objects.filter(status__in=Call.ENDABLE)
-    if limit and live.count() >= limit:
+    total = live.count() if limit else 0
+    if limit and total >= limit:
         raise TooManyCalls(_("Too many calls in progress (at most %(n)d); try again later.") % {"n": limit}, details={"limit": limit})
-    if per_key and api_key is not None and live.filter(api_key=api_key).count() >= per_key:
+    if api_key is None:
+        return
+    mine = live.filter(api_key=api_key).count()
+    if per_key and mine >= per_key:
         raise TooManyCalls(
             _("Too many calls in progress for this API key (at most %(n)d); try again later.") % {"n": per_key},
             details={"limit": per_key, "scope": "api_key"},
+        )
+    reserved = settings.REALTIME_RESERVED_CALLS
+    if limit and mine and total >= limit - reserved:
+        raise TooManyCalls(
+            _("The remaining call places are kept for other clients; try again when one of your calls has ended."),
+            details={"limit": limit, "reserved": reserved, "scope": "fair_share"},
         )
 
 
@@ -562,19 +594,81 @@ def monitor_release(*, owner: str, call_ids: list[int]) -> None:
 # --- API keys -------------------------------------------------------------------------------
 
 
-def api_key_create(key: ApiKey) -> str:
-    """Give an unsaved key (name, owner, expiry set) its secret and save it; returns the raw key,
-    which the caller shows once and forgets: only its hash and a visible prefix are stored."""
+@dataclass(frozen=True)
+class AccessActor:
+    """Who changes access, for the audit: a staff account and its address, the command line, the system."""
+
+    label: str
+    user: Any = None
+    address: str | None = None
+
+    @classmethod
+    def of_request(cls, request: HttpRequest) -> AccessActor:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return cls(label="", address=client_address(request))
+        return cls(label=user.get_username(), user=user, address=client_address(request))
+
+
+COMMAND_LINE = AccessActor(label="manage.py")
+SYSTEM = AccessActor(label="system")
+
+
+def _audit(action: AccessAudit.Action, by: AccessActor, **fields: Any) -> AccessAudit:
+    return AccessAudit.objects.create(action=action, actor=by.label, user=by.user, address=by.address, **fields)
+
+
+@transaction.atomic
+def api_key_create(key: ApiKey, *, by: AccessActor) -> str:
+    """Give an unsaved key (name, owner, expiry set) its secret and save it, audited; returns the raw
+    key, which the caller shows once and forgets: only its hash and a visible prefix are stored."""
     raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
     key.prefix, key.key_hash = raw[:API_KEY_VISIBLE_CHARS], hash_api_key(raw)
     key.save()
+    _audit(AccessAudit.Action.KEY_CREATED, by, api_key=key)
     return raw
 
 
-def api_key_revoke(keys: QuerySet[ApiKey]) -> int:
-    """Refuse these keys from now on; returns how many were not revoked yet. Conditional, so a key
-    revoked twice keeps its first revocation time. No call event: a key is not a call."""
-    return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+@transaction.atomic
+def api_key_revoke(keys: QuerySet[ApiKey], *, by: AccessActor) -> int:
+    """Refuse these keys from now on; returns how many were not revoked yet. Each key is revoked by
+    its own conditional UPDATE, so a key revoked twice keeps its first revocation (and audit record)."""
+    now, revoked = timezone.now(), []
+    for pk in list(keys.filter(revoked_at__isnull=True).values_list("pk", flat=True)):
+        if ApiKey.objects.filter(pk=pk, revoked_at__isnull=True).update(revoked_at=now):
+            _audit(AccessAudit.Action.KEY_REVOKED, by, api_key_id=pk, at=now)
+            revoked.append(pk)
+    publish.api_keys_closed(api_key_ids=revoked, reason=publish.KEY_REVOKED)
+    return len(revoked)
+
+
+@transaction.atomic
+def api_keys_expire(*, now: datetime) -> int:
+    """Note each key whose expiry has passed, once across processes (the conditional UPDATE of
+    `expiry_handled_at` is the claim), and close its sockets; returns how many. Refusal needs no
+    write: `is_usable` checks the expiry on every request."""
+    expired = []
+    due = ApiKey.objects.filter(expires_at__lte=now, revoked_at__isnull=True, expiry_handled_at__isnull=True)
+    for pk, expires_at in list(due.values_list("pk", "expires_at")):
+        if ApiKey.objects.filter(pk=pk, expiry_handled_at__isnull=True).update(expiry_handled_at=now):
+            _audit(AccessAudit.Action.KEY_EXPIRED, SYSTEM, api_key_id=pk, at=expires_at)
+            expired.append(pk)
+    publish.api_keys_closed(api_key_ids=expired, reason=publish.KEY_EXPIRED)
+    return len(expired)
+
+
+def staff_locked_out(*, username: str, address: str | None) -> AccessAudit | None:
+    """A sign-in locked out after repeated failures (django-axes' `user_locked_out` signal, also sent
+    for every attempt while locked out): one record per lockout, not per refused attempt."""
+    username = username[:150]
+    hours = settings.AXES_COOLOFF_TIME
+    recent = AccessAudit.objects.filter(action=AccessAudit.Action.STAFF_LOCKED_OUT, username=username, address=address)
+    if hours:
+        recent = recent.filter(at__gte=timezone.now() - timedelta(hours=hours))
+    if recent.exists():
+        return None
+    user = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: username}).first()
+    return _audit(AccessAudit.Action.STAFF_LOCKED_OUT, AccessActor(label=username, user=user, address=address), username=username)
 
 
 # --- phone calls (SIP) ------------------------------------------------------------------------

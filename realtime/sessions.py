@@ -19,6 +19,7 @@ translation to GA is a plain function over the validated input.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -443,22 +444,35 @@ def _message(error: ErrorDetails) -> str:
     return messages.get(kind, error["msg"])
 
 
-def _check_text(value: Any, path: str) -> None:
-    """Refuse lone surrogates anywhere (JSON allows "\\ud800"): the database and OpenAI would refuse
-    them later, and pydantic cannot say where they are."""
+# Free-form objects (tool parameters, tracing metadata, prompt variables, MCP headers) are the
+# caller's JSON, forwarded upstream: deeper than this is abuse (OpenAI and the engine fail on it).
+MAX_DEPTH = 32
+
+
+def _check_text(value: Any, path: str, depth: int = 0, *, finite: bool = False) -> None:
+    """Refuse, anywhere in the session, what pydantic's free-form `dict[str, Any]` lets through:
+    lone surrogates (JSON allows "\\ud800"; the database, the SDK's encoder and OpenAI refuse them
+    later), NaN and infinities (a multipart `session` is parsed by json.loads, which reads them), and
+    nesting deeper than MAX_DEPTH. `finite` (after pydantic, which names typed fields' NaN itself)
+    also refuses NaN and infinities."""
+    if depth > MAX_DEPTH:
+        raise InvalidInput(path, _("is nested too deeply (at most %(depth)d levels).") % {"depth": MAX_DEPTH})
     if isinstance(value, str):
         if not value.isascii():
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 raise InvalidInput(path, _("must be valid Unicode text.")) from None
+    elif isinstance(value, float):
+        if finite and not math.isfinite(value):
+            raise InvalidInput(path, _("must be a finite number."))
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check_text(key, f"{path}.{key}")
-            _check_text(item, f"{path}.{key}")
+            _check_text(key, f"{path}.{key}", depth + 1, finite=finite)
+            _check_text(item, f"{path}.{key}", depth + 1, finite=finite)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _check_text(item, f"{path}[{i}]")
+            _check_text(item, f"{path}[{i}]", depth + 1, finite=finite)
 
 
 def _validate(raw: Any) -> dict[str, Any]:
@@ -470,6 +484,7 @@ def _validate(raw: Any) -> dict[str, Any]:
         # Unknown keys first, as they usually explain the rest (a misspelt field).
         error = min(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
         raise InvalidInput(_field_path(error), _message(error)) from None
+    _check_text(raw, "session", finite=True)
     return dict(raw)
 
 

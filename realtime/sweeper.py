@@ -7,7 +7,8 @@ Each pass (`sweep_once`):
   `idle_timeout` (no speech from either side for REALTIME_IDLE_TIMEOUT_SECONDS);
 - retries upstream hangups that were never confirmed (an error, a timeout, a crash between the
   end and the hangup), with exponential backoff, until OpenAI confirms or says 404;
-- forgets Idempotency-Keys past their time to live.
+- forgets Idempotency-Keys past their time to live;
+- notes API keys whose expiry has passed (audit record, their sockets closed).
 
 Several sweepers may run at once (web processes, workers): the end itself is the claim (the
 conditional UPDATE in `services.call_end` lets one sweeper win; the others get
@@ -49,6 +50,7 @@ class SweepResult:
     ended: dict[str, int] = field(default_factory=dict)
     hangups_retried: int = 0
     keys_forgotten: int = 0
+    api_keys_expired: int = 0
 
 
 def due_calls(*, now: datetime) -> list[tuple[Call, Call.EndReason, dict[str, int]]]:
@@ -113,6 +115,7 @@ async def sweep_once() -> SweepResult:
     await sync_to_async(health.forget_old_beats)(now=now)
     # Said after the pass, so a sweeper that keeps failing half-way shows as stopped.
     await sync_to_async(health.beat)(Heartbeat.Role.SWEEPER)
+    result.api_keys_expired = await sync_to_async(services.api_keys_expire)(now=now)
     return result
 
 

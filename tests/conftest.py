@@ -224,7 +224,7 @@ def make_key() -> Callable[..., tuple[ApiKey, str]]:
 
     def make(name: str = "integrator", **kwargs: Any) -> tuple[ApiKey, str]:
         key = ApiKey(name=name, **kwargs)
-        return key, services.api_key_create(key)
+        return key, services.api_key_create(key, by=services.SYSTEM)
 
     return make
 

@@ -135,7 +135,7 @@ def test_it_never_deletes_keys_from_the_admin(admin_browser, make_key):
 def test_it_stores_only_the_hash_and_prefix_of_a_new_key():
     key = ApiKey(name="direct")
 
-    raw = services.api_key_create(key)
+    raw = services.api_key_create(key, by=services.SYSTEM)
 
     assert KEY.fullmatch(raw)
     stored = ApiKey.objects.get()
@@ -146,11 +146,11 @@ def test_it_stores_only_the_hash_and_prefix_of_a_new_key():
 @pytest.mark.django_db
 def test_it_revokes_keys_once_keeping_the_first_time(make_key):
     (first, _), (second, _) = make_key("a"), make_key("b")
-    assert services.api_key_revoke(ApiKey.objects.filter(pk=first.pk)) == 1
+    assert services.api_key_revoke(ApiKey.objects.filter(pk=first.pk), by=services.SYSTEM) == 1
     first.refresh_from_db()
     revoked_at = first.revoked_at
 
-    assert services.api_key_revoke(ApiKey.objects.all()) == 1
+    assert services.api_key_revoke(ApiKey.objects.all(), by=services.SYSTEM) == 1
 
     first.refresh_from_db()
     second.refresh_from_db()

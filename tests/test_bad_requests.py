@@ -206,6 +206,57 @@ def corpus(offer: str, call_id: str) -> list[Bad]:
     for i, query in enumerate(["limit=-1", "limit=0", "offset=-5", "limit=1.5", "limit=1e3", "status=ACTIVE", "status=%00", "limit=0x10"]):
         cases.append(Bad(f"list query {i}", "GET", f"/api/realtime/calls?{query}"))
 
+    # Free-form objects (forwarded upstream as given): lone surrogates, NaN and infinities, depth.
+    def deep(levels: int) -> dict[str, Any]:
+        value: dict[str, Any] = {}
+        for _ in range(levels):
+            value = {"a": value}
+        return value
+
+    def free_form(value: Any) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            ("tools.parameters", {"tools": [{"type": "function", "name": "f", "parameters": {"x": value}}]}),
+            ("tracing.metadata", {"tracing": {"workflow_name": "w", "metadata": {"x": value}}}),
+            ("prompt.variables", {"prompt": {"id": "p", "variables": {"x": value}}}),
+            ("mcp headers", {"tools": [{"type": "mcp", "server_label": "s", "headers": {"x": value}}]}),
+            ("mcp allowed_tools", {"tools": [{"type": "mcp", "server_label": "s", "allowed_tools": {"x": value}}]}),
+            ("mcp require_approval", {"tools": [{"type": "mcp", "server_label": "s", "require_approval": {"x": value}}]}),
+        ]
+
+    for bad_value, what in [("\ud800", "surrogate"), ("a\udfffb", "low surrogate"), ({"\ud800": 1}, "surrogate key")]:
+        for where, session in free_form(bad_value):
+            cases.append(_json(f"{what} in {where}", {"sdp": offer, "session": session}))
+    for levels in (40, 500, 900):
+        for where, session in free_form(deep(levels)):
+            cases.append(_json(f"{levels} deep in {where}", {"sdp": offer, "session": session}))
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        for where, session in free_form("CONSTANT"):
+            text = json.dumps(session).replace('"CONSTANT"', constant)
+            cases.append(
+                Bad(f"{constant} in multipart {where}", "POST", "/api/realtime/calls", {"sdp": offer, "session": text}, format="multipart")
+            )
+        cases.append(
+            Bad(
+                f"{constant} multipart temperature",
+                "POST",
+                "/api/realtime/calls",
+                {"sdp": offer, "session": f'{{"temperature": {constant}}}'},
+                format="multipart",
+            )
+        )
+
+    # Django's caps on form bodies: fields and files.
+    many_fields = {"sdp": offer, **{f"f{i}": "x" for i in range(1100)}}
+    cases.append(Bad("1,100 multipart fields", "POST", "/api/realtime/calls", many_fields, format="multipart"))
+    many_files = {"sdp": offer, **{f"f{i}": SimpleUploadedFile(f"{i}.txt", b"x") for i in range(101)}}
+    cases.append(Bad("101 multipart files", "POST", "/api/realtime/calls", many_files, format="multipart"))
+
+    # Windows past any table (and past the database's integers).
+    for name in ("offset", "limit"):
+        for value in ("1" + "0" * 21, str(2**63), str(10**12 + 1)):
+            cases.append(Bad(f"list {name}={value}", "GET", f"/api/realtime/calls?{name}={value}"))
+            cases.append(Bad(f"events {name}={value}", "GET", f"/api/realtime/calls/{call_id}/events?{name}={value}"))
+
     # Credentials that are not ones.
     for i, header in enumerate(["Bearer ", "Bearer \x00", "Bearer iap_' OR 1=1 --", "Bearer " + "k" * 10_000, "Bearer iap_<script>"]):
         cases.append(Bad(f"bad key {i}", "GET", "/api/realtime/calls", headers={"HTTP_AUTHORIZATION": header}))

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from rest_framework.test import APIClient
 
-from realtime.models import Call, CallEvent
+from realtime.models import ApiKey, Call, CallEvent
 
 from .conftest import start_server, stop_server
 from .factories import end_call, make_call
@@ -92,3 +92,52 @@ def test_it_lets_exactly_the_limit_through_when_100_creates_race(sdp_offer, tmp_
     finally:
         for server in servers:
             stop_server(server)
+
+
+def _key_client(make_key, name: str, **fields) -> tuple[ApiKey, APIClient]:
+    key, raw = make_key(name, **fields)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return key, client
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_limits_a_key_by_its_own_field_over_the_default(sdp_offer, asgi_server, settings, make_key, make_call):
+    settings.REALTIME_LOCAL_MODE = False
+    settings.REALTIME_MAX_ACTIVE_CALLS_PER_KEY = 5
+    small, small_client = _key_client(make_key, "small", max_active_calls=1)
+    unlimited, unlimited_client = _key_client(make_key, "unlimited", max_active_calls=0)
+    make_call(api_key=small)
+    for _ in range(5):
+        make_call(api_key=unlimited)
+
+    refused = _post(small_client, sdp_offer)
+
+    assert refused.status_code == 429
+    assert refused.json()["error"]["details"] == {"limit": 1, "scope": "api_key"}
+    # 0: no limit of its own, whatever the default.
+    assert _post(unlimited_client, sdp_offer).status_code == 201
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_a_fair_share_of_the_global_cap_for_keys_with_none_in_use(sdp_offer, asgi_server, settings, make_key, make_call):
+    settings.REALTIME_LOCAL_MODE = False
+    settings.REALTIME_MAX_ACTIVE_CALLS, settings.REALTIME_RESERVED_CALLS = 10, 2
+    greedy, greedy_client = _key_client(make_key, "greedy")
+    for _ in range(8):
+        make_call(api_key=greedy)
+    sent = _creates(asgi_server)
+
+    refused = _post(greedy_client, sdp_offer)
+
+    assert refused.status_code == 429
+    assert refused.json()["error"]["details"] == {"limit": 10, "reserved": 2, "scope": "fair_share"}
+    assert _creates(asgi_server) == sent and Call.objects.count() == 8
+    # Keys with no call in progress still find a place, up to the global cap.
+    _bob, bob_client = _key_client(make_key, "bob")
+    _carol, carol_client = _key_client(make_key, "carol")
+    _dave, dave_client = _key_client(make_key, "dave")
+    assert _post(bob_client, sdp_offer).status_code == 201
+    assert _post(carol_client, sdp_offer).status_code == 201
+    last = _post(dave_client, sdp_offer)
+    assert (last.status_code, last.json()["error"]["details"]) == (429, {"limit": 10})

@@ -40,7 +40,7 @@ def _assert_indexed(run: Callable[[], Any]) -> Any:
 def history(db: None) -> dict[str, Any]:
     """Calls in every state (one active with sideband events, three ended, one failed), most with an API key."""
     key = ApiKey(name="integrator")
-    raw = services.api_key_create(key)
+    raw = services.api_key_create(key, by=services.SYSTEM)
     calls = []
     for i in range(4):
         call = services.call_open(

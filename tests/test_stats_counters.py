@@ -66,7 +66,7 @@ class CallHistory(RuleBasedStateMachine):
         self._history.__enter__()
         self.keys = [ApiKey(name=f"key {i}") for i in range(2)]
         for key in self.keys:
-            services.api_key_create(key)
+            services.api_key_create(key, by=services.SYSTEM)
         self.upstream_ids = 0
 
     def _calls(self, *statuses: str) -> list[int]:
@@ -167,7 +167,7 @@ def test_it_keeps_the_counters_equal_to_a_recount_whatever_happens():
 @pytest.mark.django_db
 def test_it_rebuilds_the_counters_from_the_rows():
     key = ApiKey(name="integrator")
-    services.api_key_create(key)
+    services.api_key_create(key, by=services.SYSTEM)
     call = services.call_open(offer="v=0", session=parse_session({"voice": "echo"}), source="webrtc", actor="api", api_key=key)
     services.call_answer(call=call, created=upstream.CreatedCall(upstream_id="rtc_1", sdp_answer="v=0"))
     usage = {"response": {"usage": _usage(1000, 500)}}

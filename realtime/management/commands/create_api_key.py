@@ -41,7 +41,7 @@ class Command(BaseCommand):
                 raise CommandError("--expires-in-days must be at least 1.")
             expires_at = timezone.now() + timedelta(days=expires_in_days)
         key = ApiKey(name=name, owner=user, expires_at=expires_at)
-        raw = services.api_key_create(key)
+        raw = services.api_key_create(key, by=services.COMMAND_LINE)
         expiry = f", expires {expires_at:%Y-%m-%d %H:%M %Z}" if expires_at else ""
         self.stderr.write(f"Created API key {key.prefix}… ({key.name}{expiry}). Store it now: it is not shown again.")
         self.stdout.write(raw)

@@ -20,7 +20,7 @@ class Command(BaseCommand):
         key = ApiKey.objects.filter(prefix=prefix.rstrip("…")).first()
         if key is None:
             raise CommandError(f"No API key with prefix {prefix!r}.")
-        if services.api_key_revoke(ApiKey.objects.filter(pk=key.pk)):
+        if services.api_key_revoke(ApiKey.objects.filter(pk=key.pk), by=services.COMMAND_LINE):
             self.stdout.write(f"Revoked {key}.")
         else:
             self.stdout.write(f"{key} was already revoked.")
