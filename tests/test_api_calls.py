@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from realtime import services
 from realtime.models import Call
+from realtime.sessions import parse_session
 
 from .factories import end_call, make_call
 
@@ -107,3 +109,22 @@ def test_it_answers_405_for_an_unsupported_method(api):
     assert response.status_code == 405
     assert response.json()["success"] is False
     assert not Call.objects.exists()
+
+
+@pytest.mark.no_upstream
+@pytest.mark.django_db
+def test_it_pages_through_every_call_with_the_cursor_newest_first(api):
+    made = [services.call_open(offer="v=0", session=parse_session({}), source="webrtc", actor="api").call_id for _ in range(5)]
+    seen, params = [], {"limit": 2}
+    while True:
+        body = api.get("/api/realtime/calls", params).json()
+        seen += [c["call_id"] for c in body["data"]]
+        assert body["count"] == 5
+        if "next_cursor" not in body:
+            break
+        params = {"limit": 2, "cursor": body["next_cursor"]}
+
+    # Every call once, newest first (same created_at order as offset pages), and no cursor after the last page.
+    assert seen == list(reversed(made))
+    bad = api.get("/api/realtime/calls", {"cursor": "not-a-cursor"})
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "cursor"
