@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from realtime import services
 from realtime.models import Call
+from realtime.sessions import parse_session
 
 from .factories import end_call, make_call
 
@@ -112,6 +114,7 @@ def test_it_answers_405_for_an_unsupported_method(api):
     assert not Call.objects.exists()
 
 
+<<<<<<< HEAD
 @pytest.mark.upstream
 @pytest.mark.parametrize("slash", ["", "/"])
 @pytest.mark.parametrize("path", ["calls", "calls/{call_id}", "calls/{call_id}/events", "calls/{call_id}/transcript", "stats"])
@@ -143,3 +146,22 @@ def test_it_serves_the_largest_page_when_asked_for_more(api, sdp_offer, settings
     assert body["count"] == 3 and [c["call_id"] for c in body["data"]] == [calls[2].call_id, calls[1].call_id]
     for call in calls:
         end_call(call)
+=======
+@pytest.mark.no_upstream
+@pytest.mark.django_db
+def test_it_pages_through_every_call_with_the_cursor_newest_first(api):
+    made = [services.call_open(offer="v=0", session=parse_session({}), source="webrtc", actor="api").call_id for _ in range(5)]
+    seen, params = [], {"limit": 2}
+    while True:
+        body = api.get("/api/realtime/calls", params).json()
+        seen += [c["call_id"] for c in body["data"]]
+        assert body["count"] == 5
+        if "next_cursor" not in body:
+            break
+        params = {"limit": 2, "cursor": body["next_cursor"]}
+
+    # Every call once, newest first (same created_at order as offset pages), and no cursor after the last page.
+    assert seen == list(reversed(made))
+    bad = api.get("/api/realtime/calls", {"cursor": "not-a-cursor"})
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "cursor"
+>>>>>>> h11
