@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from realtime import services
-from realtime.models import Call
+from realtime.models import Call, CallEvent
 from realtime.sessions import parse_session
 
 from .factories import end_call, make_call
@@ -114,7 +114,6 @@ def test_it_answers_405_for_an_unsupported_method(api):
     assert not Call.objects.exists()
 
 
-<<<<<<< HEAD
 @pytest.mark.upstream
 @pytest.mark.parametrize("slash", ["", "/"])
 @pytest.mark.parametrize("path", ["calls", "calls/{call_id}", "calls/{call_id}/events", "calls/{call_id}/transcript", "stats"])
@@ -146,11 +145,14 @@ def test_it_serves_the_largest_page_when_asked_for_more(api, sdp_offer, settings
     assert body["count"] == 3 and [c["call_id"] for c in body["data"]] == [calls[2].call_id, calls[1].call_id]
     for call in calls:
         end_call(call)
-=======
-@pytest.mark.no_upstream
+
+
 @pytest.mark.django_db
 def test_it_pages_through_every_call_with_the_cursor_newest_first(api):
-    made = [services.call_open(offer="v=0", session=parse_session({}), source="webrtc", actor="api").call_id for _ in range(5)]
+    made = [
+        services.call_open(offer="v=0", session=parse_session({}), source=Call.Source.WEBRTC, actor=CallEvent.Actor.API).call_id
+        for _ in range(5)
+    ]
     seen, params = [], {"limit": 2}
     while True:
         body = api.get("/api/realtime/calls", params).json()
@@ -164,4 +166,3 @@ def test_it_pages_through_every_call_with_the_cursor_newest_first(api):
     assert seen == list(reversed(made))
     bad = api.get("/api/realtime/calls", {"cursor": "not-a-cursor"})
     assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "cursor"
->>>>>>> h11
