@@ -17,6 +17,8 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from av import AudioFrame
 
+from localrealtime.media import audio_frames
+
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms, Opus' usual frame
 
@@ -163,13 +165,7 @@ class Caller:
             self.events.append(json.loads(message))
 
     async def _consume(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except Exception:
-                return
-            if not isinstance(frame, AudioFrame):
-                continue  # an audio track yields audio frames; this narrows the type for mypy
+        async for frame in audio_frames(track):
             self.frames_received += 1
             if np.abs(frame.to_ndarray()).max() > 1000:
                 self.loud_frames_received += 1

@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
-from aiortc.mediastreams import MediaStreamError
-from av import AudioFrame
 from django.conf import settings
 
 from . import protocol
+from .media import audio_frames
 
 logger = logging.getLogger(__name__)
 
@@ -364,13 +363,7 @@ class Engine:
         speech_start_ms: float | None = None
         silence_ms = 0.0
         item_id = ""
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            if not isinstance(frame, AudioFrame):
-                continue  # an audio track yields audio frames; this narrows the type for mypy
+        async for frame in audio_frames(track):
             frame_ms = 1000 * frame.samples / frame.sample_rate
             position_ms += frame_ms
             detection = call.session["audio"]["input"].get("turn_detection")

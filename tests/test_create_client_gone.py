@@ -14,7 +14,7 @@ from realtime.models import Call, CallEvent
 
 from .conftest import Server, start_server, stop_server
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.no_upstream]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 # The engine answers an offer this late: long enough for the client to give up first.
 ANSWER_DELAY_MS = 1500

@@ -97,7 +97,6 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     process.wait(10)
 
 
-@pytest.mark.no_upstream
 async def test_it_closes_a_socket_held_by_another_process_within_seconds(make_key, redis_url, tmp_path, settings):
     server = await sync_to_async(start_server)(tmp_path, extra_env={"REDIS_URL": redis_url, "REALTIME_MONITORS": "off"})
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [redis_url]}}}
