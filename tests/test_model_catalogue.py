@@ -50,6 +50,7 @@ def test_it_serves_the_seed_aliases_with_the_2_1_models(seed, served):
     assert config.warnings == []
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_warns_before_the_shutdown_date_in_the_answer_and_in_call_created(api, sdp_offer, pushes):
     with time_machine.travel(BEFORE_REALTIME_SHUTDOWN, tick=True):
@@ -74,6 +75,7 @@ def test_it_warns_before_the_shutdown_date_in_the_answer_and_in_call_created(api
     assert pushes[0]["event"]["event_data"]["warnings"] == [warning]
 
 
+@pytest.mark.upstream
 @pytest.mark.django_db(transaction=True)
 def test_it_sends_a_shut_down_model_as_its_successor_and_notes_it(api, sdp_offer):
     with time_machine.travel(REALTIME_SHUTDOWN, tick=True):

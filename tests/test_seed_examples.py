@@ -77,8 +77,9 @@ def test_it_answers_example_2_s_sip_offer_with_a_clear_400(asgi_server):
     assert response.status_code == 400
     error = response.json()
     assert error["success"] is False
-    assert error["error"]["code"] == "invalid_sdp"
-    assert error["error"]["details"] == {"field": "sdp"}
+    # A clear answer: this endpoint takes WebRTC offers; phone calls come through the SIP trunk.
+    assert error["error"]["code"] == "sip_offer_not_supported"
+    assert error["error"]["details"]["field"] == "sdp" and "docs/sip.md" in error["error"]["message"]
     assert requests.get(f"{asgi_server.url}/api/realtime/calls", timeout=10).json()["count"] == 0
 
 

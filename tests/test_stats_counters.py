@@ -179,7 +179,7 @@ def test_it_rebuilds_the_counters_from_the_rows():
 
     assert written == len(_rows())
     assert selectors.stats(principal=_principal(key)) == before
-    assert before["total_events"] == 3 and before["usage_by_model"]["gpt-realtime"]["input_tokens"] == 1000
+    assert before["total_events"] == 3 and before["usage_by_model"]["gpt-realtime-2.1"]["input_tokens"] == 1000
     assert Decimal(str(before["total_cost_usd"])) == Call.objects.get(pk=call.pk).cost_usd
 
 
