@@ -36,7 +36,9 @@ test: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 0
-	$(BIN)/python -m pytest -m "not topology"
+	# Three workers on two cores: the suite mostly waits on real servers, calls and timeouts (one
+	# worker keeps a load average under 1), and each worker has its own database and servers.
+	$(BIN)/python -m pytest -n 3 -m "not topology"
 	# Again on a real PostgreSQL (and Redis), started and stopped by deploy/servers.py: the tests of
 	# locks, races, leases and crash recovery, and the topology tests (nginx, two web processes).
 	$(BIN)/python -m deploy.servers with -- $(BIN)/python -m pytest -m "postgresql or topology"
