@@ -29,12 +29,9 @@ async def make_offer() -> str:
     import django
 
     django.setup()
-    from localrealtime.caller import Caller
+    from localrealtime.caller import sample_offer
 
-    caller = Caller()
-    offer = await caller.offer()
-    await caller.close()
-    return offer
+    return await sample_offer()
 
 
 async def burst(url: str, offer: str, calls: int) -> tuple[float, list[float], list[int]]:

@@ -60,12 +60,9 @@ def web_rss(topology: scaled.Topology) -> dict[str, float]:
 
 
 async def make_offer() -> str:
-    from localrealtime.caller import Caller
+    from localrealtime.caller import sample_offer
 
-    caller = Caller()
-    offer = await caller.offer()
-    await caller.close()
-    return offer
+    return await sample_offer()
 
 
 async def probe(url: str, seconds: float, every: float = 0.2) -> dict[str, Any]:

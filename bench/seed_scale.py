@@ -129,15 +129,9 @@ def real_offer() -> str:
     """An offer from a real aiortc caller (audio and the events data channel), as browsers send."""
     import asyncio
 
-    from localrealtime.caller import Caller
+    from localrealtime.caller import sample_offer
 
-    async def make() -> str:
-        caller = Caller()
-        offer = await caller.offer()
-        await caller.close()
-        return offer
-
-    return asyncio.run(make())
+    return asyncio.run(sample_offer())
 
 
 class Documents:

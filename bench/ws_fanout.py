@@ -138,12 +138,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _offer() -> str:
-    from localrealtime.caller import Caller
+    from localrealtime.caller import sample_offer
 
-    caller = Caller()
-    offer = await caller.offer()
-    await caller.close()
-    return offer
+    return await sample_offer()
 
 
 def _cpu_ms(pid: int) -> float:

@@ -195,6 +195,15 @@ class Caller:
             task.cancel()
 
 
+async def sample_offer() -> str:
+    """A real offer (audio and the oai-events data channel) from a caller closed straight after."""
+    caller = Caller()
+    try:
+        return await caller.offer()
+    finally:
+        await caller.close()
+
+
 async def _call(base_url: str, seconds: float, session: dict[str, Any]) -> None:
     import httpx
 
@@ -236,14 +245,7 @@ def main() -> None:
     restrict_host_addresses(args.ice_address or ["127.0.0.1"])
 
     if args.command == "offer":
-
-        async def offer() -> str:
-            caller = Caller()
-            sdp = await caller.offer()
-            await caller.close()
-            return sdp
-
-        print(asyncio.run(offer()), end="")
+        print(asyncio.run(sample_offer()), end="")
     else:
         asyncio.run(_call(args.base_url, args.seconds, json.loads(args.session)))
 

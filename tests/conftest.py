@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from localrealtime.caller import Caller
+from localrealtime.caller import sample_offer
 from realtime import services, sessions
 from realtime.models import ApiKey, Call, CallEvent
 
@@ -190,14 +190,7 @@ def _fresh_throttles() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def sdp_offer() -> str:
     """A real offer from an aiortc caller (audio + the oai-events data channel)."""
-
-    async def make() -> str:
-        caller = Caller()
-        offer = await caller.offer()
-        await caller.close()
-        return offer
-
-    return asyncio.run(make())
+    return asyncio.run(sample_offer())
 
 
 @pytest.fixture
