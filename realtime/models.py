@@ -153,6 +153,14 @@ class Call(models.Model):
     cost_usd = models.DecimalField(_("cost (USD)"), max_digits=14, decimal_places=6, null=True, blank=True, default=Decimal("0"))
     has_transcript = models.BooleanField(_("has a transcript"), default=False)
 
+    # Conversation quality measured from the sideband (turn latency, interruptions, talk time):
+    # `{"turns", "latency_ms": {"p50", "p95", "max"}, "interruptions", "talk_seconds": {...}}`.
+    # Empty until the monitor has seen a turn.
+    metrics = models.JSONField(_("quality metrics"), default=dict, blank=True)
+    # Two figures of `metrics` as columns, so lists filter and sort on them through an index.
+    latency_p95_ms = models.PositiveIntegerField(_("turn latency p95 (ms)"), null=True, blank=True)
+    latency_max_ms = models.PositiveIntegerField(_("slowest turn (ms)"), null=True, blank=True)
+
     # Phone calls (source sip). Caller and called come from the From/To headers OpenAI relays: they
     # are whatever the carrier (or anyone reaching the trunk) put there, untrusted text.
     sip_caller = models.CharField(_("caller"), max_length=255, blank=True, default="")
@@ -207,6 +215,9 @@ class Call(models.Model):
             models.Index(fields=["cost_usd"], name="call_cost_idx"),
             # deleting a route sets its calls' sip_route to null (one UPDATE by route).
             models.Index(fields=["sip_route"], name="call_sip_route_idx"),
+            # `min_latency` list filters and the dashboard's slowest calls: only measured calls.
+            models.Index(fields=["latency_p95_ms"], condition=models.Q(latency_p95_ms__isnull=False), name="call_latency_p95_idx"),
+            models.Index(fields=["latency_max_ms"], condition=models.Q(latency_max_ms__isnull=False), name="call_latency_max_idx"),
         ]
         permissions = [("end_call", _("Can end calls"))]
 
