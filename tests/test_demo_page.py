@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 
 import pytest
+import time_machine
+
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +36,7 @@ def test_it_serves_the_page_with_its_configuration(client, settings):
     # It should set the CSRF cookie, so the page's POST/DELETE carry X-CSRFToken.
     assert response.cookies["csrftoken"].value
     assert 'id="call-form"' in html
-    assert '<option value="gpt-realtime-2.1" selected>' in html
+    assert '<option value="gpt-realtime-2.1" selected data-served="gpt-realtime-2.1">gpt-realtime-2.1 (default)</option>' in html
     assert '<option value="alloy" selected>' in html
     # Everything is served from here: no third-party host.
     assert not re.search(r'(src|href)="(https?:)?//', html)
@@ -66,3 +70,29 @@ def test_it_serves_the_javascript_catalog_locally(client):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/javascript")
     assert "globals.gettext = django.gettext" in response.content.decode()
+
+
+def test_it_selects_the_model_the_server_uses_and_names_what_each_is_sent_as(client, settings):
+    # A default naming a retired (seed) model: the server sends its GA replacement.
+    settings.REALTIME_DEFAULT_MODEL = "gpt-4o-realtime-preview"
+
+    html = client.get("/realtime-api.html").content.decode()
+
+    selected = re.findall(r'<option value="([^"]+)" selected data-served="([^"]+)">([^<]*)</option>', html)
+    assert selected == [("gpt-4o-realtime-preview", "gpt-realtime-2.1", "gpt-4o-realtime-preview → gpt-realtime-2.1 (default)")]
+    assert '<option value="gpt-4o-mini-realtime-preview" data-served="gpt-realtime-2.1-mini">' in html
+    # Once OpenAI shuts models down (the catalogue's date), a shut-down model is shown with its
+    # successor, and one without a successor is not offered: the server would refuse it.
+    settings.REALTIME_DEFAULT_MODEL = "gpt-realtime"
+    with time_machine.travel(dt.datetime(2027, 1, 20, 12, tzinfo=dt.UTC)):
+        html = client.get("/realtime-api.html").content.decode()
+    assert '<option value="gpt-realtime" selected data-served="gpt-realtime-2.1">gpt-realtime → gpt-realtime-2.1 (default)</option>' in html
+    assert 'value="gpt-audio-mini"' not in html
+
+
+def test_it_links_its_favicon_served_from_here(client):
+    html = client.get("/realtime-api.html").content.decode()
+
+    match = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', html)
+    assert match and match.group(1) == "/static/favicon.svg"
+    assert (ROOT / "static" / "favicon.svg").read_text().startswith("<svg")

@@ -75,11 +75,18 @@ class Command(BaseCommand):
             ready_callable=lambda: start(),
         )
 
+        def ready(engine: tuple[str, int] | None = None) -> None:
+            self.stdout.write(banner(options["host"], port, engine=engine))
+            self.stdout.flush()
+
         def start() -> None:
             # Called by daphne once its listeners are set up, just before its loop runs: the
-            # background work starts as a task on that loop.
+            # background work starts as a task on that loop. Where everything is gets printed
+            # once it all listens: here without the engine, once the engine listens with it.
             loop = asyncio.get_event_loop()
-            loop.call_soon(lambda: work.append(loop.create_task(_background(stop, with_engine=with_engine, fail=fail))))
+            loop.call_soon(lambda: work.append(loop.create_task(_background(stop, with_engine=with_engine, fail=fail, ready=ready))))
+            if not with_engine:
+                ready()
 
         def fail(exc: BaseException) -> None:
             failures.append(exc)
@@ -100,7 +107,35 @@ class Command(BaseCommand):
             raise CommandError(str(failures[0]))
 
 
-async def _background(stop: asyncio.Event, *, with_engine: bool, fail: Callable[[BaseException], None]) -> None:
+def banner(host: str, port: int, *, engine: tuple[str, int] | None) -> str:
+    """Where everything is, for the person who just typed `make run`."""
+    # A wildcard address is not one to browse to; this machine answers on it as localhost.
+    shown = "localhost" if host in ("", "0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+    site = f"http://{shown}:{port}"
+    rows = [
+        ("Demo page", f"{site}/realtime-api.html"),
+        ("Admin", f"{site}/admin/"),
+        ("Dashboard", f"{site}/admin/dashboard/"),
+        ("API docs", f"{site}/api/docs/"),
+    ]
+    if engine is not None:
+        engine_host = f"[{engine[0]}]" if ":" in engine[0] else engine[0]
+        rows.append(("Local engine", f"http://{engine_host}:{engine[1]}/v1"))
+        sip_host = settings.LOCALREALTIME_SIP_HOST
+        sip_host = f"[{sip_host}]" if ":" in sip_host else sip_host
+        rows.append(("Local SIP", f"sip:{settings.LOCALREALTIME_PROJECT_ID}@{sip_host}:{settings.LOCALREALTIME_SIP_PORT} (UDP and TCP)"))
+    rows.append(("Time zone", settings.TIME_ZONE))
+    width = max(len(name) for name, _ in rows)
+    return "Ready:\n" + "\n".join(f"  {name.ljust(width)}  {where}" for name, where in rows)
+
+
+async def _background(
+    stop: asyncio.Event,
+    *,
+    with_engine: bool,
+    fail: Callable[[BaseException], None],
+    ready: Callable[[tuple[str, int]], None],
+) -> None:
     """This process's long-lived work until `stop`. The monitors and the sweeper stop first (they
     may still talk to the engine), then the engine. An engine that cannot serve (its port taken,
     say) calls `fail` with the error, which stops the whole server."""
@@ -109,7 +144,9 @@ async def _background(stop: asyncio.Event, *, with_engine: bool, fail: Callable[
     if with_engine:
         from localrealtime import server as engine
 
-        serving = asyncio.ensure_future(engine.run(engine_stop, settings.LOCALREALTIME_HOST, settings.LOCALREALTIME_PORT))
+        serving = asyncio.ensure_future(
+            engine.run(engine_stop, settings.LOCALREALTIME_HOST, settings.LOCALREALTIME_PORT, ready=lambda host, port: ready((host, port)))
+        )
 
         def failed(task: asyncio.Future[None]) -> None:
             if not task.cancelled() and (exc := task.exception()) is not None:
