@@ -173,16 +173,18 @@
       window.prompt(gettext("Copy the call id:"), text);
       return;
     }
-    button.textContent = pgettext("demo page", "Copied");
+    const shown = button.textContent;
+    button.textContent = button.classList.contains("icon") ? "✓" : pgettext("demo page", "Copied");
     button.dataset.copied = "true";
     setTimeout(() => {
-      button.textContent = pgettext("demo page", "Copy");
+      button.textContent = shown;
       delete button.dataset.copied;
     }, 1500);
   }
 
+  // In the list, an icon (its label says what it copies): the columns must fit at 1366 px.
   function newCopyButton(text) {
-    const button = element("button", { type: "button", className: "link copy" }, pgettext("demo page", "Copy"));
+    const button = element("button", { type: "button", className: "link copy icon" });
     copyButton(button, text);
     return button;
   }
@@ -257,9 +259,8 @@
           element("td", { className: "call-id", title: call.call_id }, element("code", {}, call.call_id.slice(0, 11) + "…"), newCopyButton(call.call_id)),
           element("td", {}, statusPill(call.status)),
           caller,
-          element("td", {}, call.model),
-          element("td", {}, call.voice),
-          element("td", { title: dateTimeOf(call.created_at) }, timeOf(call.created_at)),
+          element("td", {}, call.model, element("div", { className: "muted" }, call.voice)),
+          element("td", { className: "started", title: dateTimeOf(call.created_at) }, timeOf(call.created_at)),
           element("td", {}, durationOf(call)),
           actions,
         );
