@@ -106,3 +106,7 @@ def test_it_prints_where_everything_is_once_ready(tmp_path):
         f"  Local SIP     sip:proj_local@127.0.0.1:{sip_port} (UDP and TCP)",
         "  Time zone     America/Montreal",
     ]
+    # The access log's lines are in that time zone too, with their offset (-05:00 or -04:00).
+    assert re.search(
+        r'^127\.0\.0\.1:\d+ - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d -0[45]00\] "GET /api/realtime/stats" 200 \d+$', "\n".join(lines), re.M
+    )

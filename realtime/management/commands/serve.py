@@ -13,10 +13,12 @@ leases, the engine ends its calls) before daphne closes its connections and the 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol, cast
+from zoneinfo import ZoneInfo
 
 from daphne.access import AccessLogGenerator
 from daphne.endpoints import build_endpoint_description_strings
@@ -42,6 +44,25 @@ class _Triggers(Protocol):
 
 # The reactor daphne.server installed (INSTALLED_APPS lists daphne first), as far as used here.
 reactor = cast(_Triggers, _reactor)
+
+
+class ZonedAccessLog(AccessLogGenerator):
+    """daphne's NCSA access lines, stamped in settings.TIME_ZONE with the UTC offset that the NCSA
+    format has and daphne leaves out, like every other log line."""
+
+    def write_entry(
+        self,
+        host: str,
+        date: datetime.datetime,
+        request: str,
+        status: int | None = None,
+        length: int | None = None,
+        ident: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        # daphne passes the naive local time; astimezone reads it as such.
+        stamp = date.astimezone(ZoneInfo(settings.TIME_ZONE)).strftime("%d/%b/%Y:%H:%M:%S %z")
+        self.stream.write(f'{host} {ident or "-"} {user or "-"} [{stamp}] "{request}" {status or "-"} {length or "-"}\n')
 
 
 class Command(BaseCommand):
@@ -71,7 +92,7 @@ class Command(BaseCommand):
             endpoints=[f"{e}:backlog={BACKLOG}" for e in build_endpoint_description_strings(host=options["host"], port=port)],
             # Twisted's own handlers: SIGTERM/SIGINT stop the reactor, which runs the triggers below.
             signal_handlers=True,
-            action_logger=AccessLogGenerator(sys.stdout) if options["verbosity"] >= 1 else None,
+            action_logger=ZonedAccessLog(sys.stdout) if options["verbosity"] >= 1 else None,
             ready_callable=lambda: start(),
         )
 
