@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,10 @@ LOCALE_PATHS = [BASE_DIR / "locale"]
 # Times are stored in UTC; the admin shows them, and log lines are stamped (with their offset), in
 # this zone. The demo page shows each viewer's own local time and names that zone on the page.
 TIME_ZONE = env.str("TIME_ZONE", default="Europe/Paris")
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+    raise ImproperlyConfigured(f"TIME_ZONE must be a time zone name such as Europe/Paris or UTC, not {TIME_ZONE!r}.") from None
 USE_I18N = True
 USE_TZ = True
 

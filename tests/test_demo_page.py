@@ -96,3 +96,16 @@ def test_it_links_its_favicon_served_from_here(client):
     match = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', html)
     assert match and match.group(1) == "/static/favicon.svg"
     assert (ROOT / "static" / "favicon.svg").read_text().startswith("<svg")
+
+
+def test_it_has_every_string_of_its_script_in_french(client):
+    """Every gettext/pgettext literal of the page's script is in the French catalogue /jsi18n/ serves."""
+    script = (ROOT / "static" / "realtime" / "realtime-api.js").read_text(encoding="utf-8")
+    strings = re.findall(r'\bpgettext\("([^"]+)", "([^"]+)"\)|\bgettext\("([^"]+)"\)', script)
+
+    served = client.get("/jsi18n/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+
+    catalog = json.loads(re.search(r"const newcatalog = (\{.*?\});\n", served, re.S).group(1))
+    assert len(strings) > 40
+    missing = [text or message for context, message, text in strings if not catalog.get(text or f"{context}\x04{message}")]
+    assert missing == []
