@@ -109,3 +109,14 @@ def test_it_has_every_string_of_its_script_in_french(client):
     assert len(strings) > 40
     missing = [text or message for context, message, text in strings if not catalog.get(text or f"{context}\x04{message}")]
     assert missing == []
+
+
+def test_it_has_every_string_of_its_template_in_french():
+    from django.utils.translation import trans_real
+
+    template = (ROOT / "templates" / "realtime-api.html").read_text(encoding="utf-8")
+    strings = re.findall(r"""\{% translate ["']([^"']+)["'](?: context "([^"]+)")? %\}""", template)
+    catalog = trans_real.translation("fr")._catalog  # type: ignore[attr-defined]
+
+    assert len(strings) > 40
+    assert [text for text, context in strings if (f"{context}\x04{text}" if context else text) not in catalog] == []

@@ -110,3 +110,22 @@ def test_it_prints_where_everything_is_once_ready(tmp_path):
     assert re.search(
         r'^127\.0\.0\.1:\d+ - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d -0[45]00\] "GET /api/realtime/stats" 200 \d+$', "\n".join(lines), re.M
     )
+
+
+def test_it_names_localhost_for_a_wildcard_address_and_no_engine_when_openai_serves(settings):
+    from realtime.management.commands.serve import banner
+
+    settings.TIME_ZONE = "Europe/Paris"
+
+    assert banner("0.0.0.0", 8000, engine=None).splitlines() == [
+        "Ready:",
+        "  Demo page  http://localhost:8000/realtime-api.html",
+        "  Admin      http://localhost:8000/admin/",
+        "  Dashboard  http://localhost:8000/admin/dashboard/",
+        "  API docs   http://localhost:8000/api/docs/",
+        "  Time zone  Europe/Paris",
+    ]
+    assert banner("::1", 8000, engine=("::1", 8001)).splitlines()[1:6:4] == [
+        "  Demo page     http://[::1]:8000/realtime-api.html",
+        "  Local engine  http://[::1]:8001/v1",
+    ]
