@@ -2,6 +2,8 @@
 # make run-scaled - the production topology on this machine (nginx on $(PORT), two web processes,
 #              a worker, PostgreSQL, Redis, the local engine), in the foreground; docs/deployment.md
 # make test  - lint, type-check and run the whole suite
+# make superuser          - create an admin account (the database and settings of `make run`)
+# make api-key NAME=...   - create an integrator's API key, printed once
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +13,7 @@ HOST ?= 127.0.0.1
 DEBUG ?= true
 export PORT DEBUG
 
-.PHONY: run run-scaled test install lint format messages bench soak clean
+.PHONY: run run-scaled test install lint format messages bench soak clean superuser api-key
 
 $(BIN)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +27,18 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
+
+# The first steps after `make run`, with its settings (DEBUG and PORT are exported above), so a
+# newcomer never has to know that management commands outside make need DEBUG=true. A script sets
+# DJANGO_SUPERUSER_USERNAME, _EMAIL and _PASSWORD (Django's own variables) and is not prompted.
+superuser: install
+	$(BIN)/python manage.py migrate --noinput --verbosity 0
+	$(BIN)/python manage.py createsuperuser $(if $(DJANGO_SUPERUSER_PASSWORD),--noinput)
+
+api-key: install
+	@test -n "$(NAME)" || { echo 'Name the key: make api-key NAME="standard téléphonique"' >&2; exit 2; }
+	$(BIN)/python manage.py migrate --noinput --verbosity 0
+	$(BIN)/python manage.py create_api_key "$(NAME)"
 
 # honcho runs deploy/Procfile; data (PostgreSQL, nginx's files, the environment) stays in var/.
 run-scaled: install

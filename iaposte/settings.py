@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,14 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = env.str("LANGUAGE_CODE", default="fr")
 LANGUAGES = [("fr", _("French")), ("en", _("English"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# --- Time zone: one for logs, admin and pages ----------------------------------------------------
+# Times are stored in UTC; the admin shows them, and log lines are stamped (with their offset), in
+# this zone. The demo page shows each viewer's own local time and names that zone on the page.
 TIME_ZONE = env.str("TIME_ZONE", default="Europe/Paris")
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+    raise ImproperlyConfigured(f"TIME_ZONE must be a time zone name such as Europe/Paris or UTC, not {TIME_ZONE!r}.") from None
 USE_I18N = True
 USE_TZ = True
 
@@ -263,7 +271,13 @@ LOGOUT_REDIRECT_URL = "login"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {
+            "()": "realtime.logfilters.ZonedFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "time_zone": TIME_ZONE,
+        }
+    },
     "filters": {"one_line": {"()": "realtime.logfilters.OneLineSecurityLog"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},

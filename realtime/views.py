@@ -10,7 +10,20 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from . import sessions
 from .auth.pages import page_access_required
 from .auth.principals import Principal
+from .exceptions import InvalidInput
 from .models import Call
+
+
+def _served_models() -> dict[str, str]:
+    """Each model the form offers -> the model the server sends for it today (aliases and shut-down
+    models resolved by the same code as a real request); models it would refuse are left out."""
+    served = {}
+    for model in dict.fromkeys([settings.REALTIME_DEFAULT_MODEL, *sorted(sessions.GA_MODELS | set(settings.REALTIME_MODEL_ALIASES))]):
+        try:
+            served[model] = sessions.parse_session({"model": model}).upstream_model
+        except InvalidInput:
+            continue
+    return served
 
 
 @ensure_csrf_cookie
@@ -21,7 +34,6 @@ def demo(request: HttpRequest, principal: Principal) -> HttpResponse:
     The page talks only to our public API and WebSocket feeds; the CSRF cookie is set so its
     POST/DELETE requests keep working once the API adds session authentication.
     """
-    models = [settings.REALTIME_DEFAULT_MODEL, *sorted(sessions.GA_MODELS | set(settings.REALTIME_MODEL_ALIASES))]
     config = {
         "apiBase": "/api/realtime",
         "feedPath": "/ws/realtime/calls",
@@ -31,7 +43,9 @@ def demo(request: HttpRequest, principal: Principal) -> HttpResponse:
         "canEnd": principal.can_end,
     }
     context = {
-        "models": list(dict.fromkeys(models)),
+        # Shown as "requested → sent" where they differ; the default is selected, as a session
+        # naming no model gets it.
+        "models": _served_models().items(),
         "default_model": settings.REALTIME_DEFAULT_MODEL,
         "voices": sessions.VOICES,
         "default_voice": sessions.DEFAULT_VOICE,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 
 import pytest
+import time_machine
+
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +36,7 @@ def test_it_serves_the_page_with_its_configuration(client, settings):
     # It should set the CSRF cookie, so the page's POST/DELETE carry X-CSRFToken.
     assert response.cookies["csrftoken"].value
     assert 'id="call-form"' in html
-    assert '<option value="gpt-realtime-2.1" selected>' in html
+    assert '<option value="gpt-realtime-2.1" selected data-served="gpt-realtime-2.1">gpt-realtime-2.1 (default)</option>' in html
     assert '<option value="alloy" selected>' in html
     # Everything is served from here: no third-party host.
     assert not re.search(r'(src|href)="(https?:)?//', html)
@@ -66,3 +70,53 @@ def test_it_serves_the_javascript_catalog_locally(client):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/javascript")
     assert "globals.gettext = django.gettext" in response.content.decode()
+
+
+def test_it_selects_the_model_the_server_uses_and_names_what_each_is_sent_as(client, settings):
+    # A default naming a retired (seed) model: the server sends its GA replacement.
+    settings.REALTIME_DEFAULT_MODEL = "gpt-4o-realtime-preview"
+
+    html = client.get("/realtime-api.html").content.decode()
+
+    selected = re.findall(r'<option value="([^"]+)" selected data-served="([^"]+)">([^<]*)</option>', html)
+    assert selected == [("gpt-4o-realtime-preview", "gpt-realtime-2.1", "gpt-4o-realtime-preview → gpt-realtime-2.1 (default)")]
+    assert '<option value="gpt-4o-mini-realtime-preview" data-served="gpt-realtime-2.1-mini">' in html
+    # Once OpenAI shuts models down (the catalogue's date), a shut-down model is shown with its
+    # successor, and one without a successor is not offered: the server would refuse it.
+    settings.REALTIME_DEFAULT_MODEL = "gpt-realtime"
+    with time_machine.travel(dt.datetime(2027, 1, 20, 12, tzinfo=dt.UTC)):
+        html = client.get("/realtime-api.html").content.decode()
+    assert '<option value="gpt-realtime" selected data-served="gpt-realtime-2.1">gpt-realtime → gpt-realtime-2.1 (default)</option>' in html
+    assert 'value="gpt-audio-mini"' not in html
+
+
+def test_it_links_its_favicon_served_from_here(client):
+    html = client.get("/realtime-api.html").content.decode()
+
+    match = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', html)
+    assert match and match.group(1) == "/static/favicon.svg"
+    assert (ROOT / "static" / "favicon.svg").read_text().startswith("<svg")
+
+
+def test_it_has_every_string_of_its_script_in_french(client):
+    """Every gettext/pgettext literal of the page's script is in the French catalogue /jsi18n/ serves."""
+    script = (ROOT / "static" / "realtime" / "realtime-api.js").read_text(encoding="utf-8")
+    strings = re.findall(r'\bpgettext\("([^"]+)", "([^"]+)"\)|\bgettext\("([^"]+)"\)', script)
+
+    served = client.get("/jsi18n/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+
+    catalog = json.loads(re.search(r"const newcatalog = (\{.*?\});\n", served, re.S).group(1))
+    assert len(strings) > 40
+    missing = [text or message for context, message, text in strings if not catalog.get(text or f"{context}\x04{message}")]
+    assert missing == []
+
+
+def test_it_has_every_string_of_its_template_in_french():
+    from django.utils.translation import trans_real
+
+    template = (ROOT / "templates" / "realtime-api.html").read_text(encoding="utf-8")
+    strings = re.findall(r"""\{% translate ["']([^"']+)["'](?: context "([^"]+)")? %\}""", template)
+    catalog = trans_real.translation("fr")._catalog  # type: ignore[attr-defined]
+
+    assert len(strings) > 40
+    assert [text for text, context in strings if (f"{context}\x04{text}" if context else text) not in catalog] == []

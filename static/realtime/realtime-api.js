@@ -11,12 +11,32 @@
   const config = JSON.parse($("realtime-config").textContent);
   // Named `gettext` so that `makemessages -d djangojs` finds the strings.
   const gettext = window.gettext || ((text) => text);
+  // Short words in a context of their own, so other pages' catalogues never collide with them.
+  const pgettext = window.pgettext || ((context, text) => text);
   const fmt = (text, values) => (window.interpolate ? window.interpolate(text, values) : text.replace(/%s/g, () => values.shift()));
 
   const STATUS_LABELS = { pending: gettext("Pending"), active: gettext("Active"), ended: gettext("Ended"), failed: gettext("Failed") };
   // Terminal states never go back: a push older than what was fetched must not regress a row.
   const STATUS_RANK = { pending: 0, active: 1, ended: 2, failed: 2 };
   const LIST_LIMIT = 50;
+  // The browser's connection, ICE and data channel states, and the page's own, as shown.
+  const STATE_LABELS = {
+    idle: pgettext("demo page", "idle"),
+    starting: pgettext("demo page", "starting"),
+    new: pgettext("demo page", "new"),
+    connecting: pgettext("demo page", "connecting"),
+    connected: pgettext("demo page", "connected"),
+    disconnected: pgettext("demo page", "disconnected"),
+    failed: pgettext("demo page", "failed"),
+    closed: pgettext("demo page", "closed"),
+    checking: pgettext("demo page", "checking"),
+    completed: pgettext("demo page", "completed"),
+    open: pgettext("demo page", "open"),
+    closing: pgettext("demo page", "closing"),
+  };
+  // The form as it was before a language switch reloads the page (restored once, then dropped).
+  const FORM_KEY = "realtime-demo-form";
+  const FORM_FIELDS = ["f-model", "f-voice", "f-modalities", "f-max-tokens", "f-temperature", "f-instructions", "status-filter"];
 
   // --- HTTP ------------------------------------------------------------------------------------
 
@@ -123,8 +143,51 @@
 
   // --- formatting ------------------------------------------------------------------------------
 
-  const timeOf = (seconds) => new Date(seconds * 1000).toLocaleTimeString();
-  const dateTimeOf = (seconds) => new Date(seconds * 1000).toLocaleString();
+  // Times are the viewer's local time, in the page's language; the page names that time zone.
+  const LANGUAGE = document.documentElement.lang || undefined;
+  const timeOf = (seconds) => new Date(seconds * 1000).toLocaleTimeString(LANGUAGE);
+  const dateTimeOf = (seconds) => new Date(seconds * 1000).toLocaleString(LANGUAGE, { timeZoneName: "short" });
+
+  function showTimeZone() {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+    const minutes = -new Date().getTimezoneOffset();
+    const offset = `UTC${minutes < 0 ? "−" : "+"}${String(Math.floor(Math.abs(minutes) / 60)).padStart(2, "0")}:${String(Math.abs(minutes) % 60).padStart(2, "0")}`;
+    const label = $("local-time-zone");
+    label.dataset.timeZone = zone;
+    label.textContent = fmt(gettext("Times in your local time: %s"), [zone ? `${zone} (${offset})` : offset]);
+  }
+
+  // A call id in full for copying, whatever is shown: the admin's search wants the whole id.
+  function copyButton(button, text) {
+    button.dataset.copy = text;
+    button.title = fmt(gettext("Copy %s"), [text]);
+    button.setAttribute("aria-label", button.title);
+  }
+
+  async function copyText(button) {
+    const text = button.dataset.copy;
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch (error) {
+      // No clipboard access (an insecure origin, a refused permission): select it for Ctrl+C.
+      window.prompt(gettext("Copy the call id:"), text);
+      return;
+    }
+    const shown = button.textContent;
+    button.textContent = button.classList.contains("icon") ? "✓" : pgettext("demo page", "Copied");
+    button.dataset.copied = "true";
+    setTimeout(() => {
+      button.textContent = shown;
+      delete button.dataset.copied;
+    }, 1500);
+  }
+
+  // In the list, an icon (its label says what it copies): the columns must fit at 1366 px.
+  function newCopyButton(text) {
+    const button = element("button", { type: "button", className: "link copy icon" });
+    copyButton(button, text);
+    return button;
+  }
   const durationOf = (call) => (call.duration_seconds === null || call.duration_seconds === undefined ? "—" : `${call.duration_seconds} s`);
   const countsOf = (counts) =>
     Object.entries(counts || {})
@@ -186,20 +249,18 @@
           end.addEventListener("click", () => endListedCall(call.call_id));
           actions.append(end);
         }
+        // Phone calls: who called which number (untrusted text from SIP headers, shown as text).
+        const caller = call.sip
+          ? element("td", { className: "sip-caller", title: fmt(gettext("called %s"), [call.sip.called || "?"]) }, `☎ ${call.sip.caller || pgettext("demo page", "unknown")}`)
+          : element("td", { className: "muted" }, call.source === "sip" ? "SIP" : "WebRTC");
         const row = element(
           "tr",
-          { dataset: { callId: call.call_id, status: call.status } },
-          element(
-            "td",
-            { title: call.call_id },
-            element("code", {}, call.call_id.slice(0, 11) + "…"),
-            // Phone calls: who called which number (untrusted text from SIP headers, shown as text).
-            ...(call.sip ? [element("div", { className: "muted sip-parties" }, `☎ ${call.sip.caller || "?"} → ${call.sip.called || "?"}`)] : []),
-          ),
+          { dataset: { callId: call.call_id, status: call.status, source: call.source || "webrtc" } },
+          element("td", { className: "call-id", title: call.call_id }, element("code", {}, call.call_id.slice(0, 11) + "…"), newCopyButton(call.call_id)),
           element("td", {}, statusPill(call.status)),
-          element("td", {}, call.model),
-          element("td", {}, call.voice),
-          element("td", { title: dateTimeOf(call.created_at) }, timeOf(call.created_at)),
+          caller,
+          element("td", {}, call.model, element("div", { className: "muted" }, call.voice)),
+          element("td", { className: "started", title: dateTimeOf(call.created_at) }, timeOf(call.created_at)),
           element("td", {}, durationOf(call)),
           actions,
         );
@@ -208,6 +269,7 @@
       }),
     );
     $("calls-empty").hidden = calls.length > 0;
+    $("calls-empty").textContent = $("status-filter").value ? gettext("No calls match this filter.") : gettext("No calls yet.");
     $("calls-count").textContent = `(${list.count})`;
   }
 
@@ -272,7 +334,7 @@
         return element(
           "li",
           { dataset: { source: event.source, eventType: event.type } },
-          element("time", {}, new Date(event.at).toLocaleTimeString()),
+          element("time", { datetime: new Date(event.at).toISOString(), title: new Date(event.at).toLocaleString(LANGUAGE, { timeZoneName: "short" }) }, new Date(event.at).toLocaleTimeString(LANGUAGE)),
           element("span", { className: `source source-${event.source}` }, event.source === "server" ? gettext("recorded") : gettext("data channel")),
           element("strong", {}, event.type),
           details,
@@ -337,7 +399,7 @@
   function setConnection(state) {
     const pill = $("c-connection");
     pill.dataset.state = state;
-    pill.textContent = state;
+    pill.textContent = STATE_LABELS[state] || state;
     pill.className = `pill ${state === "connected" ? "pill-ok" : ["failed", "closed", "disconnected"].includes(state) ? "pill-bad" : "pill-muted"}`;
   }
 
@@ -417,10 +479,10 @@
       if (current === call) setConnection(pc.connectionState);
     };
     pc.oniceconnectionstatechange = () => {
-      $("c-ice").textContent = pc.iceConnectionState;
+      if (current === call) $("c-ice").textContent = STATE_LABELS[pc.iceConnectionState] || pc.iceConnectionState;
     };
     channel.onopen = channel.onclose = () => {
-      $("c-channel").textContent = channel.readyState;
+      if (current === call) $("c-channel").textContent = STATE_LABELS[channel.readyState] || channel.readyState;
     };
     channel.onmessage = (message) => {
       let data;
@@ -447,6 +509,8 @@
 
     call.id = created.call_id;
     $("c-call-id").textContent = created.call_id;
+    copyButton($("c-call-copy"), created.call_id);
+    $("c-call-copy").hidden = false;
     $("end-call").disabled = !config.canEnd;
     selectCall(created.call_id);
     try {
@@ -477,6 +541,11 @@
     call.stream.getTracks().forEach((track) => track.stop());
     if (current === call) current = null;
     setConnection(state);
+    // The player and the connection facts stop with the call, rather than showing its last moment.
+    const audio = $("remote-audio");
+    audio.pause();
+    audio.srcObject = null;
+    $("c-ice").textContent = call.pc.iceConnectionState === "new" ? "—" : STATE_LABELS.closed;
     $("c-channel").textContent = "—";
     $("start-call").disabled = false;
     $("end-call").disabled = true;
@@ -566,14 +635,59 @@ requests.delete(f"${url}/{data['call_id']}")`;
 
   // --- wiring ----------------------------------------------------------------------------------
 
+  function saveForm() {
+    const values = Object.fromEntries(FORM_FIELDS.map((id) => [id, $(id).value]));
+    try {
+      sessionStorage.setItem(FORM_KEY, JSON.stringify(values));
+    } catch (error) {
+      // Storage refused (private mode quotas): the switch still works, with a fresh form.
+    }
+  }
+
+  function restoreForm() {
+    let values = null;
+    try {
+      values = JSON.parse(sessionStorage.getItem(FORM_KEY) || "null");
+      sessionStorage.removeItem(FORM_KEY);
+    } catch (error) {
+      return;
+    }
+    if (!values) return;
+    for (const id of FORM_FIELDS) {
+      const field = $(id);
+      if (typeof values[id] !== "string") continue;
+      // A select keeps its value only if it still offers it (the server's lists may have changed).
+      if (field.tagName === "SELECT" && ![...field.options].some((option) => option.value === values[id])) continue;
+      field.value = values[id];
+    }
+  }
+
+  function showServedModel() {
+    const option = $("f-model").selectedOptions[0];
+    $("f-model-served").querySelector("code").textContent = option ? option.dataset.served : "—";
+  }
+
+  restoreForm();
+  showServedModel();
+  showTimeZone();
+  $("f-temperature-value").textContent = $("f-temperature").value;
   $("call-form").addEventListener("submit", startCall);
   $("call-form").addEventListener("input", () => {
     $("f-temperature-value").textContent = $("f-temperature").value;
+    showServedModel();
     renderCode();
   });
   $("end-call").addEventListener("click", endCall);
   $("status-filter").addEventListener("change", loadCalls);
-  $("language").addEventListener("change", (event) => event.target.form.submit());
+  $("language").addEventListener("change", (event) => {
+    saveForm();
+    event.target.form.submit();
+  });
+  // One listener for every copy button, the list's included (its rows are rebuilt on each change).
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("button.copy");
+    if (button && button.dataset.copy) copyText(button);
+  });
   for (const tab of document.querySelectorAll(".tab")) {
     tab.addEventListener("click", () => {
       for (const other of document.querySelectorAll(".tab")) {

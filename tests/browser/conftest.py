@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -46,7 +47,9 @@ async def browser_context_without_microphone(tmp_path: Path) -> AsyncIterator[ob
         yield context
 
 
-async def _launch(tmp_path: Path, args: list[str]) -> AsyncIterator[object]:
+async def _launch(tmp_path: Path, args: list[str], **options: Any) -> AsyncIterator[object]:
+    """Chromium with a fresh profile; `options` (locale, viewport, timezone_id, permissions...)
+    override the defaults, a French browser on a large screen."""
     _require_chromium()
     from playwright.async_api import async_playwright
 
@@ -56,8 +59,7 @@ async def _launch(tmp_path: Path, args: list[str]) -> AsyncIterator[object]:
             executable_path=CHROMIUM,
             headless=True,
             args=args,
-            locale="fr-FR",
-            viewport={"width": 1440, "height": 1000},
+            **{"locale": "fr-FR", "viewport": {"width": 1440, "height": 1000}, **options},
         )
         context.set_default_timeout(20_000)
         try:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -92,10 +90,6 @@ async def test_it_makes_a_call_from_the_page_and_shows_every_call_live(asgi_serv
             await page.wait_for_selector(f'#calls-body tr[data-call-id="{other_id}"][data-status="active"]')
             await _wait_text(page, "#s-total_calls", str(total_before + 1))
             await _wait_text(page, "#s-active_calls", "2")
-            if target := os.environ.get("DEMO_SCREENSHOT"):
-                # docs/demo-page.png is produced this way: mid-call, with a second call listed.
-                Path(target).parent.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=target, full_page=True)
             assert (await http.delete(f"/api/realtime/calls/{other_id}")).status_code == 200
     finally:
         await caller.close()

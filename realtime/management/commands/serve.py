@@ -13,10 +13,12 @@ leases, the engine ends its calls) before daphne closes its connections and the 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol, cast
+from zoneinfo import ZoneInfo
 
 from daphne.access import AccessLogGenerator
 from daphne.endpoints import build_endpoint_description_strings
@@ -42,6 +44,25 @@ class _Triggers(Protocol):
 
 # The reactor daphne.server installed (INSTALLED_APPS lists daphne first), as far as used here.
 reactor = cast(_Triggers, _reactor)
+
+
+class ZonedAccessLog(AccessLogGenerator):
+    """daphne's NCSA access lines, stamped in settings.TIME_ZONE with the UTC offset that the NCSA
+    format has and daphne leaves out, like every other log line."""
+
+    def write_entry(
+        self,
+        host: str,
+        date: datetime.datetime,
+        request: str,
+        status: int | None = None,
+        length: int | None = None,
+        ident: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        # daphne passes the naive local time; astimezone reads it as such.
+        stamp = date.astimezone(ZoneInfo(settings.TIME_ZONE)).strftime("%d/%b/%Y:%H:%M:%S %z")
+        self.stream.write(f'{host} {ident or "-"} {user or "-"} [{stamp}] "{request}" {status or "-"} {length or "-"}\n')
 
 
 class Command(BaseCommand):
@@ -71,15 +92,22 @@ class Command(BaseCommand):
             endpoints=[f"{e}:backlog={BACKLOG}" for e in build_endpoint_description_strings(host=options["host"], port=port)],
             # Twisted's own handlers: SIGTERM/SIGINT stop the reactor, which runs the triggers below.
             signal_handlers=True,
-            action_logger=AccessLogGenerator(sys.stdout) if options["verbosity"] >= 1 else None,
+            action_logger=ZonedAccessLog(sys.stdout) if options["verbosity"] >= 1 else None,
             ready_callable=lambda: start(),
         )
 
+        def ready(engine: tuple[str, int] | None = None) -> None:
+            self.stdout.write(banner(options["host"], port, engine=engine))
+            self.stdout.flush()
+
         def start() -> None:
             # Called by daphne once its listeners are set up, just before its loop runs: the
-            # background work starts as a task on that loop.
+            # background work starts as a task on that loop. Where everything is gets printed
+            # once it all listens: here without the engine, once the engine listens with it.
             loop = asyncio.get_event_loop()
-            loop.call_soon(lambda: work.append(loop.create_task(_background(stop, with_engine=with_engine, fail=fail))))
+            loop.call_soon(lambda: work.append(loop.create_task(_background(stop, with_engine=with_engine, fail=fail, ready=ready))))
+            if not with_engine:
+                ready()
 
         def fail(exc: BaseException) -> None:
             failures.append(exc)
@@ -100,7 +128,35 @@ class Command(BaseCommand):
             raise CommandError(str(failures[0]))
 
 
-async def _background(stop: asyncio.Event, *, with_engine: bool, fail: Callable[[BaseException], None]) -> None:
+def banner(host: str, port: int, *, engine: tuple[str, int] | None) -> str:
+    """Where everything is, for the person who just typed `make run`."""
+    # A wildcard address is not one to browse to; this machine answers on it as localhost.
+    shown = "localhost" if host in ("", "0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+    site = f"http://{shown}:{port}"
+    rows = [
+        ("Demo page", f"{site}/realtime-api.html"),
+        ("Admin", f"{site}/admin/"),
+        ("Dashboard", f"{site}/admin/dashboard/"),
+        ("API docs", f"{site}/api/docs/"),
+    ]
+    if engine is not None:
+        engine_host = f"[{engine[0]}]" if ":" in engine[0] else engine[0]
+        rows.append(("Local engine", f"http://{engine_host}:{engine[1]}/v1"))
+        sip_host = settings.LOCALREALTIME_SIP_HOST
+        sip_host = f"[{sip_host}]" if ":" in sip_host else sip_host
+        rows.append(("Local SIP", f"sip:{settings.LOCALREALTIME_PROJECT_ID}@{sip_host}:{settings.LOCALREALTIME_SIP_PORT} (UDP and TCP)"))
+    rows.append(("Time zone", settings.TIME_ZONE))
+    width = max(len(name) for name, _ in rows)
+    return "Ready:\n" + "\n".join(f"  {name.ljust(width)}  {where}" for name, where in rows)
+
+
+async def _background(
+    stop: asyncio.Event,
+    *,
+    with_engine: bool,
+    fail: Callable[[BaseException], None],
+    ready: Callable[[tuple[str, int]], None],
+) -> None:
     """This process's long-lived work until `stop`. The monitors and the sweeper stop first (they
     may still talk to the engine), then the engine. An engine that cannot serve (its port taken,
     say) calls `fail` with the error, which stops the whole server."""
@@ -109,7 +165,9 @@ async def _background(stop: asyncio.Event, *, with_engine: bool, fail: Callable[
     if with_engine:
         from localrealtime import server as engine
 
-        serving = asyncio.ensure_future(engine.run(engine_stop, settings.LOCALREALTIME_HOST, settings.LOCALREALTIME_PORT))
+        serving = asyncio.ensure_future(
+            engine.run(engine_stop, settings.LOCALREALTIME_HOST, settings.LOCALREALTIME_PORT, ready=lambda host, port: ready((host, port)))
+        )
 
         def failed(task: asyncio.Future[None]) -> None:
             if not task.cancelled() and (exc := task.exception()) is not None:
