@@ -109,6 +109,7 @@ class CallSerializer(serializers.ModelSerializer):
     error = serializers.CharField(source="error_message")
     cost_usd = serializers.SerializerMethodField()
     sip = serializers.SerializerMethodField()
+    metrics = serializers.SerializerMethodField()
 
     class Meta:
         model = Call
@@ -135,6 +136,7 @@ class CallSerializer(serializers.ModelSerializer):
             "cost_usd",
             "has_transcript",
             "sip",
+            "metrics",
         ]
         read_only_fields = fields
 
@@ -149,6 +151,10 @@ class CallSerializer(serializers.ModelSerializer):
             "status_code": call.sip_status,
             "transferred_to": call.transferred_to or None,
         }
+
+    def get_metrics(self, call: Call) -> dict[str, Any] | None:
+        """Conversation quality measured from the sideband (realtime.quality); null before the first event measured."""
+        return call.metrics or None
 
     def get_duration_seconds(self, call: Call) -> int | None:
         return None if call.duration_seconds is None else round(call.duration_seconds)
