@@ -18,6 +18,7 @@ from iaposte.asgi import application
 from realtime import publish, quality, services, sessions
 from realtime.models import Call, CallEvent
 from realtime.monitor import CallMonitor
+from tests import query_plans
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -276,3 +277,25 @@ def test_it_shows_the_metrics_on_the_admin_call_page(call, admin_client):
 
     assert page.status_code == 200
     assert "<tr><th scope='row'>Slowest turn</th><td>900 ms</td></tr>" in page.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_measures_and_stores_through_indexes(call, monkeypatch, pushes):
+    monkeypatch.setattr(publish, "send_metrics", lambda message: None)
+    services.call_record_events(
+        call=call,
+        events=[services.UpstreamEvent("input_audio_buffer.speech_stopped", "event_1", {}, timezone.now())],
+    )
+    services.call_end(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.API)
+    monitor = CallMonitor(call, recovered_from="host:1:abc")
+
+    with query_plans.capture() as queries:
+        monitor._resume_meter()
+        async_to_sync(monitor._final_metrics)()
+
+    assert query_plans.checked(queries) >= 3
+    assert query_plans.problems(queries) == []
+    # The stored stop read back, and the time from it to the call's end stored as silence.
+    call.refresh_from_db()
+    assert call.metrics["turns"] == 0
+    assert call.metrics["silence_seconds"] == round((call.ended_at - monitor.meter.first_at).total_seconds(), 3) > 0
