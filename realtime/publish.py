@@ -112,23 +112,25 @@ def events_recorded(*, events: list[CallEvent], call: Call) -> None:
     transaction.on_commit(lambda: send_batch(call_id=call.call_id, events=payloads))
 
 
-def metrics_changed(*, call: Call) -> None:
+def metrics_changed(*, call: Call, to_list: bool) -> None:
     """Schedule, for after commit, the push of a call's new quality figures (not a transition: no event).
 
-    `{"type": "call.metrics", "call_id", "metrics"}` to the call's subscribers and to the list feed.
+    `{"type": "call.metrics", "call_id", "metrics"}` to the call's subscribers, and to the list
+    feed too when `to_list`.
     """
     message = {"type": "call.metrics", "call_id": call.call_id, "metrics": call.metrics, "api_key_id": call.api_key_id}
-    transaction.on_commit(lambda: send_metrics(message))
+    transaction.on_commit(lambda: send_metrics(message, to_list=to_list))
 
 
-def send_metrics(message: dict[str, Any]) -> None:
+def send_metrics(message: dict[str, Any], *, to_list: bool) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
 
     async def deliver() -> None:
         await layer.group_send(call_group(message["call_id"]), message)
-        await layer.group_send(CALLS_GROUP, message)
+        if to_list:
+            await layer.group_send(CALLS_GROUP, message)
 
     try:
         async_to_sync(deliver)()

@@ -464,13 +464,16 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent], metrics: dict
 def call_record_metrics(*, call: Call, metrics: dict[str, Any]) -> None:
     """Store a call's quality figures (realtime.quality) and their two indexed columns: one UPDATE.
 
-    Not a state transition, so no CallEvent: the figures are pushed to the call's subscribers and
-    the list feed (`call.metrics`) after commit. Written as turns complete and once more at the end.
+    Not a state transition, so no CallEvent: the figures are pushed (`call.metrics`) after commit to
+    the call's subscribers, and to the list feed when a turn or an interruption was added (not for
+    every talk-time tick: the list feed goes to everyone). Written as turns complete and at the end.
     """
     latency = metrics.get("latency_ms") or {}
+    counted = ("turns", "interruptions")
+    to_list = any((call.metrics or {}).get(k) != metrics.get(k) for k in counted)
     Call.objects.filter(pk=call.pk).update(metrics=metrics, latency_p95_ms=latency.get("p95"), latency_max_ms=latency.get("max"))
     call.metrics, call.latency_p95_ms, call.latency_max_ms = metrics, latency.get("p95"), latency.get("max")
-    publish.metrics_changed(call=call)
+    publish.metrics_changed(call=call, to_list=to_list)
 
 
 def _account(*, call: Call, events: list[UpstreamEvent], tally: Tally) -> None:

@@ -183,7 +183,7 @@ METRICS = {
 @pytest.mark.django_db(transaction=True)
 def test_it_stores_metrics_in_one_update_without_an_event_and_pushes_them_after_commit(call, monkeypatch, django_assert_num_queries):
     sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(publish, "send_metrics", sent.append)
+    monkeypatch.setattr(publish, "send_metrics", lambda message, to_list: sent.append({**message, "to_list": to_list}))
     events_before = CallEvent.objects.filter(call=call).count()
 
     with transaction.atomic():
@@ -195,12 +195,15 @@ def test_it_stores_metrics_in_one_update_without_an_event_and_pushes_them_after_
     assert (call.metrics, call.latency_p95_ms, call.latency_max_ms) == (METRICS, 875, 900)
     # A measurement is not a state transition: no CallEvent.
     assert CallEvent.objects.filter(call=call).count() == events_before
-    assert sent == [{"type": "call.metrics", "call_id": call.call_id, "metrics": METRICS, "api_key_id": None}]
+    assert sent == [{"type": "call.metrics", "call_id": call.call_id, "metrics": METRICS, "api_key_id": None, "to_list": True}]
+    # Talk time alone changed: the call's subscribers hear of it, the list feed does not.
+    services.call_record_metrics(call=call, metrics={**METRICS, "silence_seconds": 5.0})
+    assert sent[-1]["to_list"] is False
 
 
 @pytest.mark.django_db(transaction=True)
 def test_it_stores_metrics_with_the_monitors_batch(call, monkeypatch, pushes):
-    monkeypatch.setattr(publish, "send_metrics", lambda message: None)
+    monkeypatch.setattr(publish, "send_metrics", lambda message, to_list: None)
     monitor = CallMonitor(call)
     now = timezone.now()
     for offset, event in enumerate(
@@ -281,7 +284,7 @@ def test_it_shows_the_metrics_on_the_admin_call_page(call, admin_client):
 
 @pytest.mark.django_db(transaction=True)
 def test_it_measures_and_stores_through_indexes(call, monkeypatch, pushes):
-    monkeypatch.setattr(publish, "send_metrics", lambda message: None)
+    monkeypatch.setattr(publish, "send_metrics", lambda message, to_list: None)
     services.call_record_events(
         call=call,
         events=[services.UpstreamEvent("input_audio_buffer.speech_stopped", "event_1", {}, timezone.now())],
