@@ -195,6 +195,29 @@ async def test_it_speaks_its_answer_after_a_pause_and_stops_when_the_caller_spea
 
 
 @pytest.mark.asyncio
+async def test_it_speaks_a_response_asked_for_with_response_create(asgi_server):
+    client, caller, call_id = await _start_call(asgi_server, QueuedAudioTrack())
+    received: list[dict[str, Any]] = []
+    try:
+        async with client.realtime.connect(call_id=call_id) as connection:
+            await _read_until(connection, received, "session.created")
+            await caller.wait_for(caller.connected.is_set, within=20)
+            heard = caller.loud_frames_received
+            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Bonjour tout le monde"}]}
+            await connection.send({"type": "conversation.item.create", "item": item})
+            await connection.send({"type": "response.create"})
+            await _read_until(connection, received, "rate_limits.updated")
+
+            for event in received:
+                SERVER_EVENT.validate_python(event)
+            assert _types(received[1:]) == ["conversation.item.added", "conversation.item.done", *AUDIO_RESPONSE_HEAD, *AUDIO_RESPONSE_TAIL]
+            # Spoken: 21 characters at 15 a second, about 1.4 s of audio the caller hears.
+            await caller.wait_for(lambda: caller.loud_frames_received >= heard + 50, within=5)
+    finally:
+        await caller.close()
+
+
+@pytest.mark.asyncio
 async def test_it_echoes_text_input_and_answers_unknown_events_with_an_error(asgi_server):
     client, caller, call_id = await _start_call(asgi_server, QueuedAudioTrack())
     received: list[dict[str, Any]] = []
