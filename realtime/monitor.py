@@ -107,8 +107,8 @@ class CallMonitor:
                 self.recorded += await sync_to_async(services.call_record_events)(call=self.call, events=events, metrics=metrics)
 
     def _resume_meter(self) -> None:
-        """A recovered call: measure again what the previous monitor stored (arrival times kept
-        as `created_at`), so the figures cover the whole call, not what this monitor saw."""
+        """Measure again what earlier monitors of the call stored (arrival times kept as
+        `created_at`), so the figures cover the whole call, not only what this monitor sees."""
         stored = CallEvent.objects.filter(call_id=self.call.pk, event_type__in=quality.MEASURED).order_by("id")
         for event_type, data, created_at in stored.values_list("event_type", "data", "created_at").iterator():
             self.meter.add(event_type, data, created_at)
@@ -159,8 +159,8 @@ class CallMonitor:
 
     async def run(self) -> None:
         """Watch the call until it ends (here or upstream). Cancelling stops it after a last flush."""
-        if self.recovered_from:
-            await sync_to_async(self._resume_meter)()
+        # A call watched before (by a process that died or shut down) keeps its figures.
+        await sync_to_async(self._resume_meter)()
         flusher = asyncio.ensure_future(self._flush_periodically())
         failures = 0
         connected = False  # whether this monitor ever joined the sideband
