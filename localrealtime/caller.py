@@ -179,7 +179,8 @@ async def sample_offer() -> str:
 async def _call(base_url: str, seconds: float, session: dict[str, Any]) -> None:
     import httpx
 
-    caller = Caller(script=[(0.6, 0.3), (0.6, 0.0)], loop_script=True)
+    # Pauses long enough for the engine to answer each turn (speaking again would cut it short).
+    caller = Caller(script=[(0.6, 0.3), (2.0, 0.0)], loop_script=True)
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
             created = await http.post("/api/realtime/calls", json={"sdp": await caller.offer(), "session": session})
