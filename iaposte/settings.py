@@ -348,6 +348,12 @@ LOCALREALTIME_KEEP_ENDED = env.int("LOCALREALTIME_KEEP_ENDED", default=1000)
 # Rate limits the embedded engine reports in `rate_limits.updated` (per session, reset every minute).
 LOCALREALTIME_RATE_LIMITS = {"requests": 5000, "tokens": 400_000}
 
+# --- the embedded engine's voice (call quality figures) -------------------------------------------
+# How long the engine "thinks" before its spoken answer starts (milliseconds): a fixed part plus a
+# random part up to the jitter, so turn latencies are real, varied and non-zero (docs/quality.md).
+LOCALREALTIME_RESPONSE_DELAY_MS = env.int("LOCALREALTIME_RESPONSE_DELAY_MS", default=300)
+LOCALREALTIME_RESPONSE_JITTER_MS = env.int("LOCALREALTIME_RESPONSE_JITTER_MS", default=400)
+
 # --- phone calls (SIP) ----------------------------------------------------------------------------
 # OpenAI signs its webhooks with the project's secret (whsec_...). During a rotation OpenAI keeps the
 # old secret valid for 24 hours: list both, comma-separated, and drop the old one after that.

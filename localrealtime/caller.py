@@ -7,7 +7,6 @@ It sends a synthesized voice-like signal (tone bursts separated by silence), ope
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import math
 from typing import Any
@@ -15,12 +14,8 @@ from typing import Any
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from av import AudioFrame
 
-from localrealtime.media import audio_frames
-
-SAMPLE_RATE = 48000
-FRAME_SAMPLES = 960  # 20 ms, Opus' usual frame
+from localrealtime.media import FRAME_SAMPLES, SAMPLE_RATE, PacedAudioTrack, audio_frames, is_loud
 
 
 def voice_like(t: np.ndarray, amplitude: float) -> np.ndarray:
@@ -28,38 +23,7 @@ def voice_like(t: np.ndarray, amplitude: float) -> np.ndarray:
     return amplitude * np.sin(2 * math.pi * 220 * t + 0.5 * np.sin(2 * math.pi * 5 * t))
 
 
-class _PacedAudioTrack(MediaStreamTrack):
-    """Mono 48 kHz audio in 20 ms frames, paced in real time as a microphone is; silent unless a
-    subclass says otherwise."""
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._sample = 0
-        self._start: float | None = None
-
-    def next_samples(self) -> np.ndarray:
-        """The next FRAME_SAMPLES float samples in [-1, 1] (self._sample is the first one's index)."""
-        return np.zeros(FRAME_SAMPLES, dtype=np.float32)
-
-    async def recv(self) -> AudioFrame:
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        due = self._start + self._sample / SAMPLE_RATE
-        if (wait := due - loop.time()) > 0:
-            await asyncio.sleep(wait)
-        samples = np.clip(self.next_samples(), -1, 1)
-        frame = AudioFrame.from_ndarray((samples * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._sample
-        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
-        self._sample += FRAME_SAMPLES
-        return frame
-
-
-class ScriptedAudioTrack(_PacedAudioTrack):
+class ScriptedAudioTrack(PacedAudioTrack):
     """Audio following a script of (seconds, amplitude) segments, then silence.
 
     Amplitude 0 is silence; anything else is a voice-like tone (`voice_like`).
@@ -85,7 +49,7 @@ class ScriptedAudioTrack(_PacedAudioTrack):
         return voice_like(t, self._amplitude(self._sample / SAMPLE_RATE))
 
 
-class QueuedAudioTrack(_PacedAudioTrack):
+class QueuedAudioTrack(PacedAudioTrack):
     """Silence, except what is queued with `play()` (a clip, a tone), in real time.
 
     Lets a script speak when it decides to (after checking what the server recorded), rather
@@ -143,6 +107,9 @@ class Caller:
         self.events: list[dict[str, Any]] = []
         self.frames_received = 0
         self.loud_frames_received = 0
+        # When (event loop time) each run of frames with sound began to arrive: the other side's
+        # speech as heard here, after the network and the jitter buffer.
+        self.heard_at: list[float] = []
         self._consumers: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()
         self.channel_open = asyncio.Event()
@@ -165,10 +132,15 @@ class Caller:
             self.events.append(json.loads(message))
 
     async def _consume(self, track: MediaStreamTrack) -> None:
+        quiet = True
         async for frame in audio_frames(track):
             self.frames_received += 1
-            if np.abs(frame.to_ndarray()).max() > 1000:
+            loud = is_loud(frame.to_ndarray() / 32768)
+            if loud:
                 self.loud_frames_received += 1
+                if quiet:
+                    self.heard_at.append(asyncio.get_running_loop().time())
+            quiet = not loud
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -207,7 +179,8 @@ async def sample_offer() -> str:
 async def _call(base_url: str, seconds: float, session: dict[str, Any]) -> None:
     import httpx
 
-    caller = Caller(script=[(0.6, 0.3), (0.6, 0.0)], loop_script=True)
+    # Pauses long enough for the engine to answer each turn (speaking again would cut it short).
+    caller = Caller(script=[(0.6, 0.3), (2.0, 0.0)], loop_script=True)
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
             created = await http.post("/api/realtime/calls", json={"sdp": await caller.offer(), "session": session})

@@ -5,8 +5,14 @@ The engine lives on the server's event loop; the views in `views.py` are its HTT
 `oai-events` data channel and to each sideband socket, as OpenAI does.
 
 The conversation is an echo: voice activity is detected from the energy of the caller's real
-audio (server VAD), each detected turn is committed as a user item, and the response repeats it
-(the audio itself is echoed continuously over RTP). There is no speech recognition, so
+audio (server VAD), each detected turn is committed as a user item, and the response repeats it:
+over WebRTC, after a "thinking" delay (LOCALREALTIME_RESPONSE_DELAY_MS plus up to
+LOCALREALTIME_RESPONSE_JITTER_MS), the engine's own audio track plays back what the caller said,
+with `output_audio_buffer.started` as its first frame leaves and `.stopped` after its last, so
+turn latency, talk time and barge-in are real. The caller speaking over it (with the session's
+`interrupt_response`) cuts it: `output_audio_buffer.cleared` and `conversation.item.truncated`.
+A phone call's RTP still echoes packet by packet (localrealtime.sip), its response events sent at
+once. There is no speech recognition, so
 transcripts are labels ("[1.24 s of speech]"). Usage is computed deterministically from audio
 durations and text lengths with OpenAI's published rules of thumb, so costs can be asserted.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -24,11 +31,11 @@ from typing import Any
 
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaRelay
+from av import AudioFrame
 from django.conf import settings
 
 from . import protocol
-from .media import audio_frames
+from .media import SAMPLE_RATE, ClipPlayer, audio_frames
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +44,8 @@ logger = logging.getLogger(__name__)
 SPEECH_RMS_AT_DEFAULT_THRESHOLD = 0.02
 # How many sideband event ids a call remembers, for the engine's inspection endpoint.
 KEEP_SIDEBAND_IDS = 10_000
+# The longest turn played back (60 s of 48 kHz samples); what is longer is cut.
+MAX_ECHO_SAMPLES = 60 * SAMPLE_RATE
 
 
 @dataclass
@@ -98,6 +107,12 @@ class LocalCall:
     audio_sent: bool = False
     # Run once when the call closes, with the reason (a phone call sends BYE and stops its RTP).
     on_close: Callable[[str], Awaitable[None]] | None = None
+    # The engine's voice over WebRTC (None for a phone call, whose RTP echoes).
+    player: ClipPlayer | None = None
+    # A response waiting out its thinking delay (cancelled if the caller speaks again meanwhile).
+    thinking: asyncio.Task[None] | None = None
+    # The response whose audio is playing: (response_id, item_id, its closing rate_limits.updated).
+    playing: tuple[str, str, dict[str, Any]] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -148,16 +163,13 @@ class Engine:
         )
         # No ICE servers: nothing outside this machine is contacted, and gathering is immediate.
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        call = LocalCall(id=call_id, session=effective, pc=pc)
-        relay = MediaRelay()
+        call = LocalCall(id=call_id, session=effective, pc=pc, player=ClipPlayer())
 
         @pc.on("track")
         def on_track(track: Any) -> None:
-            if track.kind == "audio":
-                pc.addTrack(relay.subscribe(track))
-                # A second subscriber listens for speech; the relay fans frames out to both (buffered:
-                # every frame counts towards the audio timeline, hence towards usage).
-                call.tasks.append(asyncio.ensure_future(self._listen(call, relay.subscribe(track))))
+            if track.kind == "audio" and call.player is not None:
+                pc.addTrack(call.player)
+                call.tasks.append(asyncio.ensure_future(self._listen(call, track)))
 
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
@@ -296,6 +308,11 @@ class Engine:
         if kind == "conversation.item.create":
             return self._item_create(call, event.get("item"), client_event_id)
         if kind == "response.create":
+            if self._speaks(call):
+                # Spoken at 15 characters a second, as `_respond` bills it: a voice-like tone that long.
+                text = (call.pending_user or {}).get("text", "")
+                self._think(call, _tone(max(len(text) / 15, 0.5)))
+                return []
             return self._respond(call)
         if kind == "response.cancel":
             # Responses here complete as soon as they start: there is never one to cancel.
@@ -304,6 +321,8 @@ class Engine:
                     "Cancellation failed: no active response found.", code="response_cancel_not_active", event_id=client_event_id
                 )
             ]
+        if kind == "output_audio_buffer.clear" and call.playing is not None:
+            return self._cut(call, truncate=False)
         if kind == "output_audio_buffer.clear" and call.last_response_id:
             return [protocol.server_event("output_audio_buffer.cleared", response_id=call.last_response_id)]
         return [
@@ -363,6 +382,9 @@ class Engine:
         speech_start_ms: float | None = None
         silence_ms = 0.0
         item_id = ""
+        # What the caller said this turn (48 kHz mono), up to its last loud frame: the echo.
+        voice: list[np.ndarray] = []
+        voice_samples = loud_until = 0
         async for frame in audio_frames(track):
             frame_ms = 1000 * frame.samples / frame.sample_rate
             position_ms += frame_ms
@@ -377,18 +399,27 @@ class Engine:
                     speech_start_ms = float(int(max(position_ms - frame_ms - detection.get("prefix_padding_ms", 300), 0.0)))
                     silence_ms = 0.0
                     item_id = protocol.new_id("item")
+                    voice, voice_samples, loud_until = [], 0, 0
                     self.emit(
                         call,
                         protocol.server_event("input_audio_buffer.speech_started", audio_start_ms=int(speech_start_ms), item_id=item_id),
                     )
+                    self._barge_in(call, detection)
+            if speech_start_ms is None:
                 continue
+            if call.player is not None and voice_samples < MAX_ECHO_SAMPLES:
+                voice.append(_mono_48k(frame))
+                voice_samples += voice[-1].size
+            if loud:
+                loud_until = len(voice)
             silence_ms = 0.0 if loud else silence_ms + frame_ms
             if silence_ms >= detection.get("silence_duration_ms", 500):
                 # ... and audio_end_ms the silence that ended the turn.
-                self._user_turn(call, item_id=item_id, start_ms=speech_start_ms, end_ms=position_ms)
+                echo = np.concatenate(voice[:loud_until]) if loud_until else None
+                self._user_turn(call, item_id=item_id, start_ms=speech_start_ms, end_ms=position_ms, echo=echo)
                 speech_start_ms = None
 
-    def _user_turn(self, call: LocalCall, *, item_id: str, start_ms: float, end_ms: float) -> None:
+    def _user_turn(self, call: LocalCall, *, item_id: str, start_ms: float, end_ms: float, echo: np.ndarray | None = None) -> None:
         # Whole milliseconds, as the events carry them, so usage can be recomputed from the events.
         start_ms, end_ms = int(start_ms), int(end_ms)
         duration_ms = end_ms - start_ms
@@ -432,8 +463,70 @@ class Engine:
             )
         call.pending_user = {"text": label, "text_tokens": 0, "audio_tokens": audio_tokens, "audio_ms": duration_ms}
         if (call.session["audio"]["input"].get("turn_detection") or {}).get("create_response", True):
+            if self._speaks(call) and echo is not None:
+                self._think(call, echo)
+                return
             for event in self._respond(call):
                 self.emit(call, event)
+
+    # --- the engine's voice (WebRTC) -------------------------------------------------------------
+
+    @staticmethod
+    def _speaks(call: LocalCall) -> bool:
+        return call.player is not None and call.session["output_modalities"] == ["audio"]
+
+    def _think(self, call: LocalCall, samples: np.ndarray) -> None:
+        """Answer after the thinking delay, one response at a time (a newer one replaces it)."""
+        if call.thinking is not None:
+            call.thinking.cancel()
+        call.thinking = asyncio.ensure_future(self._speak(call, samples))
+        call.tasks.append(call.thinking)
+
+    async def _speak(self, call: LocalCall, samples: np.ndarray) -> None:
+        jitter = settings.LOCALREALTIME_RESPONSE_JITTER_MS
+        await asyncio.sleep((settings.LOCALREALTIME_RESPONSE_DELAY_MS + random.uniform(0, jitter)) / 1000)
+        call.thinking = None
+        assert call.player is not None
+        if call.playing is not None:
+            self.emit_all(call, self._cut(call, truncate=True))
+        # The same events as an instant response; the audio's own ones timed by the player.
+        events = self._respond(call)
+        at = next(i for i, e in enumerate(events) if e["type"] == "output_audio_buffer.started")
+        head, started, body, stopped, limits = events[:at], events[at], events[at + 1 : -2], events[-2], events[-1]
+        self.emit_all(call, head)
+        call.playing = (started["response_id"], head[1]["item"]["id"], limits)
+
+        def on_start() -> None:
+            self.emit_all(call, [started, *body])
+
+        def on_end() -> None:
+            call.playing = None
+            self.emit_all(call, [stopped, limits])
+
+        call.player.play(samples, on_start=on_start, on_end=on_end)
+
+    def _barge_in(self, call: LocalCall, detection: dict[str, Any]) -> None:
+        """The caller speaks: a response still thinking is dropped, one playing is cut (interrupt_response)."""
+        if call.thinking is not None:
+            call.thinking.cancel()
+            call.thinking = None
+        if call.playing is not None and call.player is not None and call.player.started and detection.get("interrupt_response", True):
+            self.emit_all(call, self._cut(call, truncate=True))
+
+    def _cut(self, call: LocalCall, *, truncate: bool) -> list[dict[str, Any]]:
+        """Stop the audio playing: cleared, and (on barge-in) the item truncated where the caller heard it end."""
+        assert call.playing is not None and call.player is not None
+        response_id, item_id, limits = call.playing
+        call.playing = None
+        played_ms = call.player.cut()
+        events = [protocol.server_event("output_audio_buffer.cleared", response_id=response_id)]
+        if truncate:
+            events.append(protocol.server_event("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=played_ms))
+        return [*events, limits]
+
+    def emit_all(self, call: LocalCall, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self.emit(call, event)
 
     # --- responses ------------------------------------------------------------------------------
 
@@ -519,6 +612,19 @@ class Engine:
             )
         )
         return events
+
+
+def _mono_48k(frame: AudioFrame) -> np.ndarray:
+    """A received frame as 48 kHz mono float samples (the first channel; 8 kHz G.711 upsampled)."""
+    samples = frame.to_ndarray()
+    mono = samples[0] if frame.format.is_planar else samples.reshape(-1, len(frame.layout.channels))[:, 0]
+    mono = mono.astype(np.float32) / 32768.0
+    return np.repeat(mono, SAMPLE_RATE // frame.sample_rate) if SAMPLE_RATE % frame.sample_rate == 0 else mono
+
+
+def _tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
 def _chunks(text: str, size: int) -> list[str]:

@@ -30,7 +30,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from rest_framework.exceptions import ValidationError
 
-from . import counters, selectors, services
+from . import counters, quality, selectors, services
 from .api import catalogue_view
 from .exceptions import CallStateConflict, RealtimeError
 from .models import AccessAudit, ApiKey, Call, CallEvent, SipRoute
@@ -212,6 +212,7 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
         (_("Phone call (SIP)"), {"fields": ("sip_caller", "sip_called", "sip_route", "sip_status", "transferred_to", "sip_headers")}),
         (_("Transcript"), {"fields": ("transcript", "sideband_events")}),
         (_("Usage and cost"), {"fields": ("cost_usd", "input_tokens", "output_tokens", "usage")}),
+        (_("Call quality"), {"fields": ("quality_metrics",)}),
         (_("Monitoring"), {"classes": ("collapse",), "fields": ("monitor_owner", "monitor_lease_until")}),
         (_("SDP"), {"classes": ("collapse",), "fields": ("sdp_offer", "sdp_answer")}),
     )
@@ -230,7 +231,11 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Call | None = None) -> list[str]:
         # An audit record: nothing on it is edited by hand, state changes go through the action.
-        return [*(f.name for f in Call._meta.fields), "transcript", "sideband_events"]
+        return [*(f.name for f in Call._meta.fields), "transcript", "sideband_events", "quality_metrics"]
+
+    @admin.display(description=_("quality metrics"))
+    def quality_metrics(self, call: Call) -> str:
+        return quality.metrics_table(call.metrics)
 
     @admin.display(description=_("cost"), ordering="cost_usd")
     def cost(self, call: Call) -> str:

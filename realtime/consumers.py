@@ -4,6 +4,8 @@
   statistics after them (`stats.changed`);
 - `/ws/realtime/calls/<call_id>`: every event recorded for that call (`call.event`).
 
+Both also get `call.metrics` (`call_id`, `metrics`) when a call's quality figures change.
+
 Consumers only join groups and forward what `realtime.publish` sends; they never call
 `group_send` themselves, so a change made anywhere (API, admin, background job) reaches them
 exactly once, after commit. Payloads are the REST serializers' output, forwarded as they are.
@@ -56,6 +58,7 @@ class _Feed(AsyncJsonWebsocketConsumer):
     PUSHES = {
         "call.changed": "call_changed",
         "call.event": "call_event",
+        "call.metrics": "call_metrics",
         "stats.changed": "stats_changed",
         "access.revoked": "access_revoked",
     }
@@ -118,6 +121,10 @@ class _Feed(AsyncJsonWebsocketConsumer):
 
     async def call_event(self, message: dict[str, Any]) -> None:
         await self.send(text_data=_encode(message, ("event",)))
+
+    async def call_metrics(self, message: dict[str, Any]) -> None:
+        if may_see_calls_of(self.principal, api_key_id=message.get("api_key_id")):
+            await self.send(text_data=_encode(message, ("metrics", "call_id")))
 
     async def stats_changed(self, message: dict[str, Any]) -> None:
         # Statistics cover every call: only for those who see every call (staff, local mode).

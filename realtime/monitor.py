@@ -2,7 +2,8 @@
 
 A `CallMonitor` joins a call's sideband WebSocket (through `upstream.connect_sideband`), folds
 high-rate deltas into the events that close them, and stores events in batches through
-`services.call_record_events`. When the socket closes while the call is still active here, it
+`services.call_record_events`, with the call's quality figures (`quality.TurnMeter`, measured on
+every event as it arrives, before deltas are folded) whenever a batch changed them. When the socket closes while the call is still active here, it
 reconnects: OpenAI answering 404 means the call ended upstream (the caller left, the model or the
 60-minute cap ended it), so the call is ended as `remote_hangup`; a fatal close, or a sideband
 that stays unreachable, ends it as `upstream_error`. Both go through `services.call_end`, which
@@ -25,6 +26,7 @@ import logging
 import os
 import secrets
 import socket
+from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -32,7 +34,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from . import health, services, upstream
+from . import health, quality, services, upstream
 from .exceptions import CallStateConflict, UpstreamError
 from .models import Call, CallEvent, Heartbeat
 
@@ -64,7 +66,7 @@ class EventBuffer:
         self.events: list[services.UpstreamEvent] = []
         self._deltas: dict[tuple[str, str, Any], int] = {}
 
-    def add(self, event: dict[str, Any]) -> None:
+    def add(self, event: dict[str, Any], received_at: datetime | None = None) -> None:
         kind = event["type"]
         if kind in SKIPPED:
             return
@@ -79,7 +81,7 @@ class EventBuffer:
             key = ("conversation.item.input_audio_transcription", str(event.get("item_id", "")), event.get("content_index"))
             if key in self._deltas:
                 data["deltas"] = self._deltas.pop(key)
-        self.events.append(services.UpstreamEvent(kind, str(event.get("event_id") or ""), data, timezone.now()))
+        self.events.append(services.UpstreamEvent(kind, str(event.get("event_id") or ""), data, received_at or timezone.now()))
 
     def take(self) -> list[services.UpstreamEvent]:
         events, self.events = self.events, []
@@ -92,6 +94,7 @@ class CallMonitor:
         # The monitor that held the call before its process died; "" for a call watched afresh.
         self.recovered_from = recovered_from
         self.buffer = EventBuffer()
+        self.meter = quality.TurnMeter()
         self.recorded = 0
         # Batches are stored in order, one at a time: a flush waits for the one before it.
         self._flush_lock = asyncio.Lock()
@@ -99,9 +102,26 @@ class CallMonitor:
 
     async def flush(self) -> None:
         async with self._flush_lock:
-            events = self.buffer.take()
-            if events:
-                self.recorded += await sync_to_async(services.call_record_events)(call=self.call, events=events)
+            events, metrics = self.buffer.take(), self.meter.take_changes()
+            if events or metrics is not None:
+                self.recorded += await sync_to_async(services.call_record_events)(call=self.call, events=events, metrics=metrics)
+
+    def _resume_meter(self) -> None:
+        """Measure again what earlier monitors of the call stored (arrival times kept as
+        `created_at`), so the figures cover the whole call, not only what this monitor sees."""
+        stored = CallEvent.objects.filter(call_id=self.call.pk, event_type__in=quality.MEASURED).order_by("id")
+        for event_type, data, created_at in stored.values_list("event_type", "data", "created_at").iterator():
+            self.meter.add(event_type, data, created_at)
+
+    async def _final_metrics(self) -> None:
+        """Once the call ended: talk and silence still running count up to its end."""
+        ended = await sync_to_async(
+            Call.objects.filter(pk=self.call.pk, status=Call.Status.ENDED).values_list("ended_at", flat=True).first
+        )()
+        if ended is None or self.meter.first_at is None:
+            return
+        until = max(ended, self.meter.last_at or ended)
+        await sync_to_async(services.call_record_metrics)(call=self.call, metrics=self.meter.metrics(until=until))
 
     async def _flush_soon(self) -> None:
         """Store a full batch while reading on; wait only if the database falls a batch behind."""
@@ -139,6 +159,8 @@ class CallMonitor:
 
     async def run(self) -> None:
         """Watch the call until it ends (here or upstream). Cancelling stops it after a last flush."""
+        # A call watched before (by a process that died or shut down) keeps its figures.
+        await sync_to_async(self._resume_meter)()
         flusher = asyncio.ensure_future(self._flush_periodically())
         failures = 0
         connected = False  # whether this monitor ever joined the sideband
@@ -152,7 +174,10 @@ class CallMonitor:
                             logger.warning("Re-attached %s to its sideband", self.call.call_id)
                         connected = True
                         async for event in sideband.events():
-                            self.buffer.add(event)
+                            # One arrival time for the meter and the stored event (quality.py says why).
+                            received_at = timezone.now()
+                            self.meter.add(event["type"], event, received_at)
+                            self.buffer.add(event, received_at)
                             if len(self.buffer.events) >= settings.REALTIME_MONITOR_BATCH_SIZE:
                                 await self._flush_soon()
                     # A clean close right after opening, again and again, is a failure too: no
@@ -196,6 +221,7 @@ class CallMonitor:
             await asyncio.shield(self.flush())
             if self._pending is not None:
                 await self._pending
+            await asyncio.shield(self._final_metrics())
 
 
 class Supervisor:

@@ -5,7 +5,7 @@ they carry the same serializers' output as the REST API. Groups and messages:
 
 - `realtime.call.<call_id>`: `call.event` for every event recorded for that call;
 - `realtime.calls`: `call.changed` (the event and the call after it) for every lifecycle
-  transition, and `stats.changed` with a fresh statistics snapshot shortly after a burst of them;
+  transition, `call.metrics` (also to the call's group) when its quality figures change, and `stats.changed` with a fresh statistics snapshot shortly after a burst of them;
 - `realtime.api_key.<id>`: `access.revoked` when that key is revoked or expires, so every socket
   the key opened, in every process, closes (realtime.consumers).
 
@@ -110,6 +110,32 @@ def events_recorded(*, events: list[CallEvent], call: Call) -> None:
     # a moment ago and hold nothing else, and at thousands of events a second the check would
     # cost as much as storing them.
     transaction.on_commit(lambda: send_batch(call_id=call.call_id, events=payloads))
+
+
+def metrics_changed(*, call: Call, to_list: bool) -> None:
+    """Schedule, for after commit, the push of a call's new quality figures (not a transition: no event).
+
+    `{"type": "call.metrics", "call_id", "metrics"}` to the call's subscribers, and to the list
+    feed too when `to_list`.
+    """
+    message = {"type": "call.metrics", "call_id": call.call_id, "metrics": call.metrics, "api_key_id": call.api_key_id}
+    transaction.on_commit(lambda: send_metrics(message, to_list=to_list))
+
+
+def send_metrics(message: dict[str, Any], *, to_list: bool) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+
+    async def deliver() -> None:
+        await layer.group_send(call_group(message["call_id"]), message)
+        if to_list:
+            await layer.group_send(CALLS_GROUP, message)
+
+    try:
+        async_to_sync(deliver)()
+    except Exception:
+        logger.exception("Metrics push for %s failed", message["call_id"])
 
 
 def send_batch(*, call_id: str, events: list[dict[str, Any]]) -> None:

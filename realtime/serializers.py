@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils.translation import gettext as _
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from . import sdp, sessions
@@ -101,6 +102,31 @@ class EventListQuerySerializer(serializers.Serializer):
 # --- output ---------------------------------------------------------------------------------
 
 
+class CallMetricsLatencySerializer(serializers.Serializer):
+    """Turn latency in milliseconds, from the caller stopping to the assistant's first audio; null before the first turn."""
+
+    p50 = serializers.IntegerField(allow_null=True)
+    p95 = serializers.IntegerField(allow_null=True)
+    max = serializers.IntegerField(allow_null=True)
+
+
+class CallMetricsTalkSerializer(serializers.Serializer):
+    """Seconds each side spoke."""
+
+    caller = serializers.FloatField()
+    assistant = serializers.FloatField()
+
+
+class CallMetricsSerializer(serializers.Serializer):
+    """Conversation quality measured from the call's sideband, updated as turns complete (docs/quality.md)."""
+
+    turns = serializers.IntegerField()
+    latency_ms = CallMetricsLatencySerializer()
+    interruptions = serializers.IntegerField()
+    talk_seconds = CallMetricsTalkSerializer()
+    silence_seconds = serializers.FloatField()
+
+
 class CallSerializer(serializers.ModelSerializer):
     created_at = UnixTimestampField()
     answered_at = UnixTimestampField()
@@ -109,6 +135,7 @@ class CallSerializer(serializers.ModelSerializer):
     error = serializers.CharField(source="error_message")
     cost_usd = serializers.SerializerMethodField()
     sip = serializers.SerializerMethodField()
+    metrics = serializers.SerializerMethodField()
 
     class Meta:
         model = Call
@@ -135,6 +162,7 @@ class CallSerializer(serializers.ModelSerializer):
             "cost_usd",
             "has_transcript",
             "sip",
+            "metrics",
         ]
         read_only_fields = fields
 
@@ -149,6 +177,11 @@ class CallSerializer(serializers.ModelSerializer):
             "status_code": call.sip_status,
             "transferred_to": call.transferred_to or None,
         }
+
+    @extend_schema_field(CallMetricsSerializer(allow_null=True))
+    def get_metrics(self, call: Call) -> dict[str, Any] | None:
+        """Conversation quality measured from the sideband (realtime.quality); null before the first event measured."""
+        return call.metrics or None
 
     def get_duration_seconds(self, call: Call) -> int | None:
         return None if call.duration_seconds is None else round(call.duration_seconds)

@@ -416,16 +416,21 @@ class UpstreamEvent:
     received_at: datetime
 
 
-def call_record_events(*, call: Call, events: list[UpstreamEvent]) -> int:
+def call_record_events(*, call: Call, events: list[UpstreamEvent], metrics: dict[str, Any] | None = None) -> int:
     """Store a batch of upstream events in one transaction; sum their usage and cost onto the call.
 
     Idempotent per upstream `event_id`: events already stored (two monitors overlapping during a
     takeover) are skipped, so each is recorded once. Returns how many were stored. One push after
-    commit carries the whole batch.
+    commit carries the whole batch. `metrics`, when the batch changed them, ride the same
+    transaction (`call_record_metrics`).
     """
     if not events:
+        if metrics is not None:
+            call_record_metrics(call=call, metrics=metrics)
         return 0
     with transaction.atomic():
+        if metrics is not None:
+            call_record_metrics(call=call, metrics=metrics)
         ids = [e.event_id for e in events if e.event_id]
         seen = set(CallEvent.objects.filter(call_id=call.pk, upstream_event_id__in=ids).values_list("upstream_event_id", flat=True))
         fresh: list[UpstreamEvent] = []
@@ -454,6 +459,21 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent]) -> int:
         tally.save()
         publish.events_recorded(events=rows, call=call)
     return len(rows)
+
+
+def call_record_metrics(*, call: Call, metrics: dict[str, Any]) -> None:
+    """Store a call's quality figures (realtime.quality) and their two indexed columns: one UPDATE.
+
+    Not a state transition, so no CallEvent: the figures are pushed (`call.metrics`) after commit to
+    the call's subscribers, and to the list feed when a turn or an interruption was added (not for
+    every talk-time tick: the list feed goes to everyone). Written as turns complete and at the end.
+    """
+    latency = metrics.get("latency_ms") or {}
+    counted = ("turns", "interruptions")
+    to_list = any((call.metrics or {}).get(k) != metrics.get(k) for k in counted)
+    Call.objects.filter(pk=call.pk).update(metrics=metrics, latency_p95_ms=latency.get("p95"), latency_max_ms=latency.get("max"))
+    call.metrics, call.latency_p95_ms, call.latency_max_ms = metrics, latency.get("p95"), latency.get("max")
+    publish.metrics_changed(call=call, to_list=to_list)
 
 
 def _account(*, call: Call, events: list[UpstreamEvent], tally: Tally) -> None:

@@ -14,7 +14,7 @@ from realtime.models import Call
 @pytest.mark.django_db(transaction=True)
 def test_it_connects_a_real_webrtc_call_echoes_audio_and_ends_it(asgi_server):
     async def scenario() -> dict:
-        caller = Caller(script=[(0.5, 0.3), (0.3, 0.0)], loop_script=True)
+        caller = Caller(script=[(0.5, 0.3), (2.0, 0.0)], loop_script=True)
         try:
             async with httpx.AsyncClient(base_url=asgi_server.url, timeout=30) as http:
                 created = await http.post(
@@ -26,7 +26,7 @@ def test_it_connects_a_real_webrtc_call_echoes_audio_and_ends_it(asgi_server):
                 await caller.accept(created.json()["sdp_answer"])
 
                 await asyncio.wait_for(caller.connected.wait(), 15)
-                # It should echo the caller's audio back over real RTP.
+                # It should answer each turn with its own audio over real RTP (an echo of the turn).
                 await caller.wait_for(lambda: caller.loud_frames_received >= 25, within=15)
                 # The oai-events channel carries the GA session.
                 await caller.wait_for(lambda: caller.events, within=10)

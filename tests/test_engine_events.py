@@ -152,6 +152,72 @@ async def test_it_sends_the_same_ga_events_on_the_data_channel_and_the_sideband(
 
 
 @pytest.mark.asyncio
+async def test_it_speaks_its_answer_after_a_pause_and_stops_when_the_caller_speaks_over_it(asgi_server):
+    track = QueuedAudioTrack()
+    client, caller, call_id = await _start_call(asgi_server, track)
+    sideband: list[dict[str, Any]] = []
+    try:
+        async with client.realtime.connect(call_id=call_id) as connection:
+            await _read_until(connection, sideband, "session.created")
+            heard = caller.loud_frames_received
+            track.tone(1.5)
+            await _read_until(connection, sideband, "output_audio_buffer.started")
+            # Nothing is heard before the answer starts: the engine no longer echoes as it listens.
+            assert caller.loud_frames_received == heard
+            await caller.wait_for(lambda: caller.loud_frames_received > heard + 5, within=5)
+            # The caller speaks over the answer (1.5 s long) a moment into it.
+            track.tone(0.5)
+            await _read_until(connection, sideband, "output_audio_buffer.stopped", within=20)
+
+            for event in sideband:
+                assert SERVER_EVENT.validate_python(event).type == event["type"]
+            types = _types(sideband)
+            cut = types.index("output_audio_buffer.cleared")
+            assert types[cut - 1 : cut + 4] == [
+                "input_audio_buffer.speech_started",
+                "output_audio_buffer.cleared",
+                "conversation.item.truncated",
+                "rate_limits.updated",
+                "input_audio_buffer.speech_stopped",
+            ]
+            # The first answer's item, truncated where its audio stopped (a part of its 1.5 s).
+            first = next(e for e in sideband if e["type"] == "response.done")["response"]
+            truncated = next(e for e in sideband if e["type"] == "conversation.item.truncated")
+            assert truncated["item_id"] == first["output"][0]["id"]
+            assert 0 < truncated["audio_end_ms"] < 1500
+            assert next(e for e in sideband if e["type"] == "output_audio_buffer.cleared")["response_id"] == first["id"]
+            # The second turn is answered in full.
+            assert types[-2:] == ["response.done", "output_audio_buffer.stopped"]
+            assert types.count("output_audio_buffer.started") == 2
+            assert types.count("output_audio_buffer.stopped") == 1
+    finally:
+        await caller.close()
+
+
+@pytest.mark.asyncio
+async def test_it_speaks_a_response_asked_for_with_response_create(asgi_server):
+    client, caller, call_id = await _start_call(asgi_server, QueuedAudioTrack())
+    received: list[dict[str, Any]] = []
+    try:
+        async with client.realtime.connect(call_id=call_id) as connection:
+            await _read_until(connection, received, "session.created")
+            await caller.wait_for(caller.connected.is_set, within=20)
+            heard = caller.loud_frames_received
+            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Bonjour tout le monde"}]}
+            await connection.send({"type": "conversation.item.create", "item": item})
+            await connection.send({"type": "response.create"})
+            await _read_until(connection, received, "rate_limits.updated")
+
+            for event in received:
+                SERVER_EVENT.validate_python(event)
+            assert _types(received[1:]) == ["conversation.item.added", "conversation.item.done", *AUDIO_RESPONSE_HEAD, *AUDIO_RESPONSE_TAIL]
+            # Spoken: 21 characters at 15 a second, about 1.4 s of audio the caller hears.
+            await caller.wait_for(lambda: caller.loud_frames_received >= heard + 50, within=5)
+    finally:
+        await caller.close()
+
+
+@pytest.mark.asyncio
 async def test_it_echoes_text_input_and_answers_unknown_events_with_an_error(asgi_server):
     client, caller, call_id = await _start_call(asgi_server, QueuedAudioTrack())
     received: list[dict[str, Any]] = []

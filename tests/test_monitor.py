@@ -96,7 +96,8 @@ async def test_it_records_a_spoken_conversation_then_the_caller_hanging_up(engin
     try:
         await caller.wait_for(lambda: caller.connected.is_set(), within=20)
         track.play(speech)
-        track.silence(1.5)
+        # Long enough for the engine's spoken echo to end: speaking over it would cut it (barge-in).
+        track.silence(6.0)
         track.play(speech)
         await wait_until(lambda: _count(call, "response.done") == 2 and _count(call, "rate_limits.updated") == 2, within=40)
         # The caller leaves: closing its peer connection is all OpenAI (here, the engine) sees.

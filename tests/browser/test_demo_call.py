@@ -66,7 +66,7 @@ async def test_it_makes_a_call_from_the_page_and_shows_every_call_live(asgi_serv
     call_id = await _text(page, "#c-call-id")
     assert call_id.startswith("call_")
 
-    # Audio comes back: the engine echoes the fake microphone, so inbound RTP bytes keep growing.
+    # Audio comes back: the engine's track (silence, and a spoken echo of each turn), so inbound RTP bytes keep growing.
     await _wait_until(page, f"() => ({INBOUND_AUDIO_BYTES})().then((bytes) => bytes > 0)")
     first = await page.evaluate(INBOUND_AUDIO_BYTES)
     await _wait_until(page, f"() => ({INBOUND_AUDIO_BYTES})().then((bytes) => bytes > {first})")
