@@ -70,13 +70,20 @@ class WebhookViewSet(GenericViewSet):
     """Webhook endpoints, their secrets, and their delivery log."""
 
     permission_classes = [WebhookAccess]
-    lookup_value_regex = "[0-9]+"
+    # Any character but "/": a lookup of anything else must reach our JSON 404, not Django's page.
+    lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> QuerySet[WebhookEndpoint]:
         principal = request_principal(self.request)
         endpoints = WebhookEndpoint.objects.select_related("api_key").order_by("-created_at", "-id")
         # A key sees its own endpoints only: another key's is a 404, as another key's call is.
         return endpoints if principal.api_key is None else endpoints.filter(api_key=principal.api_key)
+
+    def get_object(self) -> WebhookEndpoint:
+        pk = str(self.kwargs.get("pk", ""))
+        if not pk.isascii() or not pk.isdigit() or len(pk) > 18:
+            raise exceptions.NotFound()
+        return super().get_object()
 
     def list(self, request: Request) -> Response:
         endpoints = list(self.get_queryset())
@@ -127,10 +134,10 @@ class WebhookViewSet(GenericViewSet):
         page = paginator.paginate_queryset(messages, request, view=self)
         return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
 
-    @action(detail=True, methods=["post"], url_path=r"deliveries/(?P<message_id>[A-Za-z0-9_-]+)/resend")
+    @action(detail=True, methods=["post"], url_path=r"deliveries/(?P<message_id>[^/]+)/resend")
     def resend(self, request: Request, pk: str, message_id: str) -> Response:
         endpoint = self.get_object()
-        message = WebhookMessage.objects.filter(endpoint=endpoint, message_id=message_id).first()
+        message = WebhookMessage.objects.filter(endpoint=endpoint, message_id=message_id[:40]).first()
         if message is None:
             raise exceptions.NotFound()
         if not services.resend(message=message):
