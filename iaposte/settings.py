@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -429,6 +430,11 @@ REALTIME_TRANSCRIPTION_PRICING: dict[str, dict[str, float]] = {
 # Networks a webhook URL may resolve to although they are not public (private, loopback,
 # link-local...): none by default, so nobody can make us call the machine's own services (SSRF).
 REALTIME_WEBHOOK_ALLOWED_NETWORKS: list[str] = env.list("REALTIME_WEBHOOK_ALLOWED_NETWORKS", default=[])
+for _network in REALTIME_WEBHOOK_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network.strip(), strict=False)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"REALTIME_WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
 # How often the dispatcher looks for due deliveries, and how many it sends at once (in all, and
 # to one endpoint).
 REALTIME_WEBHOOK_POLL_SECONDS = env.float("REALTIME_WEBHOOK_POLL_SECONDS", default=1.0)

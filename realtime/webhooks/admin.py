@@ -13,7 +13,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import guard, services
-from .models import EventType, WebhookEndpoint, WebhookMessage
+from .models import DISABLED_BY_HAND, EventType, WebhookEndpoint, WebhookMessage
 
 
 class EndpointForm(forms.ModelForm):
@@ -48,9 +48,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         return ", ".join(endpoint.events)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        self._notice_disabled(
-            request, WebhookEndpoint.objects.filter(enabled=False, disabled_at__isnull=False).exclude(disabled_reason="disabled by hand")
-        )
+        if request.method == "GET":
+            failing = WebhookEndpoint.objects.filter(enabled=False, disabled_at__isnull=False).exclude(disabled_reason=DISABLED_BY_HAND)
+            self._notice_disabled(request, failing)
         return super().changelist_view(request, extra_context)
 
     def change_view(

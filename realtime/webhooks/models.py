@@ -38,6 +38,8 @@ class EventType(models.TextChoices):
 
 # Sent when asked for ("send a test event"), to whatever the endpoint subscribes to.
 TEST_EVENT = "webhook.test"
+# The disabled_reason of an endpoint turned off by its owner (not a failure: no admin notice).
+DISABLED_BY_HAND = "disabled by hand"
 
 
 class WebhookEndpoint(models.Model):
@@ -120,8 +122,8 @@ class WebhookMessage(models.Model):
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
 
     class Meta:
-        verbose_name = _("webhook delivery")
-        verbose_name_plural = _("webhook deliveries")
+        verbose_name = _("outgoing webhook delivery")
+        verbose_name_plural = _("outgoing webhook deliveries")
         ordering = ["-created_at", "-id"]
         indexes = [
             # the dispatcher's claim: pending deliveries by due time (the delivered and failed

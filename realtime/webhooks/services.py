@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from ..models import ApiKey
 from . import outbox
-from .models import WebhookEndpoint, WebhookMessage, new_secret
+from .models import DISABLED_BY_HAND, WebhookEndpoint, WebhookMessage, new_secret
 
 
 def endpoint_create(*, url: str, events: list[str], api_key: ApiKey | None, description: str = "", enabled: bool = True) -> WebhookEndpoint:
@@ -26,7 +26,7 @@ def endpoint_update(*, endpoint: WebhookEndpoint, changes: dict[str, Any]) -> We
     now = timezone.now()
     enabling = changes.get("enabled") is True and not endpoint.enabled
     if changes.get("enabled") is False and endpoint.enabled:
-        changes = {**changes, "disabled_at": now, "disabled_reason": "disabled by hand"}
+        changes = {**changes, "disabled_at": now, "disabled_reason": DISABLED_BY_HAND}
     if enabling:
         changes = {**changes, "disabled_at": None, "disabled_reason": "", "failure_streak": 0, "failing_since": None}
     for name, value in changes.items():
