@@ -14,15 +14,15 @@ Usage: python bench/webhooks.py [--calls 200] [--runs 5] [--quick]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._server import fresh_database_env  # noqa: E402
 
 
 def main() -> None:
@@ -33,18 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.calls, args.runs = 10, 1
-    database = Path(tempfile.mkdtemp()) / "bench.sqlite3"
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "iaposte.settings",
-            "DEBUG": "true",
-            "SECRET_KEY": "bench-only",
-            "DATABASE_URL": f"sqlite:///{database}",
-            "OPENAI_API_KEY": "",
-            "REALTIME_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
-            "REALTIME_MAX_ACTIVE_CALLS": "0",
-        }
-    )
+    fresh_database_env(REALTIME_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8", REALTIME_MAX_ACTIVE_CALLS="0")
     import django
 
     django.setup()
