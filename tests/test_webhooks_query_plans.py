@@ -21,6 +21,9 @@ from realtime.webhooks.models import WebhookMessage
 
 from . import query_plans
 
+# Claims and leases, and plans, differ on PostgreSQL: `make test` runs these there too.
+pytestmark = pytest.mark.postgresql
+
 
 def _assert_indexed(run: Callable[[], Any]) -> tuple[Any, list[tuple[str, Any]]]:
     with query_plans.capture() as queries:
