@@ -44,3 +44,34 @@ async def test_it_delivers_a_real_calls_lifecycle_from_the_server(sdp_offer, tmp
             assert len({r.headers["webhook-id"] for r in receiver.received}) == 3
     finally:
         stop_server(server)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_it_delivers_after_a_restart_what_a_killed_server_had_committed(sdp_offer, tmp_path):
+    # The first server does no background work: the deliveries of its call's events stay in the
+    # outbox when it is killed (SIGKILL); the next server, restarted in its place, sends them.
+    env = {"REALTIME_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+    first = start_server(tmp_path, extra_env={**env, "REALTIME_MONITORS": "off"})
+    second = None
+    try:
+        with receiving() as receiver:
+            async with httpx.AsyncClient(base_url=first.url, timeout=20) as client:
+                created = await client.post("/api/realtime/webhooks", json={"url": receiver.url, "events": ["call.created", "call.ended"]})
+                secret = created.json()["webhook"]["secret"]
+                call_id = (await client.post("/api/realtime/calls", json={"sdp": sdp_offer})).json()["call_id"]
+                assert (await client.delete(f"/api/realtime/calls/{call_id}")).status_code == 200
+            first.process.kill()
+            first.process.wait(10)
+            assert receiver.received == []
+
+            second = start_server(tmp_path, extra_env={**env, "REALTIME_MONITORS": "embedded"}, like=first)
+            await wait_until(lambda: len(receiver.received) >= 2)
+
+            bodies = [standardwebhooks.Webhook(secret).verify(r.body, r.headers) for r in receiver.received]
+            assert sorted(b["type"] for b in bodies) == ["call.created", "call.ended"]
+            assert {b["data"]["call_id"] for b in bodies} == {call_id}
+    finally:
+        stop_server(first)
+        if second is not None:
+            stop_server(second)
