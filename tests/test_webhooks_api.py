@@ -52,6 +52,9 @@ def test_it_registers_an_endpoint_and_shows_its_secret_once(keyed):
         "http://192.168.1.20/hooks",
         "http://169.254.169.254/latest/meta-data",
         "http://[fd00::1]/hooks",
+        "http://[::ffff:10.0.0.1]/hooks",
+        "http://100.64.0.1/hooks",
+        "http://224.0.0.1/hooks",
         "http://0.0.0.0/",
     ],
 )
@@ -67,11 +70,12 @@ def test_it_refuses_a_private_address_at_registration(keyed, url):
     assert not WebhookEndpoint.objects.exists()
 
 
-def test_it_refuses_loopback_unless_the_operator_allows_it(keyed, settings):
+@pytest.mark.parametrize("url", [URL, "http://localhost:9/hooks", "http://[::1]:9/hooks"])
+def test_it_refuses_loopback_unless_the_operator_allows_it(keyed, settings, url):
     client, _ = keyed("acme")
     settings.REALTIME_WEBHOOK_ALLOWED_NETWORKS = []
 
-    response = client.post("/api/realtime/webhooks", {"url": URL, "events": ["call.ended"]}, format="json")
+    response = client.post("/api/realtime/webhooks", {"url": url, "events": ["call.ended"]}, format="json")
 
     assert response.status_code == 400 and response.json()["error"]["code"] == "webhook_url_refused"
 
