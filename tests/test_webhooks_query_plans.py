@@ -102,3 +102,11 @@ def test_it_resumes_a_disabled_endpoint_through_indexes(history):
     webhook_services.endpoint_update(endpoint=endpoint, changes={"enabled": False})
 
     _assert_indexed(lambda: webhook_services.endpoint_update(endpoint=endpoint, changes={"enabled": True}))
+
+
+def test_it_shows_the_delivery_log_in_the_admin_through_indexes(history, admin_client):
+    endpoint = history["endpoint"]
+
+    for query in ["", "?status=failed", "?event_type=call.ended", f"?endpoint__id__exact={endpoint.pk}"]:
+        response, _ = _assert_indexed(lambda query=query: admin_client.get(f"/admin/realtime/webhookmessage/{query}"))
+        assert response.status_code == 200, query

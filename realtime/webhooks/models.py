@@ -131,6 +131,8 @@ class WebhookMessage(models.Model):
             models.Index(fields=["next_attempt_at"], condition=models.Q(status="pending"), name="webhookmsg_due_idx"),
             # an endpoint's delivery log, newest first (API and admin); also its pending rows on re-enabling.
             models.Index(fields=["endpoint", "-created_at", "-id"], name="webhookmsg_endpoint_idx"),
+            # the admin's delivery log, newest first (filters walk it, a page at a time).
+            models.Index(fields=["-created_at", "-id"], name="webhookmsg_recent_idx"),
         ]
 
     def __str__(self) -> str:
