@@ -6,7 +6,6 @@ event nor its rows. `realtime.services` calls `enqueue` for each lifecycle event
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +38,12 @@ def _window(at: datetime) -> datetime:
     return at + timedelta(hours=settings.REALTIME_WEBHOOK_RETRY_HOURS)
 
 
-def subscribed(*, call: Call, event_type: str) -> list[WebhookEndpoint]:
-    """Enabled endpoints that want `event_type` for this call: unscoped ones, and the call's key's."""
+def in_scope(call: Call) -> list[WebhookEndpoint]:
+    """Enabled endpoints that may hear about this call: unscoped ones, and the call's key's."""
     scope = Q(api_key__isnull=True)
     if call.api_key_id is not None:
         scope |= Q(api_key_id=call.api_key_id)
-    endpoints = WebhookEndpoint.objects.filter(scope, enabled=True).only("pk", "events")
-    # Endpoints are few (a handful per key): the event filter is cheaper here than in JSON SQL.
-    return [e for e in endpoints if event_type in e.events]
+    return list(WebhookEndpoint.objects.filter(scope, enabled=True).only("pk", "events"))
 
 
 def enqueue(*, call: Call, event_type: str, at: datetime) -> int:
@@ -56,34 +53,31 @@ def enqueue(*, call: Call, event_type: str, at: datetime) -> int:
     """
     if event_type not in SENT:
         return 0
-    written = _write(call=call, event_type=event_type, at=at, extra=None)
-    if event_type == EventType.CALL_ENDED and call.has_transcript:
+    # Endpoints are few (a handful per key): the event filter is cheaper here than in JSON SQL.
+    endpoints = in_scope(call)
+    written = _write(call=call, event_type=event_type, at=at, endpoints=[e for e in endpoints if event_type in e.events])
+    transcript_wanted = [e for e in endpoints if EventType.CALL_TRANSCRIPT_COMPLETED in e.events]
+    if event_type == EventType.CALL_ENDED and transcript_wanted:
+        from ..models import Call
         from ..selectors import call_transcript
 
-        wanted = subscribed(call=call, event_type=EventType.CALL_TRANSCRIPT_COMPLETED)
-        if wanted:
-            written += _write(
-                call=call,
-                event_type=EventType.CALL_TRANSCRIPT_COMPLETED,
-                at=at,
-                extra={"transcript": call_transcript(call=call)},
-                endpoints=wanted,
-            )
+        # Read from the row: a monitor may have stored the first transcript since the caller loaded the call.
+        if Call.objects.filter(pk=call.pk, has_transcript=True).exists():
+            call.has_transcript = True
+            extra = {"transcript": call_transcript(call=call)}
+            written += _write(call=call, event_type=EventType.CALL_TRANSCRIPT_COMPLETED, at=at, endpoints=transcript_wanted, extra=extra)
     return written
 
 
-def _write(
-    *, call: Call, event_type: str, at: datetime, extra: dict[str, Any] | None, endpoints: Iterable[WebhookEndpoint] | None = None
-) -> int:
-    targets = list(endpoints if endpoints is not None else subscribed(call=call, event_type=event_type))
-    if not targets:
+def _write(*, call: Call, event_type: str, at: datetime, endpoints: list[WebhookEndpoint], extra: dict[str, Any] | None = None) -> int:
+    if not endpoints:
         return 0
     body = payload(event_type=event_type, at=at, data={**call_data(call), **(extra or {})})
     rows = [
         WebhookMessage(
             endpoint=e, call_id=call.pk, event_type=event_type, payload=body, created_at=at, next_attempt_at=at, give_up_at=_window(at)
         )
-        for e in targets
+        for e in endpoints
     ]
     WebhookMessage.objects.bulk_create(rows)
     _wake_after_commit()
