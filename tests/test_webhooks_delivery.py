@@ -4,13 +4,14 @@ disables an endpoint that keeps failing, and refuses private addresses at send t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
 import openai
 import pytest
 import standardwebhooks
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.utils import timezone
 
 from realtime import services
@@ -19,6 +20,7 @@ from realtime.webhooks import dispatcher
 from realtime.webhooks import services as webhook_services
 from realtime.webhooks.models import WebhookEndpoint, WebhookMessage
 
+from .polling import wait_until
 from .webhook_receiver import Answer, Receiver, receiving
 
 pytestmark = pytest.mark.django_db
@@ -261,3 +263,23 @@ def test_it_reads_no_more_than_a_few_kib_of_the_answer(receiver, make_call):
     assert WebhookMessage.objects.get().status == "delivered"
     # The connection was closed after the first KiB: the rest never left (beyond socket buffers).
     assert receiver.sent < len(body) // 4
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_it_drains_a_backlog_without_waiting_for_the_next_poll(receiver, settings):
+    # A poll far longer than the test: only freed places (and new writes) make it claim again.
+    settings.REALTIME_WEBHOOK_POLL_SECONDS = 600
+    settings.REALTIME_WEBHOOK_ENDPOINT_CONCURRENCY = 2
+    endpoint = await sync_to_async(endpoint_for)(receiver)
+    for _ in range(10):
+        await sync_to_async(webhook_services.send_test)(endpoint=endpoint)
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await wait_until(lambda: not WebhookMessage.objects.exclude(status="delivered").exists())
+    finally:
+        stop.set()
+        await running
+    assert len(receiver.received) == 10
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 10

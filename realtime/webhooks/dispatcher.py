@@ -309,6 +309,8 @@ class Dispatcher:
         self.busy: dict[int, int] = defaultdict(int)
         self.tasks: set[asyncio.Task[None]] = set()
         self.recorder = Recorder()
+        # Set when deliveries may be claimed: new ones written in this process, or a place freed.
+        self.woken = asyncio.Event()
 
     async def _send(self, message: WebhookMessage, http: httpx.AsyncClient) -> None:
         try:
@@ -318,6 +320,9 @@ class Dispatcher:
             logger.exception("Webhook %s could not be sent", message.message_id)
         finally:
             self.busy[message.endpoint_id] -= 1
+            # A place is free: claim again now rather than at the next poll (a backlog drains at
+            # the endpoints' pace, not one batch per poll interval).
+            self.woken.set()
 
     async def claim_and_start(self, http: httpx.AsyncClient) -> int:
         free = settings.REALTIME_WEBHOOK_BATCH - len(self.tasks)
@@ -339,7 +344,7 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         logger.info("Webhook dispatcher started (%s)", self.owner)
-        woken = asyncio.Event()
+        woken = self.woken
         entry = (asyncio.get_running_loop(), woken)
         _running.add(entry)
         try:
