@@ -147,3 +147,20 @@ def engine(extra_env: dict[str, str] | None = None) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def fresh_database_env(**extra: str) -> Path:
+    """Point this process's Django at a fresh SQLite file (production settings, debug on, no
+    OpenAI key unless given): for benchmarks that run the project's code in-process. Returns the file."""
+    database = Path(tempfile.mkdtemp()) / "bench.sqlite3"
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "iaposte.settings",
+            "DEBUG": "true",
+            "SECRET_KEY": "bench-only",
+            "DATABASE_URL": f"sqlite:///{database}",
+            "OPENAI_API_KEY": "",
+            **extra,
+        }
+    )
+    return database

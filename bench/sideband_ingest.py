@@ -18,17 +18,17 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
 import socket
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._server import fresh_database_env  # noqa: E402
 
 
 def _turn(n: int) -> list[dict[str, Any]]:
@@ -143,18 +143,8 @@ def measure(turns: int, runs: int) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    database = Path(tempfile.mkdtemp()) / "bench.sqlite3"
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "iaposte.settings",
-            "DEBUG": "true",
-            "SECRET_KEY": "bench-only",
-            "DATABASE_URL": f"sqlite:///{database}",
-            "OPENAI_API_KEY": "sk-bench",
-            "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
-            "REALTIME_MONITORS": "off",
-            "LOG_LEVEL": "WARNING",
-        }
+    fresh_database_env(
+        OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", REALTIME_MONITORS="off", LOG_LEVEL="WARNING"
     )
     ready = multiprocessing.Event()
     server = multiprocessing.Process(target=serve, args=(port, turns, ready), daemon=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import zoneinfo
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -444,6 +445,35 @@ REALTIME_TRANSCRIPTION_PRICING: dict[str, dict[str, float]] = {
     **catalogue.transcription_prices(),
     **env_json("REALTIME_TRANSCRIPTION_PRICING", {}),
 }
+
+# --- outgoing webhooks (realtime/webhooks, docs/webhooks.md) ----------------------------------
+# Networks a webhook URL may resolve to although they are not public (private, loopback,
+# link-local...): none by default, so nobody can make us call the machine's own services (SSRF).
+REALTIME_WEBHOOK_ALLOWED_NETWORKS: list[str] = env.list("REALTIME_WEBHOOK_ALLOWED_NETWORKS", default=[])
+for _network in REALTIME_WEBHOOK_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network.strip(), strict=False)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"REALTIME_WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
+# How often the dispatcher looks for due deliveries, and how many it sends at once (in all, and
+# to one endpoint).
+REALTIME_WEBHOOK_POLL_SECONDS = env.float("REALTIME_WEBHOOK_POLL_SECONDS", default=1.0)
+REALTIME_WEBHOOK_BATCH = env.int("REALTIME_WEBHOOK_BATCH", default=50)
+REALTIME_WEBHOOK_ENDPOINT_CONCURRENCY = env.int("REALTIME_WEBHOOK_ENDPOINT_CONCURRENCY", default=4)
+# One attempt may take this long in all (connect, send, read the first KiB of the answer).
+REALTIME_WEBHOOK_TIMEOUT_SECONDS = env.float("REALTIME_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# A claimed delivery whose dispatcher died is claimed again after this long.
+REALTIME_WEBHOOK_LEASE_SECONDS = env.float("REALTIME_WEBHOOK_LEASE_SECONDS", default=60.0)
+# Retries: exponential backoff with jitter from the first delay to the cap, for this many hours
+# after the event (then the delivery is marked failed, and kept: "send again" still works).
+REALTIME_WEBHOOK_RETRY_SECONDS = env.float("REALTIME_WEBHOOK_RETRY_SECONDS", default=5.0)
+REALTIME_WEBHOOK_RETRY_MAX_SECONDS = env.float("REALTIME_WEBHOOK_RETRY_MAX_SECONDS", default=4 * 3600.0)
+REALTIME_WEBHOOK_RETRY_HOURS = env.float("REALTIME_WEBHOOK_RETRY_HOURS", default=72.0)
+# An endpoint is disabled after this many failed attempts in a row spanning at least this long.
+REALTIME_WEBHOOK_DISABLE_AFTER_FAILURES = env.int("REALTIME_WEBHOOK_DISABLE_AFTER_FAILURES", default=15)
+REALTIME_WEBHOOK_DISABLE_AFTER_HOURS = env.float("REALTIME_WEBHOOK_DISABLE_AFTER_HOURS", default=24.0)
+# After a secret rotation, deliveries are signed with both secrets for this long.
+REALTIME_WEBHOOK_SECRET_OVERLAP_HOURS = env.float("REALTIME_WEBHOOK_SECRET_OVERLAP_HOURS", default=24.0)
 
 # The OpenAPI description (`realtime/openapi.py`); Swagger UI and Redoc from our own static files.
 SPECTACULAR_SETTINGS = {

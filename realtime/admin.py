@@ -471,3 +471,7 @@ class AccessAuditAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# Outgoing webhooks' pages live with them.
+from .webhooks import admin as webhooks_admin  # noqa: E402, F401

@@ -454,3 +454,7 @@ class AccessAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} ({self.actor})"
+
+
+# Outgoing webhooks live in their own package; their models belong to this app.
+from .webhooks.models import WebhookEndpoint, WebhookMessage  # noqa: E402, F401

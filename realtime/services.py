@@ -56,6 +56,7 @@ from .models import (
     hash_api_key,
 )
 from .sessions import SessionConfig
+from .webhooks import outbox
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -113,6 +114,9 @@ def _record(
     event = CallEvent.objects.create(call=call, event_type=event_type, actor=actor, data=data, created_at=at)
     (tally or Tally(call.api_key_id)).events(1).save()
     publish.event_recorded(event=event, call=call, lifecycle=lifecycle)
+    if lifecycle:
+        # The webhook deliveries of this event, in its transaction (the outbox: see realtime.webhooks).
+        outbox.enqueue(call=call, event_type=event_type, at=at)
     return event
 
 

@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from .api import CallViewSet, ModelViewSet, SipRouteViewSet, StatsViewSet, sip_webhook
 from .health import HealthView
+from .webhooks.api import WebhookViewSet
 
 app_name = "realtime"
 
@@ -22,6 +23,7 @@ router.register("calls", CallViewSet, basename="call")
 router.register("stats", StatsViewSet, basename="stats")
 router.register("sip/routes", SipRouteViewSet, basename="sip-route")
 router.register("models", ModelViewSet, basename="model")
+router.register("webhooks", WebhookViewSet, basename="webhook")
 urlpatterns = [
     # OpenAI's signed webhooks: a plain view, so the signature is checked on the raw body.
     re_path(r"^sip/webhook/?$", sip_webhook, name="sip-webhook"),

@@ -30,3 +30,5 @@ OPENAI_BASE_URL = "http://127.0.0.1:9/v1"
 # the end, which PostgreSQL refuses while the pool still holds connections to it. The servers the
 # tests start (iaposte.settings) keep theirs.
 DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405
+# Webhook receivers in the tests listen on loopback.
+REALTIME_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]

@@ -29,3 +29,12 @@ def test_it_measures_the_fan_out_parts_alone():
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
     # Four rows (two layers, two encodings), each a figure in milliseconds.
     assert len(rows) == 4 and all(float(row[-1]) >= 0 for row in rows)
+
+
+def test_it_runs_the_webhooks_bench():
+    result = subprocess.run([sys.executable, "bench/webhooks.py", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 10 calls, 3 events each, to 3 endpoints: every delivery arrived.
+    assert "90 deliveries received" in result.stdout
+    assert float(result.stdout.splitlines()[-1].split()[-1]) > 0
