@@ -18,9 +18,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+from daphne import server as daphne_server
 from daphne.access import AccessLogGenerator
 from daphne.endpoints import build_endpoint_description_strings
-from daphne.server import Server
+from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from twisted.internet import defer
@@ -42,6 +43,38 @@ class _Triggers(Protocol):
 
 # The reactor daphne.server installed (INSTALLED_APPS lists daphne first), as far as used here.
 reactor = cast(_Triggers, _reactor)
+
+
+class RawBodyRequest(WebRequest):
+    """daphne's request, with the body left as received. Twisted's `Request` parses a POSTed
+    multipart or form-encoded body into `request.args` (which daphne never reads) and answers a body
+    it cannot parse (a bad or missing multipart boundary) with a bare 400 before the application
+    runs; unparsed, every body reaches Django, whose parsers answer in the API's error shape."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
+
+
+class RawBodyHTTPFactory(HTTPFactory):
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = RawBodyRequest
+        return protocol
+
+
+class Server(daphne_server.Server):
+    """daphne's server with `RawBodyRequest`: `run` builds its HTTP factory itself, so the factory
+    is swapped as it is stored (before anything listens)."""
+
+    _http_factory: HTTPFactory
+
+    @property
+    def http_factory(self) -> HTTPFactory:
+        return self._http_factory
+
+    @http_factory.setter
+    def http_factory(self, factory: HTTPFactory) -> None:
+        self._http_factory = RawBodyHTTPFactory(self)
 
 
 class Command(BaseCommand):
