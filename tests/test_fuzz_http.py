@@ -12,7 +12,7 @@ so they get past the signature check into its parser. Whatever is sent:
 
 The suite runs a bounded, repeatable number of cases (FUZZ_EXAMPLES per operation and mode, default 6).
 A longer, random run (docs/security.md):
-`FUZZ_EXAMPLES=300 .venv/bin/python -m pytest tests/test_fuzz_http.py -p no:xdist -q -s`.
+`FUZZ_EXAMPLES=300 .venv/bin/python -m pytest tests/test_fuzz_http.py -p no:xdist -q -s --timeout=0`.
 """
 
 from __future__ import annotations
