@@ -486,7 +486,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "PREPROCESSING_HOOKS": ["realtime.openapi.seed_paths"],
+    "PREPROCESSING_HOOKS": ["realtime.openapi.seed_paths", "realtime.openapi.sip_webhook_path"],
 }
 
 # --- Browser-facing safety ----------------------------------------------------------------

@@ -42,7 +42,7 @@ urlpatterns = [
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """404s under /api/ keep the API's JSON error shape; elsewhere Django's page."""
     if request.path.startswith("/api/"):
-        return JsonResponse(error_body("not_found", _("Not found."), {"path": request.path[:200]}), status=404)
+        return realtime_views.api_not_found(request, exception)
     return defaults.page_not_found(request, exception)
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.urls import reverse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers
+from rest_framework.views import APIView
 
 from .serializers import (
     CallCreatedSerializer,
@@ -316,3 +318,115 @@ sip_routes = extend_schema_view(
 models = extend_schema_view(
     list=extend_schema(operation_id="realtime_models_list", summary="The model catalogue", responses={200: Models, **COMMON_ERRORS})
 )
+
+
+# --- OpenAI's SIP webhook -------------------------------------------------------------------------
+# `/api/realtime/sip/webhook` is a plain Django view (the signature covers the raw body, so DRF must
+# not parse it first), which drf-spectacular does not enumerate: `sip_webhook_path` adds it, described
+# by the documentation-only view below.
+
+SIP_HEADERS_EXAMPLE = [
+    {"name": "From", "value": "sip:+142555512112@sip.example.com"},
+    {"name": "To", "value": "sip:+18005551212@sip.example.com"},
+    {"name": "Call-ID", "value": "03782086-4ce9-44bf-8b0d-4e303d2cc590"},
+]
+CallIncoming = inline_serializer(
+    name="RealtimeCallIncoming",
+    fields={
+        "object": serializers.CharField(help_text="`event`."),
+        "id": serializers.CharField(help_text="The event's id (`evt_…`)."),
+        "type": serializers.CharField(help_text="`realtime.call.incoming`; other types are acknowledged and ignored."),
+        "created_at": serializers.IntegerField(help_text="Unix seconds."),
+        "data": inline_serializer(
+            name="RealtimeCallIncomingData",
+            fields={
+                "call_id": serializers.CharField(help_text="OpenAI's id of the phone call (`rtc_…`)."),
+                "sip_headers": inline_serializer(
+                    name="SipHeader", fields={"name": serializers.CharField(), "value": serializers.CharField(allow_blank=True)}, many=True
+                ),
+            },
+        ),
+    },
+)
+WEBHOOK_HEADERS = [
+    OpenApiParameter(
+        "webhook-id", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True, description="Unique per event; a replay creates nothing."
+    ),
+    OpenApiParameter(
+        "webhook-timestamp",
+        OpenApiTypes.INT,
+        OpenApiParameter.HEADER,
+        required=True,
+        description="Unix seconds of the delivery attempt; more than 300 s off is refused.",
+    ),
+    OpenApiParameter(
+        "webhook-signature",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        required=True,
+        description="`v1,<base64 HMAC-SHA256>` of `id.timestamp.body` with a secret of `OPENAI_WEBHOOK_SECRETS` (Standard Webhooks).",
+    ),
+]
+
+
+sip_webhook_schema = extend_schema(
+    operation_id="realtime_sip_webhook",
+    summary="OpenAI's SIP webhook",
+    description=(
+        "OpenAI posts `realtime.call.incoming` here when a phone call reaches its SIP trunk (see docs/sip.md). "
+        "The Standard Webhooks signature is checked on the raw body before anything is read or stored; the "
+        "call is recorded once per `webhook-id` and decided by the SIP routes after the answer."
+    ),
+    tags=["realtime"],
+    auth=[],
+    parameters=WEBHOOK_HEADERS,
+    request={"application/json": CallIncoming},
+    responses={
+        200: OpenApiResponse(
+            _envelope("WebhookReceived", result=serializers.CharField(help_text="`incoming`, `duplicate` or `ignored`.")),
+            description="Received: a new call (`incoming`), a replayed `webhook-id` (`duplicate`), or another event type (`ignored`).",
+        ),
+        400: _error(
+            "Not signed as OpenAI signs, a stale timestamp, or no `data.call_id`.",
+            "invalid_webhook_signature",
+            "The webhook signature does not match, or its timestamp is too old.",
+        ),
+        405: _error("Only POST.", "method_not_allowed", "Method GET not allowed."),
+        413: _error(
+            "Over `REALTIME_SIP_WEBHOOK_MAX_BYTES`, refused unread.",
+            "payload_too_large",
+            "The request body is too large (at most 65536 bytes).",
+            {"max_bytes": 65536},
+        ),
+    },
+    examples=[
+        OpenApiExample(
+            "Incoming call",
+            value={
+                "object": "event",
+                "id": "evt_685343a1381c819085d44c354e1b330e",
+                "type": "realtime.call.incoming",
+                "created_at": 1750287018,
+                "data": {"call_id": "rtc_0123456789abcdef", "sip_headers": SIP_HEADERS_EXAMPLE},
+            },
+            request_only=True,
+        ),
+        OpenApiExample("Received", value={"success": True, "result": "incoming"}, response_only=True, status_codes=[200]),
+    ],
+)
+
+
+class SipWebhookContract(APIView):
+    """The contract of `realtime.api.sip_webhook`, for the schema only (never routed)."""
+
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+
+    @sip_webhook_schema
+    def post(self, request: Any) -> Any:
+        raise NotImplementedError
+
+
+def sip_webhook_path(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
+    path = reverse("realtime:sip-webhook").removesuffix("/")
+    return [*endpoints, (path, f"^{path.lstrip('/')}/?$", "POST", SipWebhookContract.as_view())]

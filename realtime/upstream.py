@@ -133,8 +133,9 @@ def unwrap_webhook(*, body: bytes, headers: Any, secrets: list[str]) -> Webhook:
             break
         except openai.InvalidWebhookSignatureError:
             continue
-        except ValueError as exc:
-            # A missing header (the SDK's ValueError), or a body that is not UTF-8 JSON.
+        except (ValueError, RecursionError) as exc:
+            # A missing header (the SDK's ValueError), a body that is not UTF-8 JSON, or one nested
+            # deeper than the JSON parser goes (a signed `[[[[…`).
             raise WebhookRejected(_("The webhook is not signed as OpenAI signs them."), details={"reason": str(exc)[:200]}) from None
     if event is None:
         raise WebhookRejected(_("The webhook signature does not match, or its timestamp is too old."))

@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from .api import CallViewSet, ModelViewSet, SipRouteViewSet, StatsViewSet, sip_webhook
 from .health import HealthView
+from .views import api_not_found
 from .webhooks.api import WebhookViewSet
 
 app_name = "realtime"
@@ -29,4 +30,7 @@ urlpatterns = [
     re_path(r"^sip/webhook/?$", sip_webhook, name="sip-webhook"),
     re_path(r"^health/?$", HealthView.as_view(), name="health"),
     *router.urls,
+    # Every other path under /api/realtime/: our JSON 404, also with DEBUG on (where Django's own
+    # handler would answer with its HTML page).
+    re_path(r"", api_not_found),
 ]

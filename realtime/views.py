@@ -1,16 +1,17 @@
-"""HTML views: the demo page. The REST API lives in `api.py`."""
+"""HTML views: the demo page, and the API's JSON 404. The REST API lives in `api.py`."""
 
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.views.decorators.csrf import ensure_csrf_cookie
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 
 from . import sessions
 from .auth.pages import page_access_required
 from .auth.principals import Principal
-from .exceptions import InvalidInput
+from .exceptions import InvalidInput, error_body
 from .models import Call
 
 
@@ -24,6 +25,12 @@ def _served_models() -> dict[str, str]:
         except InvalidInput:
             continue
     return served
+
+
+@csrf_exempt
+def api_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """No such path under /api/: our JSON 404, whatever the method (no CSRF check for a refusal)."""
+    return JsonResponse(error_body("not_found", _("Not found."), {"path": request.path[:200]}), status=404)
 
 
 @ensure_csrf_cookie

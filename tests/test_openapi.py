@@ -68,6 +68,26 @@ def test_it_describes_errors_auth_and_the_idempotency_key():
     }
 
 
+def test_it_describes_the_sip_webhook_with_its_signature_headers_and_body():
+    schema = yaml.safe_load(CHECKED_IN.read_text(encoding="utf-8"))
+    webhook = schema["paths"]["/api/realtime/sip/webhook"]
+
+    assert list(webhook) == ["post"]
+    post = webhook["post"]
+    assert [(p["name"], p["in"], p["required"]) for p in post["parameters"]] == [
+        ("webhook-id", "header", True),
+        ("webhook-signature", "header", True),
+        ("webhook-timestamp", "header", True),
+    ]
+    assert "security" not in post  # no credentials: the signature is the proof
+    body = post["requestBody"]["content"]["application/json"]
+    assert body["examples"]["IncomingCall"]["value"]["type"] == "realtime.call.incoming"
+    incoming = schema["components"]["schemas"]["RealtimeCallIncomingRequest"]
+    assert incoming["required"] == ["created_at", "data", "id", "object", "type"]
+    assert schema["components"]["schemas"]["RealtimeCallIncomingDataRequest"]["required"] == ["call_id", "sip_headers"]
+    assert sorted(post["responses"]) == ["200", "400", "405", "413"]
+
+
 @pytest.mark.django_db
 def test_it_serves_the_schema_and_its_pages_from_our_own_files(client):
     schema = client.get("/api/schema/")

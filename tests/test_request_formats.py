@@ -6,7 +6,6 @@ import socket
 
 import httpx
 import pytest
-from rest_framework.test import APIClient
 
 from realtime.models import Call
 
@@ -50,13 +49,43 @@ def test_it_refuses_a_form_encoded_create_with_415(asgi_server, sdp_offer):
     assert not Call.objects.exists()
 
 
-# Bad boundaries through Django's handler (daphne's HTTP layer, Twisted, answers some of them with a
-# bare 400 before any application code runs: docs/api.md).
-@pytest.mark.parametrize("boundary", ["", '""', "x" * 71, "a b"])
-def test_it_answers_a_bad_multipart_boundary_in_our_shape(boundary):
-    client = APIClient(raise_request_exception=False)
-    response = client.generic("POST", "/api/realtime/calls", MULTIPART, content_type=f"multipart/form-data; boundary={boundary}")
+# Malformed multipart bodies on the real server: Twisted, under daphne, would parse them itself and
+# answer some with a bare 400 before Django runs; the `serve` command's requests leave them to Django.
+BAD_MULTIPART = {
+    "no boundary": ("multipart/form-data", MULTIPART),
+    "empty boundary": ("multipart/form-data; boundary=", MULTIPART),
+    "quoted empty boundary": ('multipart/form-data; boundary=""', MULTIPART),
+    "boundary too long": ("multipart/form-data; boundary=" + "x" * 71, MULTIPART),
+    "boundary with a space": ("multipart/form-data; boundary=a b", MULTIPART),
+    "other boundary in the body": ("multipart/form-data; boundary=y", MULTIPART),
+    "no closing boundary": ("multipart/form-data; boundary=x", MULTIPART.removesuffix(b"--x--\r\n")),
+    "part without headers": ("multipart/form-data; boundary=x", b"--x\r\n\r\nv=0\r\n--x--\r\n"),
+    "part without a name": ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data\r\n\r\nv=0\r\n--x--\r\n"),
+    "not multipart at all": ("multipart/form-data; boundary=x", b"v=0\r\n"),
+    "binary garbage": ("multipart/form-data; boundary=x", bytes(range(256))),
+    "mixed, not form-data": ("multipart/mixed; boundary=x", MULTIPART),
+}
 
-    assert response.status_code in (400, 415)
-    assert response.json()["success"] is False
+
+@pytest.mark.parametrize("label", list(BAD_MULTIPART))
+def test_it_answers_a_malformed_multipart_body_in_our_shape_on_the_real_server(asgi_server, label):
+    content_type, body = BAD_MULTIPART[label]
+    start = len(asgi_server.log.read_text(errors="replace"))
+
+    response = httpx.post(f"{asgi_server.url}/api/realtime/calls", content=body, headers={"Content-Type": content_type}, timeout=10)
+
+    assert response.status_code in (400, 415), response.content
+    assert response.headers["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert response.json()["success"] is False and set(error) == {"code", "message", "details"}
+    assert error["code"] in ("malformed_request", "invalid_sdp", "invalid_request", "unsupported_media_type"), error
     assert not Call.objects.exists()
+    assert "Traceback" not in asgi_server.log.read_text(errors="replace")[start:]
+
+
+def test_it_still_reads_a_well_formed_multipart_create_on_the_real_server(asgi_server, sdp_offer):
+    response = httpx.post(f"{asgi_server.url}/api/realtime/calls", files={"sdp": ("offer.sdp", sdp_offer.encode())}, timeout=30)
+
+    assert response.status_code == 201, response.content
+    assert Call.objects.get().call_id == response.json()["call_id"]
+    httpx.delete(f"{asgi_server.url}/api/realtime/calls/{response.json()['call_id']}", timeout=30)

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
+from daphne import server as daphne_server
 from daphne.access import AccessLogGenerator
 from daphne.endpoints import build_endpoint_description_strings
-from daphne.server import Server
+from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from twisted.internet import defer
@@ -63,6 +64,38 @@ class ZonedAccessLog(AccessLogGenerator):
         # daphne passes the naive local time; astimezone reads it as such.
         stamp = date.astimezone(ZoneInfo(settings.TIME_ZONE)).strftime("%d/%b/%Y:%H:%M:%S %z")
         self.stream.write(f'{host} {ident or "-"} {user or "-"} [{stamp}] "{request}" {status or "-"} {length or "-"}\n')
+
+
+class RawBodyRequest(WebRequest):
+    """daphne's request, with the body left as received. Twisted's `Request` parses a POSTed
+    multipart or form-encoded body into `request.args` (which daphne never reads) and answers a body
+    it cannot parse (a bad or missing multipart boundary) with a bare 400 before the application
+    runs; unparsed, every body reaches Django, whose parsers answer in the API's error shape."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
+
+
+class RawBodyHTTPFactory(HTTPFactory):
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = RawBodyRequest
+        return protocol
+
+
+class Server(daphne_server.Server):
+    """daphne's server with `RawBodyRequest`: `run` builds its HTTP factory itself, so the factory
+    is swapped as it is stored (before anything listens)."""
+
+    _http_factory: HTTPFactory
+
+    @property
+    def http_factory(self) -> HTTPFactory:
+        return self._http_factory
+
+    @http_factory.setter
+    def http_factory(self, factory: HTTPFactory) -> None:
+        self._http_factory = RawBodyHTTPFactory(self)
 
 
 class Command(BaseCommand):
