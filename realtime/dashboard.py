@@ -171,11 +171,11 @@ def figures(period: Period) -> dict[str, Any]:
         )
         for n, day in enumerate(period.days)
     }
-    by_model = {
-        row["value"]: row
-        for row in CallBucket.objects.filter(dimension="upstream_model", **in_period).order_by().values("value").annotate(**bounds)
+    model_rows: Any = CallBucket.objects.filter(dimension="upstream_model", **in_period).order_by().values("value").annotate(**bounds)
+    by_model: dict[str, dict[str, Any]] = {row["value"]: row for row in model_rows}
+    cost_by_day: dict[date, dict[str, float]] = {
+        day: {model: by_model.get(model, {}).get(f"d{n}") or 0 for model in models} for n, day in enumerate(period.days)
     }
-    cost_by_day = {day: {model: (by_model.get(model) or {}).get(f"d{n}") or 0 for model in models} for n, day in enumerate(period.days)}
 
     # 4. Live calls now: the status counters of every call.
     live = dict(CallCounter.objects.filter(scope=counters.ALL, dimension="status").values_list("value", "calls"))
