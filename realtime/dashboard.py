@@ -21,6 +21,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -304,7 +305,10 @@ def chart_data(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def view(request: HttpRequest) -> HttpResponse:
-    """`/admin/dashboard/` (staff only: wrapped in `admin.site.admin_view`)."""
+    """`/admin/dashboard/` (staff only: wrapped in `admin.site.admin_view`), for those who may see
+    calls (`realtime.view_call`, as the live feed it listens to asks)."""
+    if not request.user.has_perm("realtime.view_call"):
+        raise PermissionDenied
     form = PeriodForm(request.GET or None)
     tz = timezone.get_current_timezone()
     period = period_of(form, timezone.localdate(), tz)

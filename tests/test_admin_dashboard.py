@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.db.models import Count, Q, Sum
 from django.test import Client
 from django.utils import timezone
@@ -25,8 +25,10 @@ URL = "/admin/dashboard/"
 
 @pytest.fixture
 def staff_client(db: None) -> Client:
+    user = User.objects.create_user("sophie", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_call"))
     client = Client()
-    client.force_login(User.objects.create_user("sophie", password="pw", is_staff=True))
+    client.force_login(user)
     return client
 
 
@@ -73,6 +75,9 @@ def test_it_shows_the_dashboard_to_staff_only(db, client, staff_client, settings
     assert client.get(URL).status_code == 302  # to the sign-in page
     client.force_login(User.objects.create_user("visitor", password="pw"))
     assert client.get(URL).status_code == 302
+    # Staff who may not see calls: refused, as the live feed would refuse them.
+    client.force_login(User.objects.create_user("intern", password="pw", is_staff=True))
+    assert client.get(URL).status_code == 403
 
     response = staff_client.get(URL)
 

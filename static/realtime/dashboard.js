@@ -15,8 +15,11 @@
     return new window.Chart(canvas, config);
   }
 
-  function series(block, keys, type) {
-    return keys.map((key, i) => ({ label: data.labels[key], data: block[key], backgroundColor: palette[i], borderColor: palette[i], type: type }));
+  // One colour per figure wherever it appears: failures in red.
+  const colours = { calls: "#0b5394", answered: "#6aa84f", failed: "#cc0000" };
+
+  function series(block, keys) {
+    return keys.map((key) => ({ label: data.labels[key], data: block[key], backgroundColor: colours[key], borderColor: colours[key] }));
   }
 
   chart("chart-hourly", {
