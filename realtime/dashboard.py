@@ -33,8 +33,9 @@ from django.utils.translation import gettext_lazy as _
 from . import counters
 from .models import Call, CallBucket, CallCounter
 
-# Longest custom period: three months of hours (2,208 rows per series), what the seed covers.
-MAX_DAYS = 92
+# Longest custom period: a month of hours (744 rows per series). At a million calls, three months
+# of hourly rows (63,000) take ~500 ms to sum on a busy 2-core machine (docs/benchmarks.md).
+MAX_DAYS = 31
 # End reasons that mean the caller did not get the conversation they called for.
 FAILURE_REASONS = (
     Call.EndReason.UPSTREAM_ERROR,
