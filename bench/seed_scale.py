@@ -9,7 +9,7 @@ refused), 1 % active (started in the last minutes, still talking); several model
 included), voices, sources and API keys (a fifth of the calls made without one: staff, local
 mode); real-size SDP offers and answers and session documents; an audit trail per call (created,
 answered, ended, upstream hangup) and sideband events (speech, transcripts, responses with usage),
-whose usage, tokens and cost are the call's. The statistics counters are added in step, so the
+whose usage, tokens and cost are the call's. The statistics counters (hourly ones included) are added in step, so the
 figures equal a recount (`--check` recounts at the end).
 
 Rows are written in bulk (one transaction per chunk of calls, executemany on SQLite with its
@@ -111,6 +111,9 @@ CALL_COLUMNS = [
     "sip_called",
     "sip_headers",
     "transferred_to",
+    "metrics",
+    "latency_p95_ms",
+    "latency_max_ms",
 ]
 EVENT_COLUMNS = ["id", "call_id", "event_type", "created_at", "data", "actor", "upstream_event_id"]
 
@@ -359,6 +362,8 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
     whole, fraction = int(upstream_events), upstream_events - int(upstream_events)
     groups: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0, 0.0, 0, 0, 0])
     events_by_key: dict[int | None, int] = defaultdict(int)
+    # The hourly counters' groups: (creation hour in µs, upstream model, status, end reason, duration bucket).
+    hour_groups: dict[tuple[int, str, str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0, 0, 0, 0])
     by_status: dict[str, int] = defaultdict(int)
     offer_bytes = answer_bytes = 0
     span = now - 30 * 60_000_000 - start
@@ -447,6 +452,13 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
                         else:
                             closed = ended + rng.randrange(50_000, 400_000)
                             tail.append(("upstream.hangup", "system", f'{{"upstream_id": "{upstream_id}", "already_gone": false}}', closed))
+            metrics, p95, slowest = "{}", None, None
+            if n_upstream >= len(TURN):
+                # Measured turns (speech stopped to first answer audio): most under a second, a few slow.
+                turns = n_upstream // len(TURN)
+                p50 = int(rng.lognormvariate(6.4, 0.35))
+                p95, slowest = int(p50 * rng.uniform(1.3, 2.2)), int(p50 * rng.uniform(2.2, 4.0))
+                metrics = json.dumps({"turns": turns, "latency_ms": {"p50": p50, "p95": p95, "max": slowest}, "interruptions": turns // 4})
             upstream_rows, usage, cost, transcript = conversations.get(n_upstream, upstream_model) if n_upstream else ([], {}, None, False)
             if cost is None and pricing.prices_for(upstream_model) is not None:
                 cost = Decimal("0.000000")
@@ -514,6 +526,9 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
                     "+33180000000" if source == "sip" else "",
                     "[]",
                     "",
+                    metrics,
+                    p95,
+                    slowest,
                 )
             )
             ended_with_duration = status == Call.Status.ENDED and duration is not None
@@ -525,6 +540,21 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
             group[3] += tokens_in
             group[4] += tokens_out
             group[5] += counters.micros(cost)
+            hour_group = hour_groups[
+                (
+                    created - created % 3_600_000_000,
+                    upstream_model,
+                    status,
+                    reason,
+                    counters.duration_bucket(duration) if ended_with_duration and duration is not None else "",
+                )
+            ]
+            hour_group[0] += 1
+            hour_group[1] += answered is not None
+            hour_group[2] += duration if ended_with_duration and duration is not None else 0.0
+            hour_group[3] += tokens_in
+            hour_group[4] += tokens_out
+            hour_group[5] += counters.micros(cost)
             events_by_key[api_key_id] += n_events
             by_status[status] += 1
             offer_bytes += len(offer)
@@ -539,8 +569,14 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
                         output_tokens=int(g[4]), cost_micros=int(g[5])) for key, g in groups.items()),
         events_by_key,
     )  # fmt: skip
+    hours = counters.fold_hours(
+        counters.HourGroup(datetime.fromtimestamp(key[0] / 1_000_000, UTC), *key[1:], calls=int(g[0]), answered=int(g[1]),
+                           duration_seconds=g[2], input_tokens=int(g[3]), output_tokens=int(g[4]), cost_micros=int(g[5]))
+        for key, g in hour_groups.items()
+    )  # fmt: skip
     with transaction.atomic():
         counters.add_rows(rows)
+        counters.add_bucket_rows(hours)
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 for model in (Call, CallEvent):
@@ -560,6 +596,7 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
         "offer_bytes": offer_bytes,
         "answer_bytes": answer_bytes,
         "counter_rows": len(rows),
+        "hour_rows": len(hours),
         "seconds": time.monotonic() - began,
         "writing": writer.seconds,
         "api_keys": len(api_keys),
@@ -585,7 +622,7 @@ def main() -> None:
     by_status = ", ".join(f"{status} {n:,}" for status, n in sorted(written["by_status"].items()))
     print(
         f"Wrote {written['calls']:,} calls ({by_status}), {written['events']:,} events, {written['api_keys']} API keys, "
-        f"{written['counter_rows']} counter rows in {written['seconds']:.1f} s ({written['writing']:.1f} s in the database) "
+        f"{written['counter_rows']} counter rows, {written['hour_rows']:,} hourly counter rows in {written['seconds']:.1f} s ({written['writing']:.1f} s in the database) "
         f"({written['calls'] / written['seconds']:,.0f} calls/s, {written['events'] / written['seconds']:,.0f} events/s); "
         f"offers {written['offer_bytes'] / max(written['calls'], 1) / 1024:.1f} KiB, "
         f"answers {written['answer_bytes'] / max(written['calls'], 1) / 1024:.1f} KiB on average"
@@ -596,6 +633,13 @@ def main() -> None:
         recounted, counted = selectors.stats_recount(), selectors.stats()
         if recounted != counted:
             print(f"MISMATCH\n  counters: {counted}\n  recount:  {recounted}")
+            sys.exit(1)
+
+        def rounded(rows: dict[Any, dict[str, float]]) -> dict[Any, dict[str, float]]:
+            return {key: {**amounts, "duration_seconds": round(amounts["duration_seconds"], 3)} for key, amounts in rows.items()}
+
+        if rounded(counters.stored_hours()) != rounded(counters.recount_hours()):
+            print("MISMATCH in the hourly counters")
             sys.exit(1)
         print(f"Checked: counters equal a recount ({counted['total_calls']:,} calls, {counted['total_events']:,} events).")
 

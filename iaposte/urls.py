@@ -11,6 +11,7 @@ from django.views.i18n import JavaScriptCatalog
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from realtime import admin as realtime_admin
+from realtime import dashboard
 from realtime import views as realtime_views
 from realtime.exceptions import error_body
 
@@ -25,6 +26,7 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/dashboard/", admin.site.admin_view(dashboard.view), name="admin-dashboard"),
     path("admin/realtime/models/", admin.site.admin_view(realtime_admin.model_catalogue), name="admin-model-catalogue"),
     path("admin/", admin.site.urls),
     path("api/realtime/", include("realtime.urls")),

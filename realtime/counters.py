@@ -9,6 +9,12 @@ get-or-create race), rows in a fixed order so concurrent transactions lock them 
 `read` turns a scope's rows into the figures `GET /api/realtime/stats` shows; `rebuild` recounts
 every row from the calls and events (after an import, or to check); `fold` is what both the
 rebuild and `bench/seed_scale.py` use to turn per-call facts into rows.
+
+The same tally also keeps the hourly counters (`CallBucket`) the dashboard reads: each call is
+counted in the hour it was created in (UTC), so a transition adds to that hour's rows whatever the
+time now, and a recount groups calls by their creation hour. Durations are also counted in fixed
+buckets (`DURATION_EDGES`), from which the dashboard interpolates the p95 duration: exact to within
+the width of the bucket it falls in, at the cost of ~20 rows an hour.
 """
 
 from __future__ import annotations
@@ -16,13 +22,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Case, Count, Q, Sum, Value, When
+from django.db.models.functions import TruncHour
 
-from .models import Call, CallCounter, CallEvent
+from .models import Call, CallBucket, CallCounter, CallEvent
 
 ALL = "all"
 AMOUNTS = ("calls", "events", "duration_calls", "duration_seconds", "input_tokens", "output_tokens", "cost_micros")
@@ -30,6 +38,24 @@ AMOUNTS = ("calls", "events", "duration_calls", "duration_seconds", "input_token
 FIXED = ("model", "voice", "source", "upstream_model")
 
 Key = tuple[str, str]  # (dimension, value)
+
+BUCKET_AMOUNTS = ("calls", "answered", "failed", "duration_calls", "duration_seconds", "input_tokens", "output_tokens", "cost_micros")
+# Upper bounds (seconds) of the duration histogram's buckets; "inf" holds the rest. Closer where
+# calls are common (a few minutes), so the p95 read from them is within a bucket's width.
+DURATION_EDGES = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 420, 600, 900, 1200, 1800, 2700, 3600)
+BucketKey = tuple[str, datetime, str]  # (dimension, hour, value)
+
+
+def hour_of(moment: datetime) -> datetime:
+    """The UTC hour a moment falls in: the bucket a call is counted in."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def duration_bucket(seconds: float) -> str:
+    for edge in DURATION_EDGES:
+        if seconds <= edge:
+            return str(edge)
+    return "inf"
 
 
 def key_scope(api_key_id: int) -> str:
@@ -52,6 +78,25 @@ class Tally:
 
     api_key_id: int | None
     rows: dict[Key, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    # The call's creation hour and model, for the hourly counters (none without them: events only).
+    hour: datetime | None = None
+    upstream_model: str = ""
+    buckets: dict[Key, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+
+    @classmethod
+    def of(cls, call: Call) -> Tally:
+        """A tally for a change to `call`: its scopes, and its hour and model for the hourly counters."""
+        return cls(call.api_key_id, hour=hour_of(call.created_at), upstream_model=call.upstream_model)
+
+    def per_hour(self, dimension: str, value: str, **amounts: float) -> Tally:
+        if self.hour is not None:
+            row = self.buckets[(dimension, value)]
+            for name, amount in amounts.items():
+                row[name] = row.get(name, 0) + amount
+        return self
+
+    def per_hour_and_model(self, **amounts: float) -> Tally:
+        return self.per_hour("total", "", **amounts).per_hour("upstream_model", self.upstream_model, **amounts)
 
     def add(self, dimension: str, value: str, **amounts: float) -> Tally:
         row = self.rows[(dimension, value)]
@@ -66,7 +111,7 @@ class Tally:
         self.add("total", "", calls=1).add("status", call.status, calls=1)
         for dimension in FIXED:
             self.add(dimension, getattr(call, dimension), calls=1)
-        return self
+        return self.per_hour_and_model(calls=1)
 
     def moved(self, *, old: str, new: str, end_reason: str = "", duration: float | None = None) -> Tally:
         self.add("status", old, calls=-1)
@@ -76,34 +121,59 @@ class Tally:
             self.add("status", new, calls=1)
         if end_reason:
             self.add("end_reason", end_reason, calls=1)
+            self.per_hour("end_reason", end_reason, calls=1)
+        if new == Call.Status.ACTIVE and old == Call.Status.PENDING:
+            self.per_hour_and_model(answered=1)
+        elif new == Call.Status.FAILED:
+            self.per_hour_and_model(failed=1)
+        elif new == Call.Status.ENDED and duration is not None:
+            self.per_hour_and_model(duration_calls=1, duration_seconds=duration)
+            self.per_hour("duration", duration_bucket(duration), calls=1)
         return self
 
     def usage(self, *, upstream_model: str, input_tokens: int, output_tokens: int, cost_micros: int) -> Tally:
         for key in (("total", ""), ("upstream_model", upstream_model)):
             self.add(*key, input_tokens=input_tokens, output_tokens=output_tokens, cost_micros=cost_micros)
+            self.per_hour(*key, input_tokens=input_tokens, output_tokens=output_tokens, cost_micros=cost_micros)
         return self
 
     def save(self) -> None:
-        """Add this tally to every scope of the call, in one statement (inside the caller's transaction)."""
+        """Add this tally to every scope of the call, and to its hour, in one statement each (inside
+        the caller's transaction)."""
         add_rows({(scope, *key): amounts for scope in scopes(self.api_key_id) for key, amounts in self.rows.items() if amounts})
+        if self.hour is not None and self.buckets:
+            hour = self.hour
+            add_bucket_rows({(dimension, hour, value): amounts for (dimension, value), amounts in self.buckets.items() if amounts})
 
 
 def add_rows(rows: dict[tuple[str, str, str], dict[str, float]]) -> None:
     """Add amounts to counter rows keyed by (scope, dimension, value), creating missing rows: one
     upsert per 500 rows, in key order (concurrent transactions lock rows in the same order)."""
-    table, quote = quote_name(CallCounter._meta.db_table), connection.ops.quote_name
-    columns = ("scope", "dimension", "value", *AMOUNTS)
+    _upsert(CallCounter._meta.db_table, ("scope", "dimension", "value"), AMOUNTS, sorted(rows.items()))
+
+
+def add_bucket_rows(rows: dict[BucketKey, dict[str, float]]) -> None:
+    """As `add_rows`, for hourly rows keyed by (dimension, hour, value)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    ordered = [((dimension, adapt(hour), value), amounts) for (dimension, hour, value), amounts in sorted(rows.items())]
+    _upsert(CallBucket._meta.db_table, ("dimension", "hour", "value"), BUCKET_AMOUNTS, ordered)
+
+
+def _upsert(
+    table_name: str, keys: tuple[str, ...], amounts: tuple[str, ...], ordered: list[tuple[tuple[Any, ...], dict[str, float]]]
+) -> None:
+    table, quote = quote_name(table_name), connection.ops.quote_name
+    columns = (*keys, *amounts)
     placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    updates = ", ".join(f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in AMOUNTS)
-    ordered = sorted(rows.items())
+    updates = ", ".join(f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in amounts)
     for start in range(0, len(ordered), 500):
         batch = ordered[start : start + 500]
         params: list[Any] = []
-        for key, amounts in batch:
-            params += [*key, *(amounts.get(name, 0) for name in AMOUNTS)]
+        for key, row in batch:
+            params += [*key, *(row.get(name, 0) for name in amounts)]
         sql = (
             f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES {', '.join([placeholders] * len(batch))} "
-            f"ON CONFLICT ({quote('scope')}, {quote('dimension')}, {quote('value')}) DO UPDATE SET {updates}"
+            f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {updates}"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -243,13 +313,115 @@ def recount() -> dict[tuple[str, str, str], dict[str, float]]:
     return fold(groups, {row["call__api_key_id"]: row["n"] for row in events})
 
 
+@dataclass(frozen=True)
+class HourGroup:
+    """Calls created in the same hour and alike in every hourly dimension, with their sums."""
+
+    hour: datetime
+    upstream_model: str
+    status: str
+    end_reason: str
+    duration: str  # the duration bucket of ended calls with a duration, else ""
+    calls: int
+    answered: int
+    duration_seconds: float
+    input_tokens: int
+    output_tokens: int
+    cost_micros: int
+
+
+def fold_hours(groups: Iterable[HourGroup]) -> dict[BucketKey, dict[str, float]]:
+    """Hourly rows, keyed by (dimension, hour, value), from groups of calls."""
+    rows: dict[BucketKey, dict[str, float]] = defaultdict(lambda: dict.fromkeys(BUCKET_AMOUNTS, 0))
+    for g in groups:
+        amounts = {
+            "calls": g.calls,
+            "answered": g.answered,
+            "failed": g.calls if g.status == Call.Status.FAILED else 0,
+            "duration_calls": g.calls if g.duration else 0,
+            "duration_seconds": g.duration_seconds if g.duration else 0.0,
+            "input_tokens": g.input_tokens,
+            "output_tokens": g.output_tokens,
+            "cost_micros": g.cost_micros,
+        }
+        for key in (("total", g.hour, ""), ("upstream_model", g.hour, g.upstream_model)):
+            row = rows[key]
+            for name, amount in amounts.items():
+                row[name] += amount
+        if g.end_reason:
+            rows[("end_reason", g.hour, g.end_reason)]["calls"] += g.calls
+        if g.duration:
+            rows[("duration", g.hour, g.duration)]["calls"] += g.calls
+    return rows
+
+
+def recount_hours() -> dict[BucketKey, dict[str, float]]:
+    """Every hourly row as a full recount of the calls gives it (one pass, grouped in the database)."""
+    ended = Q(status=Call.Status.ENDED, duration_seconds__isnull=False)
+    bucket = Case(
+        *(When(ended & Q(duration_seconds__lte=edge), then=Value(str(edge))) for edge in DURATION_EDGES),
+        When(ended, then=Value("inf")),
+        default=Value(""),
+    )
+    cube = (
+        Call.objects.order_by()
+        .annotate(hour=TruncHour("created_at", tzinfo=UTC), duration=bucket)
+        .values("hour", "upstream_model", "status", "end_reason", "duration")
+        .annotate(
+            n=Count("id"),
+            answered=Count("id", filter=Q(answered_at__isnull=False)),
+            seconds=Sum("duration_seconds", filter=ended, default=0.0),
+            input_tokens=Sum("input_tokens", default=0),
+            output_tokens=Sum("output_tokens", default=0),
+            cost=Sum("cost_usd"),
+        )
+    )
+    return fold_hours(
+        HourGroup(
+            hour=row["hour"].astimezone(UTC),
+            upstream_model=row["upstream_model"],
+            status=row["status"],
+            end_reason=row["end_reason"],
+            duration=row["duration"],
+            calls=row["n"],
+            answered=row["answered"],
+            duration_seconds=row["seconds"],
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            cost_micros=micros(None if row["cost"] is None else Decimal(row["cost"]).quantize(Decimal("0.000001"))),
+        )
+        for row in cube
+    )
+
+
+def stored_hours() -> dict[BucketKey, dict[str, float]]:
+    """Every hourly row as stored, keyed as `recount_hours` keys them (tests, `--check`); rows all zero left out."""
+    rows = {}
+    for row in CallBucket.objects.values("dimension", "hour", "value", *BUCKET_AMOUNTS):
+        amounts = {name: row[name] for name in BUCKET_AMOUNTS}
+        if any(amounts.values()):
+            rows[(row["dimension"], row["hour"].astimezone(UTC), row["value"])] = amounts
+    return rows
+
+
 def rebuild() -> int:
     """Replace every counter with a full recount; returns the number of rows written."""
     rows = recount()
+    return _replace(
+        CallCounter, [CallCounter(scope=scope, dimension=dim, value=value, **amounts) for (scope, dim, value), amounts in rows.items()]
+    )
+
+
+def rebuild_hours() -> int:
+    """Replace every hourly counter with a full recount; returns the number of rows written."""
+    rows = recount_hours()
+    return _replace(
+        CallBucket, [CallBucket(dimension=dim, hour=hour, value=value, **amounts) for (dim, hour, value), amounts in rows.items()]
+    )
+
+
+def _replace(model: type[CallCounter] | type[CallBucket], rows: list[Any]) -> int:
     with transaction.atomic():
-        CallCounter.objects.all().delete()
-        CallCounter.objects.bulk_create(
-            [CallCounter(scope=scope, dimension=dimension, value=value, **amounts) for (scope, dimension, value), amounts in rows.items()],
-            batch_size=500,
-        )
+        model.objects.all().delete()
+        model.objects.bulk_create(rows, batch_size=500)
     return len(rows)

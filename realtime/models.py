@@ -225,7 +225,23 @@ class Call(models.Model):
         return self.call_id
 
 
-class CallCounter(models.Model):
+class Totals(models.Model):
+    """The amounts both kinds of counters add up."""
+
+    calls = models.BigIntegerField(_("calls"), default=0)
+    # Ended calls with a duration, and the sum of their durations (the average is their quotient).
+    duration_calls = models.BigIntegerField(_("calls with a duration"), default=0)
+    duration_seconds = models.FloatField(_("duration (s)"), default=0.0)
+    input_tokens = models.BigIntegerField(_("input tokens"), default=0)
+    output_tokens = models.BigIntegerField(_("output tokens"), default=0)
+    # Millionths of a dollar: whole numbers add up exactly on every database (calls keep 6 decimals).
+    cost_micros = models.BigIntegerField(_("cost (millionths of USD)"), default=0)
+
+    class Meta:
+        abstract = True
+
+
+class CallCounter(Totals):
     """Running totals behind the statistics, so they cost the same at any history size.
 
     One row per scope (`all` calls, or `key:<id>` for the calls an API key made), dimension and
@@ -239,15 +255,7 @@ class CallCounter(models.Model):
     scope = models.CharField(_("scope"), max_length=32)
     dimension = models.CharField(_("dimension"), max_length=20)
     value = models.CharField(_("value"), max_length=100, blank=True, default="")
-    calls = models.BigIntegerField(_("calls"), default=0)
     events = models.BigIntegerField(_("events"), default=0)
-    # Ended calls with a duration, and the sum of their durations (the average is their quotient).
-    duration_calls = models.BigIntegerField(_("calls with a duration"), default=0)
-    duration_seconds = models.FloatField(_("duration (s)"), default=0.0)
-    input_tokens = models.BigIntegerField(_("input tokens"), default=0)
-    output_tokens = models.BigIntegerField(_("output tokens"), default=0)
-    # Millionths of a dollar: whole numbers add up exactly on every database (calls keep 6 decimals).
-    cost_micros = models.BigIntegerField(_("cost (millionths of USD)"), default=0)
 
     class Meta:
         verbose_name = _("call counter")
@@ -256,6 +264,34 @@ class CallCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.dimension}={self.value}"
+
+
+class CallBucket(Totals):
+    """Running totals per hour, behind the dashboard's figures over a period (`realtime.counters`).
+
+    One row per hour (UTC, the hour the call was created in), dimension and value: `total/""`
+    (calls, answered, failed, durations, tokens, cost), `end_reason/...` (calls),
+    `upstream_model/...` (the same amounts as `total`, per model) and `duration/<upper bound>`
+    (ended calls per duration bucket: the histogram behind the p95). A call stays counted in the
+    hour it was created in, whatever it does later. `services` changes them in the same
+    transaction and statement as `CallCounter`; a period's figures are sums over its hours (at most
+    24 x 31 rows per series for a month), whatever the history.
+    """
+
+    dimension = models.CharField(_("dimension"), max_length=20)
+    hour = models.DateTimeField(_("hour"))
+    value = models.CharField(_("value"), max_length=100, blank=True, default="")
+    answered = models.BigIntegerField(_("answered calls"), default=0)
+    failed = models.BigIntegerField(_("failed calls"), default=0)
+
+    class Meta:
+        verbose_name = _("hourly call counter")
+        verbose_name_plural = _("hourly call counters")
+        # Dimension first: each dashboard query reads one or a few dimensions over a range of hours.
+        constraints = [models.UniqueConstraint(fields=["dimension", "hour", "value"], name="call_bucket_once")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.dimension}={self.value}"
 
 
 class SipRoute(models.Model):

@@ -42,7 +42,7 @@ from django.utils.translation import gettext as _
 
 from . import pricing, publish, selectors, upstream
 from .auth.lockout import client_address
-from .counters import Tally, micros
+from .counters import Tally, hour_of, micros
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
 from .models import (
     API_KEY_PREFIX,
@@ -192,7 +192,7 @@ def call_open(
             payload["adjustments"] = session.notes
         if session.warnings:
             payload["warnings"] = session.warnings
-        tally = Tally(call.api_key_id).opened(call)
+        tally = Tally.of(call).opened(call)
         _record(call=call, event_type=event_type, actor=actor, data=payload, at=now, lifecycle=True, tally=tally)
     return call
 
@@ -254,7 +254,7 @@ def call_answer(*, call: Call, created: upstream.CreatedCall) -> bool:
             data={"upstream_id": created.upstream_id},
             at=now,
             lifecycle=True,
-            tally=Tally(call.api_key_id).moved(old=old, new=Call.Status.ACTIVE),
+            tally=Tally.of(call).moved(old=old, new=Call.Status.ACTIVE),
         )
     return True
 
@@ -274,7 +274,7 @@ def call_fail(*, call: Call, error: RealtimeError) -> bool:
         if old is None:
             return False
         data = {"code": error.code, "message": error.message, "details": error.details}
-        tally = Tally(call.api_key_id).moved(old=old, new=Call.Status.FAILED, end_reason=Call.EndReason.UPSTREAM_ERROR)
+        tally = Tally.of(call).moved(old=old, new=Call.Status.FAILED, end_reason=Call.EndReason.UPSTREAM_ERROR)
         _record(call=call, event_type="call.failed", actor=CallEvent.Actor.UPSTREAM, data=data, at=now, lifecycle=True, tally=tally)
     return True
 
@@ -299,7 +299,7 @@ def call_end(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data
                 details={"call_id": call.call_id, "status": call.status},
             )
         payload = {"reason": reason, "duration_seconds": round(duration), **(data or {})}
-        tally = Tally(call.api_key_id).moved(old=old, new=Call.Status.ENDED, end_reason=reason, duration=duration)
+        tally = Tally.of(call).moved(old=old, new=Call.Status.ENDED, end_reason=reason, duration=duration)
         if per_minute is not None:
             # The call holds the value, not the expression the UPDATE added it with.
             call.cost_usd = (cost_before or Decimal(0)) + per_minute
@@ -499,9 +499,11 @@ def _account(*, call: Call, events: list[UpstreamEvent], tally: Tally) -> None:
     # writer; select_for_update makes that hold on PostgreSQL too (SQLite's IMMEDIATE already does).
     row = (
         Call.objects.select_for_update()
-        .only("pk", "usage", "cost_usd", "input_tokens", "output_tokens", "upstream_model", "session_upstream")
+        .only("pk", "usage", "cost_usd", "input_tokens", "output_tokens", "upstream_model", "session_upstream", "created_at")
         .get(pk=call.pk)
     )
+    # The hourly counters count usage in the hour the call was created in.
+    tally.hour, tally.upstream_model = hour_of(row.created_at), row.upstream_model
     usage = dict(row.usage)
     prices = pricing.prices_for(row.upstream_model)
     cost = row.cost_usd if prices is not None else None
@@ -759,7 +761,7 @@ def call_reject(*, call: Call, status: int, reason: str = "route") -> bool:
         if old is None:
             return False
         data = {"status_code": status, "reason": reason}
-        tally = Tally(call.api_key_id).moved(old=old, new=Call.Status.ENDED, end_reason=Call.EndReason.REJECTED, duration=duration)
+        tally = Tally.of(call).moved(old=old, new=Call.Status.ENDED, end_reason=Call.EndReason.REJECTED, duration=duration)
         _record(call=call, event_type="call.rejected", actor=CallEvent.Actor.SYSTEM, data=data, at=now, lifecycle=True, tally=tally)
     return True
 

@@ -19,8 +19,9 @@ from typing import Any
 
 from django.db import connection, transaction
 
-# The tables whose size is the history's (calls, their events, webhook deliveries); the rest stay small.
-GROWING = ("realtime_call", "realtime_callevent", "realtime_webhookmessage")
+# The tables whose size is the history's (calls, their events, webhook deliveries, the hourly
+# counters); the rest stay small.
+GROWING = ("realtime_call", "realtime_callevent", "realtime_webhookmessage", "realtime_callbucket")
 # Partial indexes of live calls only: reading one whole costs what the live calls are, not the
 # history (PostgreSQL prices a tiny test table's partial index below a primary key lookup).
 LIVE_ONLY = ("call_monitor_claim_idx",)

@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from realtime import counters, selectors, services, upstream
 from realtime.auth.principals import Principal
 from realtime.exceptions import CallStateConflict, UpstreamError
-from realtime.models import ApiKey, Call, CallCounter, CallEvent
+from realtime.models import ApiKey, Call, CallBucket, CallCounter, CallEvent
 from realtime.sessions import parse_session
 
 MODELS = ["gpt-realtime", "gpt-realtime-mini", "gpt-4o-realtime-preview"]
@@ -54,7 +54,7 @@ def _rows() -> dict[tuple[str, str, str], dict[str, float]]:
     return rows
 
 
-def _rounded(rows: dict[tuple[str, str, str], dict[str, float]]) -> dict[tuple[str, str, str], dict[str, float]]:
+def _rounded(rows: dict[Any, dict[str, float]]) -> dict[Any, dict[str, float]]:
     return {key: {**amounts, "duration_seconds": round(amounts["duration_seconds"], 6)} for key, amounts in rows.items()}
 
 
@@ -149,6 +149,7 @@ class CallHistory(RuleBasedStateMachine):
     @invariant()
     def counters_equal_a_recount(self) -> None:
         assert _rounded(_rows()) == _rounded(counters.recount())
+        assert _rounded(counters.stored_hours()) == _rounded(counters.recount_hours())
         assert selectors.stats() == selectors.stats_recount()
         for key in self.keys:
             assert selectors.stats(principal=_principal(key)) == selectors.stats_recount(principal=_principal(key))
@@ -175,9 +176,14 @@ def test_it_rebuilds_the_counters_from_the_rows():
     before = selectors.stats(principal=_principal(key))
     CallCounter.objects.update(calls=0, events=0, cost_micros=0)
 
+    hours = counters.stored_hours()
+    CallBucket.objects.update(calls=0, answered=0, cost_micros=0)
+
     written = counters.rebuild()
+    written_hours = counters.rebuild_hours()
 
     assert written == len(_rows())
+    assert written_hours == 2 and counters.stored_hours() == hours  # its hour: in all, and for its model
     assert selectors.stats(principal=_principal(key)) == before
     assert before["total_events"] == 3 and before["usage_by_model"]["gpt-realtime-2.1"]["input_tokens"] == 1000
     assert Decimal(str(before["total_cost_usd"])) == Call.objects.get(pk=call.pk).cost_usd
@@ -192,10 +198,10 @@ def test_it_ends_a_call_the_same_way_however_the_caller_loaded_it(fields, pushes
     call = calls.get(pk=opened.pk)
     pushes.clear()
 
-    # Fully loaded: the conditional UPDATE, the event, the counters, the webhook endpoints that
-    # want it (and BEGIN, COMMIT); a call loaded with .only() adds the one query that loads what
-    # the push shows, never one per field.
-    with django_assert_num_queries(6 if fields is None else 7):
+    # Fully loaded: the conditional UPDATE, the event, the counters, the hourly counters, the
+    # webhook endpoints that want it (and BEGIN, COMMIT); a call loaded with .only() adds the one
+    # query that loads what the push shows, never one per field.
+    with django_assert_num_queries(7 if fields is None else 8):
         ended = services.call_end(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.API)
 
     assert ended.status == Call.Status.ENDED
