@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('realtime', '0007_call_metrics'),
+        ('realtime', '0008_call_buckets'),
     ]
 
     operations = [
