@@ -111,6 +111,9 @@ CALL_COLUMNS = [
     "sip_called",
     "sip_headers",
     "transferred_to",
+    "metrics",
+    "latency_p95_ms",
+    "latency_max_ms",
 ]
 EVENT_COLUMNS = ["id", "call_id", "event_type", "created_at", "data", "actor", "upstream_event_id"]
 
@@ -472,6 +475,7 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
                 }
                 sessions[(model, voice)] = (json.dumps(requested), json.dumps(sent))
             session_requested, session_upstream = sessions[(model, voice)]
+            latency = rng.randint(400, 2500) if transcript else None
             call_rows.append(
                 (
                     pk,
@@ -514,6 +518,10 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
                     "+33180000000" if source == "sip" else "",
                     "[]",
                     "",
+                    # Conversation quality, as the monitor measures it for a call that had turns.
+                    json.dumps({"latency_ms": {"p95": latency, "max": latency + 400}}) if latency else "{}",
+                    latency,
+                    latency + 400 if latency else None,
                 )
             )
             ended_with_duration = status == Call.Status.ENDED and duration is not None
