@@ -15,7 +15,6 @@ import io
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from django.db.models import F, QuerySet
@@ -58,23 +57,35 @@ _FIELDS = tuple(_SOURCES.get(c, c) for c in COLUMNS if c != "api_key")
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _page(calls: QuerySet[Call], ordering: str, after: tuple[Any, int] | None) -> list[dict[str, Any]]:
-    rows = selectors.call_order(calls, ordering, after=after).values("id", *_FIELDS, key_prefix=F("api_key__prefix"))
-    return [{column: row[_SOURCES.get(column, column)] for column in COLUMNS} | {"id": row["id"]} for row in rows[:PAGE]]
+# Columns holding text (some of it anyone's: caller numbers are what the carrier sent), and times.
+_TEXT = ("call_id", "upstream_id", "status", "source", "model", "upstream_model", "voice", "api_key", "caller", "called", "end_reason")
+_TIMES = ("created_at", "answered_at", "ended_at")
 
 
-def _text(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _safe_cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA):
-        return "'" + value
-    return value
+def _page(calls: QuerySet[Call], ordering: str, after: tuple[Any, int] | None) -> tuple[list[dict[str, Any]], tuple[Any, int] | None]:
+    """One page of rows as the files show them, and the position after its last call."""
+    field = selectors.ORDER_FIELDS[ordering.lstrip("-")]
+    rows = list(selectors.call_order(calls, ordering, after=after).values("id", *_FIELDS, key_prefix=F("api_key__prefix"))[:PAGE])
+    if not rows:
+        return [], None
+    position = (rows[-1][field], rows[-1]["id"])
+    shown = []
+    for row in rows:
+        line = {column: row[_SOURCES.get(column, column)] for column in COLUMNS}
+        for column in _TIMES:
+            line[column] = _iso(line[column])
+        if line["cost_usd"] is not None:
+            line["cost_usd"] = str(line["cost_usd"])
+        shown.append(line)
+    return shown, position
+
+
+def _safe(text: str) -> str:
+    return "'" + text if text.startswith(_FORMULA) else text
 
 
 def encode_csv(rows: list[dict[str, Any]], *, header: bool) -> str:
@@ -83,13 +94,15 @@ def encode_csv(rows: list[dict[str, Any]], *, header: bool) -> str:
     if header:
         writer.writerow(COLUMNS)
     for row in rows:
-        usage = json.dumps(row["usage"], separators=(",", ":"), sort_keys=True)
-        writer.writerow([_safe_cell(_text(usage if c == "usage" else row[c])) for c in COLUMNS])
+        for column in _TEXT:
+            row[column] = _safe(row[column] or "")
+        row["usage"] = json.dumps(row["usage"], separators=(",", ":"), sort_keys=True)
+        writer.writerow(row.values())
     return out.getvalue()
 
 
 def encode_jsonl(rows: list[dict[str, Any]], *, header: bool) -> str:
-    return "".join(json.dumps({c: _text(row[c]) for c in COLUMNS}, ensure_ascii=False) + "\n" for row in rows)
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 ENCODERS: dict[str, tuple[Callable[..., str], str]] = {
@@ -101,17 +114,13 @@ ENCODERS: dict[str, tuple[Callable[..., str], str]] = {
 async def stream(calls: QuerySet[Call], *, ordering: str, file_format: str) -> AsyncIterator[bytes]:
     """The file, one page of calls at a time."""
     encode = ENCODERS[file_format][0]
-    field = selectors.ORDER_FIELDS[ordering.lstrip("-")]
     read = services.in_db_thread(_page)
-    after: tuple[Any, int] | None = None
-    first = True
-    while True:
-        rows = await read(calls, ordering, after)
-        if rows or first:
-            yield encode(rows, header=first).encode()
-        if len(rows) < PAGE:
-            return
-        first, after = False, (rows[-1][field], rows[-1]["id"])
+    rows, after = await read(calls, ordering, None)
+    yield encode(rows, header=True).encode()
+    while len(rows) == PAGE:
+        rows, after = await read(calls, ordering, after)
+        if rows:
+            yield encode(rows, header=False).encode()
 
 
 def response(calls: QuerySet[Call], *, ordering: str = selectors.DEFAULT_ORDERING, file_format: str = "csv") -> StreamingHttpResponse:
