@@ -140,6 +140,8 @@ class IdSearch:
         term = search_term.strip()
         if not term:
             return queryset, False
+        if not self.search_field:  # calls: the API's `q` (ids, a caller number, words said)
+            return selectors.call_search(queryset, term), False
         return queryset.filter(selectors.prefix(self.search_field + self.id_field(term), term)), False
 
 
@@ -162,7 +164,7 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
         ("created_at", admin.DateFieldListFilter),
     )
     search_fields = ("call_id", "upstream_id")
-    search_help_text = _("A call id (call_…) or an upstream id (rtc_…), in full or its beginning.")
+    search_help_text = _("A call id (call_…) or upstream id (rtc_…), whole or its beginning; a caller number; or words said in the call.")
     ordering = ("-created_at", "-id")
     # Only the orders an index serves: sorting a million rows by duration would read them all.
     sortable_by = ("call_id", "created_at", "cost")

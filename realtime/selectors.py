@@ -71,7 +71,7 @@ def prefix(field: str, start: str) -> Q:
     return Q(**{f"{field}__gte": start, f"{field}__lt": start[:-1] + chr(ord(start[-1]) + 1)})
 
 
-def _search(calls: QuerySet[Call], q: str) -> QuerySet[Call]:
+def call_search(calls: QuerySet[Call], q: str) -> QuerySet[Call]:
     """`q`: an id (call_… or an upstream id, whole or its beginning), a phone number (or its
     beginning), or words said in the call (every one of them). Each kind is one index."""
     term = q.strip()
@@ -128,7 +128,7 @@ def call_filter(
     if caller:
         calls = calls.filter(prefix("sip_caller", caller))
     if q:
-        calls = _search(calls, q)
+        calls = call_search(calls, q)
     return calls
 
 

@@ -131,3 +131,15 @@ def test_it_finds_a_word_from_the_word_index(calls):  # noqa: F811
             cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
             details = " ".join(row[-1] for row in cursor.fetchall())
         assert "INDEX" in details and "(word=?)" in details
+
+
+@pytest.mark.parametrize("term", ["colis", "+33 1 40", "rtc_bb", "call_0"])
+def test_the_admin_searches_calls_like_the_api_through_indexes(admin_client, calls, term):  # noqa: F811
+    with query_plans.capture() as queries:
+        page = admin_client.get("/admin/realtime/call/", {"q": term})
+
+    assert page.status_code == 200
+    assert query_plans.problems(queries) == []
+    if term == "colis":
+        assert calls["a"].call_id in page.content.decode() and calls["c"].call_id in page.content.decode()
+        assert calls["b"].call_id not in page.content.decode()
