@@ -80,7 +80,8 @@ def call_search(calls: QuerySet[Call], q: str) -> QuerySet[Call]:
     if _ID.match(term):
         return calls.filter(prefix("call_id", term) | prefix("upstream_id", term))
     if _PHONE.match(term):
-        return calls.filter(prefix("sip_caller", re.sub(r"[ ().-]", "", term)))
+        # As stored: the number (the From header's user part), without the URI scheme or separators.
+        return calls.filter(prefix("sip_caller", re.sub(r"^(sip|tel):|[ ().-]", "", term)))
     found = words.words(term)
     if not found:
         return calls.none()

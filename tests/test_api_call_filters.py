@@ -99,6 +99,8 @@ def _names(calls: dict[str, Any], ids: list[str]) -> list[str]:
         ({"q": "colis absent"}, []),
         ({"q": "rtc_bb"}, ["b"]),
         ({"q": "+33 1 40"}, ["phone"]),
+        ({"q": "tel:+33 (1) 40.00"}, ["phone"]),
+        ({"q": "33140"}, []),
         ({"model": "gpt-realtime", "voice": "echo"}, ["c"]),
         ({"status": "ended", "voice": "alloy", "min_cost": "0.001"}, ["a"]),
     ],
