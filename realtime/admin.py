@@ -15,11 +15,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.core.paginator import Paginator
-from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import Combinable
 from django.forms import ModelForm
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -30,7 +29,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from rest_framework.exceptions import ValidationError
 
-from . import counters, quality, selectors, services
+from . import counters, exports, quality, selectors, services
 from .api import catalogue_view
 from .exceptions import CallStateConflict, RealtimeError
 from .models import AccessAudit, ApiKey, Call, CallEvent, SipRoute
@@ -127,19 +126,6 @@ class BoundedPaginator(Paginator):
         return rows.order_by()[: self.COUNT_CAP + 1].count()
 
 
-def _prefix(field: str, prefix: str) -> Q:
-    """Rows whose `field` starts with `prefix`, answered from the field's index on every database.
-
-    SQLite does not use an index for LIKE (case-insensitive by default), so it gets the same rows
-    as a range; PostgreSQL uses the `varchar_pattern_ops` index for a LIKE prefix."""
-    if connection.vendor == "postgresql":
-        # The lower bound lets the field's plain index start at the prefix too (results come in
-        # its order), whatever the collation; LIKE decides.
-        return Q(**{f"{field}__startswith": prefix, f"{field}__gte": prefix})
-    # Ids are ASCII: everything starting with `prefix` sorts between it and its last character's successor.
-    return Q(**{f"{field}__gte": prefix, f"{field}__lt": prefix[:-1] + chr(ord(prefix[-1]) + 1)})
-
-
 class IdSearch:
     """Admin search by id: a full call id or upstream id, or the start of one (what was copied from
     a log or a ticket), through their indexes. Results come in id order, so a short prefix still
@@ -154,7 +140,9 @@ class IdSearch:
         term = search_term.strip()
         if not term:
             return queryset, False
-        return queryset.filter(_prefix(self.search_field + self.id_field(term), term)), False
+        if not self.search_field:  # calls: the API's `q` (ids, a caller number, words said)
+            return selectors.call_search(queryset, term), False
+        return queryset.filter(selectors.prefix(self.search_field + self.id_field(term), term)), False
 
 
 class TransferActionForm(ActionForm):
@@ -176,14 +164,14 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
         ("created_at", admin.DateFieldListFilter),
     )
     search_fields = ("call_id", "upstream_id")
-    search_help_text = _("A call id (call_…) or an upstream id (rtc_…), in full or its beginning.")
+    search_help_text = _("A call id (call_…) or upstream id (rtc_…), whole or its beginning; a caller number; or words said in the call.")
     ordering = ("-created_at", "-id")
     # Only the orders an index serves: sorting a million rows by duration would read them all.
     sortable_by = ("call_id", "created_at", "cost")
     list_per_page = 50
     show_full_result_count = False
     paginator = BoundedPaginator
-    actions = ["end_calls", "transfer_calls"]
+    actions = ["end_calls", "transfer_calls", "export_calls"]
     action_form = TransferActionForm
     inlines = [CallEventInline]
     fieldsets = (
@@ -291,6 +279,11 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
         if skipped:
             message += ", " + ngettext("%(n)d skipped (not active)", "%(n)d skipped (not active)", skipped) % {"n": skipped}
         self.message_user(request, message + ".", messages.SUCCESS if ended else messages.WARNING)
+
+    @admin.action(description=_("Export selected calls (CSV)"), permissions=["view"])
+    def export_calls(self, request: HttpRequest, queryset: QuerySet[Call]) -> StreamingHttpResponse:
+        # The API's export (streamed in keyset pages): "select all" over a million calls holds one page.
+        return exports.response(queryset)
 
     @admin.action(description=_("Transfer selected phone calls"), permissions=["end_call"])
     def transfer_calls(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:

@@ -7,20 +7,23 @@ principal set by the authentication classes (`realtime.auth.authentication`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from adrf.viewsets import ViewSet
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.decorators import action
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
-from . import idempotency, openapi, selectors, services, sip
+from . import exports, idempotency, openapi, selectors, services, sip
 from .auth.authentication import request_principal
 from .catalogue import published
 from .exceptions import PayloadTooLarge, RealtimeError, error_body
@@ -30,6 +33,7 @@ from .permissions import SipRouteAccess
 from .serializers import (
     CallCreateInputSerializer,
     CallEventSerializer,
+    CallExportQuerySerializer,
     CallListQuerySerializer,
     CallSerializer,
     EventListQuerySerializer,
@@ -56,6 +60,23 @@ def _query(serializer_class: type, request: Request) -> dict[str, Any]:
     return dict(serializer.validated_data)
 
 
+class ExportNegotiation(DefaultContentNegotiation):
+    """The export's `format` (csv, jsonl) names its file, not one of DRF's renderers: its errors
+    answer in JSON like every other."""
+
+    def select_renderer(self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None) -> tuple[Any, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
+def call_query(serializer_class: type, request: Request) -> dict[str, Any]:
+    """The list's or the export's validated parameters, the API key named by its prefix."""
+    query = _query(serializer_class, request)
+    if "api_key" in query:
+        query["api_key"] = selectors.api_key_id(query["api_key"])
+    return query
+
+
 @openapi.calls
 class CallViewSet(ViewSet):
     """Calls: create (SDP offer in, answer out), list, read, end, and their events and transcript."""
@@ -65,6 +86,9 @@ class CallViewSet(ViewSet):
     lookup_value_regex = "[^/]+"
     # Declared rather than discovered: adrf would otherwise introspect the class on every request.
     view_is_async = True
+
+    def get_content_negotiator(self) -> Any:
+        return ExportNegotiation() if getattr(self, "action", None) == "export" else super().get_content_negotiator()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # Refuse an oversized body from its declared length, before reading or parsing it.
@@ -90,16 +114,26 @@ class CallViewSet(ViewSet):
     def list(self, request: Request) -> Response:
         paginator = CallPagination()
         paginator.window(request)
-        query = _query(CallListQuerySerializer, request)
-        principal, status, source = request_principal(request), query.get("status"), query.get("source")
-        calls = selectors.call_list(status=status, source=source, principal=principal, cursor=query.get("cursor"))
-        # The count comes from the statistics counters (exact, without counting the history).
-        count = selectors.call_count(status=status, source=source, principal=principal)
+        query = call_query(CallListQuerySerializer, request)
+        principal, cursor, ordering = request_principal(request), query.pop("cursor", None), query["ordering"]
+        calls = selectors.call_list(principal=principal, cursor=cursor, **query)
+        # From the statistics counters when they count this filter; else bounded (see docs/api.md).
+        count, exact = selectors.call_count(principal=principal, **query)
         page = paginator.paginate_counted(calls, request, count=count)
         response = paginator.get_paginated_response(CallSerializer(page, many=True).data)
+        if not exact:
+            response.data["count_capped"] = True
         if len(page) == paginator.window(request)[0]:
-            response.data["next_cursor"] = selectors.call_cursor(page[-1])
+            response.data["next_cursor"] = selectors.call_cursor(page[-1], ordering)
         return response
+
+    @action(detail=False, methods=["get"])
+    def export(self, request: Request) -> StreamingHttpResponse:
+        """Every call the filters match, streamed as CSV or JSON lines (constant memory)."""
+        query = call_query(CallExportQuerySerializer, request)
+        file_format, ordering = query.pop("format"), query.pop("ordering")
+        calls = selectors.call_filter(selectors.visible_calls(request_principal(request)), **query)
+        return exports.response(calls, ordering=ordering, file_format=file_format)
 
     def retrieve(self, request: Request, call_id: str) -> Response:
         call = selectors.call_get(call_id=call_id, principal=request_principal(request), documents=False)

@@ -211,12 +211,17 @@ class Call(models.Model):
                 condition=models.Q(upstream_closed_at__isnull=True, ended_at__isnull=False),
                 name="call_hangup_retry_idx",
             ),
-            # the admin's cost column, sorted.
-            models.Index(fields=["cost_usd"], name="call_cost_idx"),
+            # the admin's cost column, sorted; the list's `min_cost` and `ordering=cost` (the id
+            # makes the order total, so a cursor resumes inside a run of equal costs).
+            models.Index(fields=["cost_usd", "id"], name="call_cost_idx"),
+            # the list's `min_duration`/`max_duration` and `ordering=duration`: calls with a duration.
+            models.Index(fields=["duration_seconds", "id"], condition=models.Q(duration_seconds__isnull=False), name="call_duration_idx"),
+            # the list's `caller` (and a phone number in `q`): equal or starting with (see call_upstream_idx).
+            models.Index(fields=["sip_caller"], name="call_caller_idx", opclasses=["varchar_pattern_ops"]),
             # deleting a route sets its calls' sip_route to null (one UPDATE by route).
             models.Index(fields=["sip_route"], name="call_sip_route_idx"),
             # `min_latency` list filters and the dashboard's slowest calls: only measured calls.
-            models.Index(fields=["latency_p95_ms"], condition=models.Q(latency_p95_ms__isnull=False), name="call_latency_p95_idx"),
+            models.Index(fields=["latency_p95_ms", "id"], condition=models.Q(latency_p95_ms__isnull=False), name="call_latency_p95_idx"),
             models.Index(fields=["latency_max_ms"], condition=models.Q(latency_max_ms__isnull=False), name="call_latency_max_idx"),
         ]
         permissions = [("end_call", _("Can end calls"))]
@@ -490,6 +495,28 @@ class AccessAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} ({self.actor})"
+
+
+class CallWord(models.Model):
+    """A word said in a call (either side, from its transcript), for the list's `q` search.
+
+    An inverted index kept as a plain table, so it is the same on SQLite and PostgreSQL: a word
+    finds its calls through one index seek. `services` adds a call's words when it stores the
+    transcript events, in the same transaction; deleting the call deletes them.
+    """
+
+    call = models.ForeignKey(Call, verbose_name=_("call"), on_delete=models.CASCADE, related_name="words", db_index=False)
+    word = models.CharField(_("word"), max_length=40)
+
+    class Meta:
+        verbose_name = _("transcript word")
+        verbose_name_plural = _("transcript words")
+        constraints = [models.UniqueConstraint(fields=["word", "call"], name="call_word_once")]
+        # Deleting a call (retention, erase) deletes its words through this index.
+        indexes = [models.Index(fields=["call"], name="call_word_call_idx")]
+
+    def __str__(self) -> str:
+        return self.word
 
 
 # Outgoing webhooks live in their own package; their models belong to this app.

@@ -21,6 +21,8 @@ from .serializers import (
     CallCreatedSerializer,
     CallCreateInputSerializer,
     CallEventSerializer,
+    CallExportQuerySerializer,
+    CallListQuerySerializer,
     CallSerializer,
     SipRouteInputSerializer,
     SipRouteSerializer,
@@ -101,6 +103,16 @@ class SessionFieldSchema(OpenApiSerializerFieldExtension):
         }
 
 
+class TimeFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = "realtime.serializers.TimeField"
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        return {
+            "oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
+            "description": "Unix seconds, or ISO 8601 (UTC without an offset).",
+        }
+
+
 class UnixTimestampSchema(OpenApiSerializerFieldExtension):
     target_class = "realtime.serializers.UnixTimestampField"
 
@@ -148,7 +160,13 @@ def _envelope(name: str, **fields: serializers.Field) -> serializers.Serializer:
 
 CallEnvelope = _envelope("CallEnvelope", call=CallSerializer())
 CallEnded = _envelope("CallEnded", call=CallSerializer(), message=serializers.CharField())
-CallPage = _envelope("CallPage", data=CallSerializer(many=True), count=serializers.IntegerField())
+CallPage = _envelope(
+    "CallPage",
+    data=CallSerializer(many=True),
+    count=serializers.IntegerField(help_text="Calls matching in all; at most 10,000 when `count_capped`."),
+    count_capped=serializers.BooleanField(required=False, help_text="Present (true) when more calls match than `count` says."),
+    next_cursor=serializers.CharField(required=False, help_text="Pass as `cursor` for the next page (present after a full page)."),
+)
 EventPage = _envelope("EventPage", data=CallEventSerializer(many=True), count=serializers.IntegerField())
 Transcript = _envelope(
     "Transcript", call_id=serializers.CharField(), data=TranscriptEntrySerializer(many=True), count=serializers.IntegerField()
@@ -243,9 +261,24 @@ calls = extend_schema_view(
     list=extend_schema(
         operation_id="realtime_calls_list",
         summary="List calls",
-        parameters=[*PAGING, OpenApiParameter("status", OpenApiTypes.STR, enum=["pending", "active", "ended", "failed"])],
+        description="Newest first unless `ordering` says otherwise; every filter is optional and they combine (AND). "
+        "Any other parameter is a 400 naming it. See docs/api.md for examples.",
+        parameters=[*PAGING, CallListQuerySerializer],
         responses={200: CallPage, **BAD_QUERY, **COMMON_ERRORS},
         examples=[OpenApiExample("Seed list", value={"success": True, "data": [SEED_CALL], "count": 1}, response_only=True)],
+    ),
+    export=extend_schema(
+        operation_id="realtime_calls_export",
+        summary="Export calls (CSV or JSON lines)",
+        description="Every call the filters match, one row each (usage, tokens, cost, duration, end reason, model, voice, "
+        "source, caller, times), streamed. CSV cells that a spreadsheet would run as a formula start with `'`.",
+        parameters=[CallExportQuerySerializer],
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="A header line, then one line per call."),
+            (200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.STR, description="One JSON object per call and line."),
+            **BAD_QUERY,
+            **COMMON_ERRORS,
+        },
     ),
     retrieve=extend_schema(summary="One call", responses={200: CallEnvelope, **NOT_FOUND, **COMMON_ERRORS}),
     destroy=extend_schema(

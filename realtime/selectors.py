@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from django.db import connection
 from django.db.models import Avg, Count, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 
-from . import counters
+from . import counters, words
 from .exceptions import CallNotFound, InvalidInput
-from .models import Call, CallEvent
+from .models import ApiKey, Call, CallEvent, CallWord
 
 if TYPE_CHECKING:
     from .auth.principals import Principal
@@ -46,48 +49,182 @@ def call_get(*, call_id: str, principal: Principal | None = None, documents: boo
         raise CallNotFound(message, details={"call_id": call_id[:100]}) from None
 
 
-def call_list(
-    *, status: str | None = None, source: str | None = None, principal: Principal | None = None, cursor: str | None = None
-) -> QuerySet[Call]:
-    """Calls newest first; after `cursor` (from `call_cursor`) if given: a deep page costs what
-    the first one does, where an offset reads and skips every row before it."""
-    calls = visible_calls(principal).defer(*DOCUMENTS)
-    if status:
-        calls = calls.filter(status=status)
-    if source:
-        calls = calls.filter(source=source)
-    if cursor:
-        created_at, pk = _decode_cursor(cursor)
-        # Row order is (-created_at, -id): strictly older, or as old with a smaller id. The
-        # created_at bound alone is an index range; the OR refines within it.
-        calls = calls.filter(Q(created_at__lte=created_at) & (Q(created_at__lt=created_at) | Q(pk__lt=pk)))
+# `ordering` names and the column each sorts by.
+ORDER_FIELDS = {"created_at": "created_at", "duration": "duration_seconds", "cost": "cost_usd", "latency": "latency_p95_ms"}
+DEFAULT_ORDERING = "-created_at"
+# Filters the statistics counters count calls by (one at a time): the list's count is read from them.
+COUNTED = ("status", "source", "model", "voice", "end_reason")
+# Beyond this many matches a filtered list's count stops (and says so): an exact count would read them all.
+COUNT_CAP = 10_000
+_ID = re.compile(r"^[A-Za-z0-9_-]+_[A-Za-z0-9_-]*$")
+_PHONE = re.compile(r"^(?:(?:sip|tel):)?\+?[0-9][0-9 ().-]*$")
+
+
+def prefix(field: str, start: str) -> Q:
+    """Rows whose `field` starts with `start`, answered from the field's index on every database.
+
+    SQLite does not use an index for LIKE (case-insensitive by default), so it gets the same rows
+    as a range; PostgreSQL uses the `varchar_pattern_ops` index for a LIKE prefix."""
+    if connection.vendor == "postgresql":
+        return Q(**{f"{field}__startswith": start, f"{field}__gte": start})
+    # Everything starting with `start` sorts between it and its last character's successor.
+    return Q(**{f"{field}__gte": start, f"{field}__lt": start[:-1] + chr(ord(start[-1]) + 1)})
+
+
+def call_search(calls: QuerySet[Call], q: str) -> QuerySet[Call]:
+    """`q`: an id (call_… or an upstream id, whole or its beginning), a phone number (or its
+    beginning), or words said in the call (every one of them). Each kind is one index."""
+    term = q.strip()
+    if not term:
+        return calls
+    if _ID.match(term):
+        return calls.filter(prefix("call_id", term) | prefix("upstream_id", term))
+    if _PHONE.match(term):
+        # As stored: the number (the From header's user part), without the URI scheme or separators.
+        return calls.filter(prefix("sip_caller", re.sub(r"^(sip|tel):|[ ().-]", "", term)))
+    found = words.words(term)
+    if not found:
+        return calls.none()
+    for word in found[:10]:
+        calls = calls.filter(pk__in=CallWord.objects.filter(word=word).values("call_id"))
     return calls
 
 
-def call_count(*, status: str | None = None, source: str | None = None, principal: Principal | None = None) -> int:
-    """How many calls `call_list` has in all (without a cursor), from the counters: exact, and
-    not a scan of the history. The counters keep one dimension at a time: status and source
-    together are counted from the (status) index instead."""
-    if status and source:
-        return call_list(status=status, source=source, principal=principal).count()
-    figures = counters.read(stats_scope(principal))
-    if source:
-        return int(figures["calls_by_source"].get(source, 0))
-    return int(figures[f"{status}_calls"] if status else figures["total_calls"])
+def call_filter(
+    calls: QuerySet[Call],
+    *,
+    status: str | None = None,
+    source: str | None = None,
+    model: str | None = None,
+    voice: str | None = None,
+    end_reason: str | None = None,
+    api_key: int | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+    min_cost: Decimal | None = None,
+    min_latency: int | None = None,
+    caller: str | None = None,
+    q: str | None = None,
+) -> QuerySet[Call]:
+    """The calls matching every filter given (the list's and the export's query parameters).
+
+    Equality filters each have an index beginning with their column then (created_at, id), so
+    the default order reads a page straight from it; ranges have their column's index."""
+    equal = {"status": status, "source": source, "model": model, "voice": voice, "end_reason": end_reason, "api_key_id": api_key}
+    calls = calls.filter(**{name: value for name, value in equal.items() if value is not None})
+    if created_after is not None:
+        calls = calls.filter(created_at__gte=created_after)
+    if created_before is not None:
+        calls = calls.filter(created_at__lt=created_before)
+    if min_duration is not None:
+        calls = calls.filter(duration_seconds__gte=min_duration)
+    if max_duration is not None:
+        calls = calls.filter(duration_seconds__lte=max_duration)
+    if min_cost is not None:
+        calls = calls.filter(cost_usd__gte=min_cost)
+    if min_latency is not None:
+        calls = calls.filter(latency_p95_ms__gte=min_latency)
+    if caller:
+        calls = calls.filter(prefix("sip_caller", caller))
+    if q:
+        calls = call_search(calls, q)
+    return calls
 
 
-def call_cursor(call: Call) -> str:
-    """An opaque position after `call` in `call_list`'s order."""
-    raw = f"{int(call.created_at.timestamp() * 1_000_000)}.{call.pk}"
+def api_key_id(prefix_: str) -> int:
+    """The id of the API key `prefix_` names (0, which no key has, when none does)."""
+    return ApiKey.objects.filter(prefix=prefix_).values_list("pk", flat=True).first() or 0
+
+
+def call_list(
+    *, principal: Principal | None = None, ordering: str = DEFAULT_ORDERING, cursor: str | None = None, **filters: Any
+) -> QuerySet[Call]:
+    """Calls matching `filters` in `ordering` (newest first by default), without their documents;
+    after `cursor` (from `call_cursor`) if given: a deep page costs what the first one does, where
+    an offset reads and skips every row before it."""
+    calls = call_filter(visible_calls(principal).defer(*DOCUMENTS), **filters)
+    return call_order(calls, ordering, after=_decode_cursor(cursor, ordering) if cursor else None)
+
+
+def call_order(calls: QuerySet[Call], ordering: str, *, after: tuple[Any, int] | None = None) -> QuerySet[Call]:
+    """`calls` sorted by `ordering`, the id breaking ties; those after the position `after`
+    (the sorted column's value and the id of the last call seen) if given.
+
+    Sorting by duration, cost or latency keeps the calls that have that figure (a call still
+    running has no duration, a call not yet measured no latency): each such order is then one
+    index, the same on every database, where NULLs would sort first on one and last on another."""
+    name, descending = ordering.lstrip("-"), ordering.startswith("-")
+    field = ORDER_FIELDS[name]
+    if name != "created_at":
+        calls = calls.filter(**{f"{field}__isnull": False})
+    if after is not None:
+        value, pk = after
+        # Strictly after (value, pk) in the order: the bound on the column alone is an index
+        # range; the OR refines within it.
+        if descending:
+            calls = calls.filter(Q(**{f"{field}__lte": value}) & (Q(**{f"{field}__lt": value}) | Q(pk__lt=pk)))
+        else:
+            calls = calls.filter(Q(**{f"{field}__gte": value}) & (Q(**{f"{field}__gt": value}) | Q(pk__gt=pk)))
+    sign = "-" if descending else ""
+    return calls.order_by(f"{sign}{field}", f"{sign}id")
+
+
+def call_count(*, principal: Principal | None = None, ordering: str = DEFAULT_ORDERING, **filters: Any) -> tuple[int, bool]:
+    """How many calls `call_list` has in all (without a cursor), and whether that is exact.
+
+    From the statistics counters when there is no filter or one they count (status, source,
+    model, voice, end reason, within an API key's scope): exact, and not a scan of the history.
+    Otherwise counted from the filters' indexes up to COUNT_CAP, which a larger set reports
+    (then not exact)."""
+    given = {name: value for name, value in filters.items() if value is not None and value != ""}
+    scope = stats_scope(principal)
+    key = given.pop("api_key", None)
+    if key is not None and scope == counters.ALL:
+        scope = counters.key_scope(key)
+    elif key is not None and principal is not None and principal.api_key is not None and key != principal.api_key.pk:
+        return 0, True
+    if ordering.lstrip("-") == "created_at" and len(given) <= 1 and set(given) <= set(COUNTED):
+        figures = counters.read(scope)
+        if not given:
+            return int(figures["total_calls"]), True
+        ((name, value),) = given.items()
+        if name == "status":
+            return int(figures[f"{value}_calls"]), True
+        return int(figures[f"calls_by_{name}"].get(value, 0)), True
+    calls = call_list(principal=principal, ordering=ordering, api_key=key, **given)
+    counted = calls.order_by()[: COUNT_CAP + 1].count()
+    return min(counted, COUNT_CAP), counted <= COUNT_CAP
+
+
+def call_cursor(call: Call, ordering: str = DEFAULT_ORDERING) -> str:
+    """An opaque position after `call` in `call_list`'s `ordering`."""
+    field = ORDER_FIELDS[ordering.lstrip("-")]
+    value = getattr(call, field)
+    position = int(value.timestamp() * 1_000_000) if isinstance(value, datetime) else str(value)
+    raw = f"{ordering}|{position}|{call.pk}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+def _decode_cursor(cursor: str, ordering: str) -> tuple[Any, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        micros, pk = (int(part) for part in raw.split("."))
-        return datetime.fromtimestamp(micros / 1_000_000, tz=UTC), pk
-    except (ValueError, UnicodeDecodeError, OverflowError, OSError):
+        made_for, position, pk = raw.split("|") if "|" in raw else (DEFAULT_ORDERING, *raw.split("."))
+        name = made_for.lstrip("-")
+        if made_for != ordering:
+            raise InvalidInput("cursor", _("was returned for another ordering (%(ordering)s).") % {"ordering": made_for[:20]})
+        value: Any
+        if name == "created_at":
+            value = datetime.fromtimestamp(int(position) / 1_000_000, tz=UTC)
+        elif name == "cost":
+            value = Decimal(position)
+        elif name == "latency":
+            value = int(position)
+        else:
+            value = float(position)
+        return value, int(pk)
+    except (ValueError, UnicodeDecodeError, OverflowError, OSError, ArithmeticError, KeyError):
         raise InvalidInput("cursor", _("is not a cursor this API returned.")) from None
 
 

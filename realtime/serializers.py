@@ -7,7 +7,7 @@ push to what it fetched.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from . import sdp, sessions
-from .exceptions import InvalidInput, PayloadTooLarge
+from .exceptions import InvalidInput, PayloadTooLarge, RealtimeError
 from .models import Call, CallEvent, SipRoute
 
 _shared: dict[type[serializers.BaseSerializer], serializers.BaseSerializer] = {}
@@ -85,14 +85,83 @@ class CallCreateInputSerializer(serializers.Serializer):
         return values
 
 
+class TimeField(serializers.Field):
+    """A moment as Unix seconds (`1734700000`, `1734700000.5`) or ISO 8601 (`2024-12-20T13:06:40Z`;
+    without an offset, UTC)."""
+
+    def to_internal_value(self, data: Any) -> datetime:
+        text = str(data).strip()
+        try:
+            return datetime.fromtimestamp(float(text), tz=UTC)
+        except (ValueError, OverflowError, OSError):
+            pass
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+", 1) if "T" in text else text)
+        except ValueError:
+            raise serializers.ValidationError(_("give Unix seconds or an ISO 8601 date and time.")) from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    def to_representation(self, value: datetime) -> int:
+        return int(value.timestamp())
+
+
+# `ordering` values: each sorts by the column named, and the id breaks ties (a total order the
+# cursor resumes in). Duration, cost and latency orders hold the calls that have that figure.
+CALL_ORDERINGS = ("created_at", "-created_at", "duration", "-duration", "cost", "-cost", "latency", "-latency")
+
+
 class CallListQuerySerializer(serializers.Serializer):
-    """The list's filters (paging is `realtime.pagination`'s)."""
+    """The list's (and the export's) filters; paging is `realtime.pagination`'s. Any other
+    parameter is refused by name (a misspelt filter would otherwise widen the answer unnoticed)."""
+
+    # Handled elsewhere (paging), still known here.
+    PAGING: tuple[str, ...] = ("limit", "offset")
 
     # A field named like Field.source (the attribute path): DRF allows it, the stubs do not.
     source = serializers.ChoiceField(choices=Call.Source.choices, required=False)  # type: ignore[assignment]
     status = serializers.ChoiceField(choices=Call.Status.choices, required=False)
+    created_after = TimeField(required=False, help_text="Calls created at or after this moment (Unix seconds or ISO 8601).")
+    created_before = TimeField(required=False, help_text="Calls created before this moment (Unix seconds or ISO 8601).")
+    model = serializers.CharField(max_length=100, required=False, help_text="The model asked for, as asked (an alias included).")
+    voice = serializers.CharField(max_length=40, required=False)
+    end_reason = serializers.ChoiceField(choices=Call.EndReason.choices, required=False)
+    api_key = serializers.CharField(
+        max_length=40, required=False, help_text="The calls of the API key with this prefix (`iap_…`, as the admin shows it)."
+    )
+    min_duration = serializers.FloatField(min_value=0, max_value=10**9, required=False, help_text="Seconds.")
+    max_duration = serializers.FloatField(min_value=0, max_value=10**9, required=False, help_text="Seconds.")
+    min_cost = serializers.DecimalField(max_digits=14, decimal_places=6, min_value=0, required=False, help_text="US dollars.")
+    min_latency = serializers.IntegerField(
+        min_value=0, max_value=10**9, required=False, help_text="Milliseconds: calls whose turn latency p95 is at least this."
+    )
+    caller = serializers.CharField(max_length=255, required=False, help_text="Phone calls from this caller (number or its beginning).")
+    q = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text="A call id or upstream id (or its beginning), a caller number, or words said in the call (all of them).",
+    )
+    ordering = serializers.ChoiceField(choices=CALL_ORDERINGS, required=False, default="-created_at")
     # The `next_cursor` of the previous page: the next page without counting past rows.
-    cursor = serializers.CharField(max_length=100, required=False)
+    cursor = serializers.CharField(max_length=200, required=False)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields) - set(self.PAGING))
+            if unknown:
+                names = ", ".join(name[:50] for name in unknown[:10])
+                raise RealtimeError(
+                    _("unknown parameter: %(names)s.") % {"names": names}, details={"field": unknown[0][:100], "unknown": unknown[:10]}
+                )
+        return super().to_internal_value(data)
+
+
+class CallExportQuerySerializer(CallListQuerySerializer):
+    """The export's parameters: the list's filters and ordering, and the file format (every row)."""
+
+    PAGING = ()
+
+    format = serializers.ChoiceField(choices=("csv", "jsonl"), default="csv")
+    cursor = None  # type: ignore[assignment]
 
 
 class EventListQuerySerializer(serializers.Serializer):

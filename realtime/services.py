@@ -40,7 +40,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import pricing, publish, selectors, upstream
+from . import pricing, publish, selectors, upstream, words
 from .auth.lockout import client_address
 from .counters import Tally, hour_of, micros
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
@@ -51,6 +51,7 @@ from .models import (
     ApiKey,
     Call,
     CallEvent,
+    CallWord,
     SipRoute,
     WebhookDelivery,
     hash_api_key,
@@ -525,6 +526,7 @@ def _account(*, call: Call, events: list[UpstreamEvent], tally: Tally) -> None:
     changes["output_tokens"] = usage.get("output_tokens", 0)
     if transcript:
         changes["has_transcript"] = True
+        _index_words(call=call, events=events)
     Call.objects.filter(pk=call.pk).update(**changes)
     tally.usage(
         upstream_model=row.upstream_model,
@@ -534,6 +536,23 @@ def _account(*, call: Call, events: list[UpstreamEvent], tally: Tally) -> None:
     )
     for name, value in changes.items():
         setattr(call, name, value)
+
+
+def _index_words(*, call: Call, events: list[UpstreamEvent]) -> None:
+    """Add the words said in the batch to the call's searchable words (`q`): the texts the
+    transcript is made of (`selectors.call_transcript`), either side."""
+    texts: list[str] = []
+    for event in events:
+        if event.event_type == "conversation.item.done":
+            item = event.data.get("item") or {}
+            if isinstance(item, dict) and item.get("type") == "message":
+                content = item.get("content") or ()
+                texts += [str(c.get("text") or c.get("transcript") or "") for c in content if isinstance(c, dict)]
+        elif event.event_type in selectors.TRANSCRIPT_EVENTS and isinstance(event.data.get("transcript"), str):
+            texts.append(event.data["transcript"])
+    found = words.of_texts(texts)
+    if found:
+        CallWord.objects.bulk_create([CallWord(call_id=call.pk, word=w) for w in found], ignore_conflicts=True)
 
 
 @dataclass(frozen=True)

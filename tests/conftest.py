@@ -133,6 +133,8 @@ POSTGRESQL_FILES = {
     "test_realtime_worker.py",
     "test_crash_recovery.py",
     "test_health.py",
+    "test_call_filter_plans.py",
+    "test_api_call_filters.py",
 }
 
 
