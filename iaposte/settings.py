@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import zoneinfo
 import ipaddress
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
