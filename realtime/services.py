@@ -799,7 +799,7 @@ def call_note_transfer(*, call: Call, target_uri: str, actor: CallEvent.Actor, d
 async def sip_call_decide(*, call: Call, decision: SipDecision) -> Call:
     """Carry out a route's decision upstream: accept (pending -> active) or reject."""
     if not decision.accept and call.status == Call.Status.PENDING:
-        await sync_to_async(call_reject)(call=call, status=decision.status, reason=decision.reason or "route")
+        await in_db_thread(call_reject)(call=call, status=decision.status, reason=decision.reason or "route")
     if call.end_reason == Call.EndReason.REJECTED and call.sip_status:
         # Rejected by its route, or as busy when it was recorded.
         try:
@@ -812,15 +812,15 @@ async def sip_call_decide(*, call: Call, decision: SipDecision) -> Call:
     try:
         accepted = await upstream.accept_call(upstream_id=call.upstream_id, session=decision.session.upstream)
     except UpstreamError as exc:
-        await sync_to_async(call_fail)(call=call, error=exc)
+        await in_db_thread(call_fail)(call=call, error=exc)
         return call
     if not accepted:
         # 404: the caller hung up (CANCEL) before the answer.
         with contextlib.suppress(CallStateConflict):
-            await sync_to_async(call_end)(call=call, reason=Call.EndReason.MISSED, actor=CallEvent.Actor.UPSTREAM)
-        await sync_to_async(call_note_upstream_closed)(call=call, hung_up=False)
+            await in_db_thread(call_end)(call=call, reason=Call.EndReason.MISSED, actor=CallEvent.Actor.UPSTREAM)
+        await in_db_thread(call_note_upstream_closed)(call=call, hung_up=False)
         return call
-    answered = await sync_to_async(call_answer)(call=call, created=upstream.CreatedCall(upstream_id=call.upstream_id, sdp_answer=""))
+    answered = await in_db_thread(call_answer)(call=call, created=upstream.CreatedCall(upstream_id=call.upstream_id, sdp_answer=""))
     if not answered:
         # Ended (DELETE, admin) while OpenAI was answering: do not leave it running upstream.
         await hangup_upstream(call=call)
@@ -836,6 +836,6 @@ async def call_transfer(*, call: Call, target_uri: str, actor: CallEvent.Actor, 
         )
     if not await upstream.refer_call(upstream_id=call.upstream_id, target_uri=target_uri):
         raise CallStateConflict(_("The call has already ended upstream."), details={"call_id": call.call_id})
-    if not await sync_to_async(call_note_transfer)(call=call, target_uri=target_uri, actor=actor, data=data):
+    if not await in_db_thread(call_note_transfer)(call=call, target_uri=target_uri, actor=actor, data=data):
         raise CallStateConflict(_("The call ended during the transfer."), details={"call_id": call.call_id})
     return call

@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils.translation import gettext as _
 from sipmessage import Address
@@ -134,7 +133,10 @@ async def handle_webhook(*, body: bytes, headers: Any) -> str:
         return "ignored"
     if not str(webhook.data.get("call_id", "")):
         raise InvalidInput("data.call_id", _("is required."))
-    received = await sync_to_async(_receive)(webhook=webhook)
+    # On the database thread that call setup uses: its connection stays open (no reconnect, no
+    # SQLite checkpoint per webhook) and in-process writers queue there instead of contending for
+    # the SQLite write lock, whose busy handler sleeps in growing steps.
+    received = await services.in_db_thread(_receive)(webhook=webhook)
     if received is None:
         return "duplicate"
     call, decision = received
