@@ -34,13 +34,13 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import F, Q, QuerySet, Value
+from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import pricing, publish, selectors, upstream
+from . import pricing, publish, redaction, selectors, upstream
 from .auth.lockout import client_address
 from .counters import Tally, micros
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
@@ -442,7 +442,7 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent]) -> int:
                     call_id=call.pk,
                     event_type=e.event_type[:80],
                     actor=CallEvent.Actor.UPSTREAM,
-                    data=e.data,
+                    data=_stored_data(e),
                     created_at=e.received_at,
                     upstream_event_id=e.event_id[:64],
                 )
@@ -454,6 +454,15 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent]) -> int:
         tally.save()
         publish.events_recorded(events=rows, call=call)
     return len(rows)
+
+
+def _stored_data(event: UpstreamEvent) -> dict[str, Any]:
+    """An event's data as stored: transcripts without phone numbers and e-mail addresses when
+    settings.REALTIME_REDACT_TRANSCRIPTS (the usage summed from it is untouched)."""
+    if settings.REALTIME_REDACT_TRANSCRIPTS and event.event_type in SPEECH_EVENTS:
+        redacted: dict[str, Any] = redaction.redact(event.data, region=settings.REALTIME_REDACT_PHONE_REGION)
+        return redacted
+    return event.data
 
 
 def _account(*, call: Call, events: list[UpstreamEvent], tally: Tally) -> None:
@@ -794,3 +803,148 @@ async def call_transfer(*, call: Call, target_uri: str, actor: CallEvent.Actor, 
     if not await sync_to_async(call_note_transfer)(call=call, target_uri=target_uri, actor=actor, data=data):
         raise CallStateConflict(_("The call ended during the transfer."), details={"call_id": call.call_id})
     return call
+
+
+# --- personal data: retention purge and erasure (docs/privacy.md) ---------------------------
+
+# What each kind of personal data is, as purged: the columns its marker replaces, and the events
+# whose content it is. The call itself, its statuses, times, usage and cost stay.
+PURGE_KINDS = ("sdp", "session", "transcripts", "caller_numbers", "events")
+# What was said, and when: transcripts, the items and responses that carry them, speech turns.
+SPEECH_EVENTS = (
+    *selectors.TRANSCRIPT_EVENTS,
+    "conversation.item.input_audio_transcription.failed",
+    "response.output_audio_transcript.done",
+    "response.output_text.done",
+    "response.done",
+    "input_audio_buffer.speech_started",
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+)
+# Our own events that carry phone numbers.
+NUMBER_EVENTS = ("call.incoming", "call.transferred")
+NUMBER_KEYS = ("caller", "called", "target_uri")
+
+
+def purge_marker(at: datetime) -> str:
+    return f"[purged {at.date().isoformat()}]"
+
+
+def _purged_columns(kind: str, marker: str) -> dict[str, Any]:
+    """The call's columns of one kind, replaced by the marker (left empty where they were empty)."""
+
+    def text(name: str) -> Any:
+        return Case(When(**{name: ""}, then=Value("")), default=Value(marker))
+
+    if kind == "sdp":
+        return {"sdp_offer": text("sdp_offer"), "sdp_answer": text("sdp_answer")}
+    if kind == "session":
+        return {"instructions": text("instructions"), "session_requested": {"purged": marker}, "session_upstream": {"purged": marker}}
+    if kind == "caller_numbers":
+        return {
+            "sip_caller": text("sip_caller"),
+            "sip_called": text("sip_called"),
+            "transferred_to": text("transferred_to"),
+            "sip_headers": [],
+        }
+    return {}
+
+
+def _purged_event(event: CallEvent, marker: str) -> dict[str, Any]:
+    """An upstream event's content replaced by the marker; a response keeps its usage (the call's
+    cost is summed from it) and status."""
+    data: dict[str, Any] = {"purged": marker}
+    if event.event_type == "response.done":
+        response = event.data.get("response") or {}
+        data["response"] = {k: response[k] for k in ("id", "status", "usage") if k in response}
+    return data
+
+
+def _purge_events(call_pk: int, kind: str, marker: str) -> int:
+    """Replace the content of the call's events of one kind; returns how many events changed."""
+    if kind == "caller_numbers":
+        events = CallEvent.objects.filter(call_id=call_pk, event_type__in=NUMBER_EVENTS)
+        changed = []
+        for event in events.only("pk", "data"):
+            event.data = {k: (marker if k in NUMBER_KEYS and v else v) for k, v in event.data.items()}
+            changed.append(event)
+        return CallEvent.objects.bulk_update(changed, ["data"]) if changed else 0
+    if kind not in ("transcripts", "events"):
+        return 0
+    # Events received from upstream (they have its event id), not our own audit events.
+    events = CallEvent.objects.filter(call_id=call_pk).exclude(upstream_event_id="")
+    if kind == "transcripts":
+        events = events.filter(event_type__in=SPEECH_EVENTS)
+    # One UPDATE for the content with nothing to keep; responses one by one (their usage stays).
+    count = events.exclude(event_type="response.done").update(data={"purged": marker})
+    responses = list(events.filter(event_type="response.done").only("pk", "event_type", "data"))
+    for event in responses:
+        event.data = _purged_event(event, marker)
+    return count + (CallEvent.objects.bulk_update(responses, ["data"]) if responses else 0)
+
+
+def call_purge_data(
+    *,
+    call: Call,
+    kinds: tuple[str, ...] | list[str],
+    at: datetime,
+    event_type: str = "call.data_purged",
+    actor: CallEvent.Actor = CallEvent.Actor.SYSTEM,
+    data: dict[str, Any] | None = None,
+) -> list[str]:
+    """Replace an ended call's data of `kinds` by a marker, each kind once; returns the kinds purged.
+
+    One short transaction. Each kind's conditional UPDATE (its `<kind>_purged_at` still empty, the
+    call ended) is the claim: two purges racing, in any processes, purge a kind once, and a live
+    call is never touched. One `call.data_purged` (or `call.data_erased`) event notes it on the
+    call. It is not counted and not pushed: statistics count the history as it happened, and a
+    purge of a million calls must not flood the live feeds.
+    """
+    marker = purge_marker(at)
+    purged: list[str] = []
+    events = 0
+    with transaction.atomic():
+        for kind in kinds:
+            if kind not in PURGE_KINDS:
+                raise ValueError(f"Unknown kind of call data: {kind}")
+            claim = Call.objects.filter(pk=call.pk, ended_at__isnull=False, **{f"{kind}_purged_at__isnull": True})
+            if claim.update(**{f"{kind}_purged_at": at}, **_purged_columns(kind, marker)):
+                purged.append(kind)
+                events += _purge_events(call.pk, kind, marker)
+        if purged:
+            payload = {"kinds": purged, "marker": marker, "events": events, **(data or {})}
+            CallEvent.objects.create(call_id=call.pk, event_type=event_type, actor=actor, data=payload, created_at=at)
+    return purged
+
+
+def call_erase_data(*, call: Call, by: AccessActor, actor: CallEvent.Actor) -> list[str]:
+    """Erase every kind of a call's personal data now (a person's request), audited: who, when,
+    from where. Refused (CallStateConflict) while the call is live."""
+    now = timezone.now()
+    with transaction.atomic():
+        status = Call.objects.values_list("status", flat=True).get(pk=call.pk)
+        if status in Call.ENDABLE:
+            raise CallStateConflict(
+                _("The call is still in progress: end it before erasing its data."), details={"call_id": call.call_id, "status": status}
+            )
+        erased = call_purge_data(call=call, kinds=PURGE_KINDS, at=now, event_type="call.data_erased", actor=actor, data={"by": by.label})
+        _audit(AccessAudit.Action.CALL_DATA_ERASED, by, call_ref=call.call_id, at=now)
+    return erased
+
+
+def calls_delete_expired(*, pks: list[int], ended_before: datetime) -> int:
+    """Delete whole calls ended before `ended_before`, with their events (retention of whole calls).
+
+    The statistics counters keep counting them: they count the history, which happened whatever
+    is kept of it (docs/privacy.md). Returns how many calls were deleted.
+    """
+    with transaction.atomic():
+        expired = Call.objects.filter(pk__in=pks, ended_at__isnull=False, ended_at__lt=ended_before)
+        ids = list(expired.values_list("pk", flat=True))
+        if not ids:
+            return 0
+        for pk in ids:
+            # One call's events at a time: each DELETE reads one range of event_call_idx.
+            CallEvent.objects.filter(call_id=pk).delete()
+        Call.objects.filter(pk__in=ids).delete()
+    return len(ids)
