@@ -111,6 +111,8 @@ CALL_COLUMNS = [
     "sip_called",
     "sip_headers",
     "transferred_to",
+    # Quality metrics: not measured for the seeded history (the latency columns stay null).
+    "metrics",
 ]
 EVENT_COLUMNS = ["id", "call_id", "event_type", "created_at", "data", "actor", "upstream_event_id"]
 
@@ -514,6 +516,7 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
                     "+33180000000" if source == "sip" else "",
                     "[]",
                     "",
+                    "{}",
                 )
             )
             ended_with_duration = status == Call.Status.ENDED and duration is not None

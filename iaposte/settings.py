@@ -453,11 +453,15 @@ REALTIME_RETENTION_DAYS: dict[str, int | None] = {
     # whole calls and their events, deleted (statistics keep counting them): kept by default.
     "calls": _retention_days("REALTIME_RETAIN_CALLS_DAYS", None),
 }
-# How often the background purge runs, and how many calls each short transaction batch handles.
+# How often the background purge runs, and how many calls (per kind) each batch handles.
 REALTIME_PURGE_INTERVAL_SECONDS = env.float("REALTIME_PURGE_INTERVAL_SECONDS", default=3600.0)
-REALTIME_PURGE_BATCH_SIZE = env.int("REALTIME_PURGE_BATCH_SIZE", default=100)
-# Pause between two batches, so live calls' writes are never queued behind the purge.
-REALTIME_PURGE_PAUSE_SECONDS = env.float("REALTIME_PURGE_PAUSE_SECONDS", default=0.05)
+REALTIME_PURGE_BATCH_SIZE = env.int("REALTIME_PURGE_BATCH_SIZE", default=10)
+# The share of the time the background purge may work: after each batch it rests for as long as
+# the batch took, times (1 / share - 1), so live requests in the same process keep the CPU (and
+# the database) most of the time; a backlog takes longer to clear, which nobody waits for.
+REALTIME_PURGE_SHARE = env.float("REALTIME_PURGE_SHARE", default=0.2)
+if not 0 < REALTIME_PURGE_SHARE <= 1:
+    raise ImproperlyConfigured("REALTIME_PURGE_SHARE must be above 0 and at most 1.")
 # Replace phone numbers and e-mail addresses in transcripts before they are stored; the region
 # reads numbers written without a country code.
 REALTIME_REDACT_TRANSCRIPTS = env.bool("REALTIME_REDACT_TRANSCRIPTS", default=False)

@@ -471,9 +471,9 @@ def model_catalogue(request: HttpRequest) -> HttpResponse:
 class AccessAuditAdmin(admin.ModelAdmin):
     """Who changed access, when and from where: read-only, never deleted."""
 
-    list_display = ("at", "action", "actor", "address", "api_key", "username")
+    list_display = ("at", "action", "actor", "address", "api_key", "username", "call_ref")
     list_filter = ("action",)
-    search_fields = ("actor", "username", "=address", "=api_key__prefix")
+    search_fields = ("actor", "username", "=address", "=api_key__prefix", "=call_ref")
     list_select_related = ("api_key",)
     ordering = ("-at", "-id")
     date_hierarchy = "at"

@@ -4,7 +4,8 @@ A `CallMonitor` joins a call's sideband WebSocket (through `upstream.connect_sid
 high-rate deltas into the events that close them, and stores events in batches through
 `services.call_record_events`. When the socket closes while the call is still active here, it
 reconnects: OpenAI answering 404 means the call ended upstream (the caller left, the model or the
-60-minute cap ended it), so the call is ended as `remote_hangup`; a fatal close, or a sideband
+60-minute cap ended it), so the call is ended as `remote_hangup`, or as `lost` if this monitor
+never joined its sideband (nobody saw it end: a process died before or while watching it); a fatal close, or a sideband
 that stays unreachable, ends it as `upstream_error`. Both go through `services.call_end`, which
 records `call.ended` exactly once whoever gets there first.
 
@@ -160,10 +161,12 @@ class CallMonitor:
                     failures = failures + 1 if self._quick(opened) else 0
                 except upstream.SidebandGone:
                     await self.flush()
-                    if self.recovered_from and not connected:
-                        # Gone while nobody watched (its monitor's process died): when it ended
-                        # and why is unknown, so it is `lost`, not a hangup we saw.
-                        data = {"upstream": "call_gone", "previous_monitor": self.recovered_from}
+                    if not connected:
+                        # Gone before this monitor ever watched it: nobody saw it end. Its monitor's
+                        # process died, or the process that answered it died before any monitor
+                        # took it (no previous monitor then, but no hangup seen either): when it
+                        # ended and why is unknown, so it is `lost`, not a hangup we saw.
+                        data = {"upstream": "call_gone", "previous_monitor": self.recovered_from or None}
                         await self._end(reason=Call.EndReason.LOST, data=data)
                     else:
                         await self._end(reason=Call.EndReason.REMOTE_HANGUP, data={"upstream": "call_gone"})

@@ -220,7 +220,7 @@ def test_it_says_what_it_would_purge_in_a_dry_run_then_purges(settings, sdp_offe
 def test_it_purges_in_the_background_until_nothing_is_due(settings, sdp_offer):
     settings.REALTIME_RETENTION_DAYS = {**KEEP_ALL, "sdp": 0}
     settings.REALTIME_PURGE_BATCH_SIZE = 1
-    settings.REALTIME_PURGE_PAUSE_SECONDS = 0
+    settings.REALTIME_PURGE_SHARE = 1
     calls = [_ended_call(sdp_offer) for _ in range(3)]
 
     result = asyncio.run(retention.purge_in_background(asyncio.Event()))
