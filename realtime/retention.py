@@ -3,15 +3,15 @@
 Periods are settings (REALTIME_RETENTION_DAYS, per kind, counted from the call's end; None keeps
 forever; docs/privacy.md). A pass (`purge_batch`, repeated by `purge_all`) finds ended calls due
 for each kind, oldest first, from one partial index per kind (`call_purge_<kind>_idx`: only calls
-not purged yet, so a pass reads what is due and nothing else), and purges each call in its own
-short transaction through `services.call_purge_data`; calls past REALTIME_RETAIN_CALLS_DAYS are
+not purged yet, so a pass reads what is due and nothing else), and purges the batch in one short
+transaction through `services.calls_purge_data`; calls past REALTIME_RETAIN_CALLS_DAYS are
 then deleted whole (`services.calls_delete_expired`).
 
 It runs in the background where the sweeper runs (`realtime.background.run`, every
 REALTIME_PURGE_INTERVAL_SECONDS), and from `manage.py purge_call_data` (with `--dry-run`). Several
 purges may run at once: each kind of each call is claimed by a conditional UPDATE, so it is
 purged once whoever gets there first. Live calls are never touched (only calls with an end), and
-never wait long behind the purge: batches are small, transactions one call each, and the
+never wait long behind the purge: batches are small, one short transaction each, and the
 background loop rests after each batch in proportion to it, so that it works at most
 REALTIME_PURGE_SHARE of the time (bench/purge.py measures live requests meanwhile).
 """
@@ -89,15 +89,15 @@ def due_counts(*, now: datetime) -> dict[str, int | None]:
 
 
 def purge_batch(*, now: datetime, limit: int) -> PurgeResult:
-    """Purge up to `limit` due calls of each kind, one short transaction per call."""
+    """Purge up to `limit` due calls of each kind, in one short transaction."""
     result = PurgeResult()
     kinds_by_call: dict[int, list[str]] = {}
     for kind in services.PURGE_KINDS:
         calls = due(kind, now=now)
         for pk in [] if calls is None else calls.values_list("pk", flat=True)[:limit]:
             kinds_by_call.setdefault(pk, []).append(kind)
-    for pk, kinds in kinds_by_call.items():
-        for kind in services.call_purge_data(call=Call(pk=pk), kinds=kinds, at=now, data={"by": "retention"}):
+    for kinds in services.calls_purge_data(kinds_by_call=kinds_by_call, at=now, data={"by": "retention"}).values():
+        for kind in kinds:
             result.purged[kind] = result.purged.get(kind, 0) + 1
     expired = due("calls", now=now)
     before = cutoff("calls", now=now)

@@ -860,60 +860,75 @@ def _purged_event(event: CallEvent, marker: str) -> dict[str, Any]:
     return data
 
 
-def _purge_events(call_pk: int, kind: str, marker: str) -> int:
-    """Replace the content of the call's events of one kind; returns how many events changed."""
+def _purge_events(pks: list[int], kind: str, marker: str) -> None:
+    """Replace the content of these calls' events of one kind."""
     if kind == "caller_numbers":
-        events = CallEvent.objects.filter(call_id=call_pk, event_type__in=NUMBER_EVENTS)
+        events = CallEvent.objects.filter(call_id__in=pks, event_type__in=NUMBER_EVENTS)
         changed = []
         for event in events.only("pk", "data"):
             event.data = {k: (marker if k in NUMBER_KEYS and v else v) for k, v in event.data.items()}
             changed.append(event)
-        return CallEvent.objects.bulk_update(changed, ["data"]) if changed else 0
+        if changed:
+            CallEvent.objects.bulk_update(changed, ["data"])
+        return
     if kind not in ("transcripts", "events"):
-        return 0
+        return
     # Events received from upstream (they have its event id), not our own audit events.
-    events = CallEvent.objects.filter(call_id=call_pk).exclude(upstream_event_id="")
+    events = CallEvent.objects.filter(call_id__in=pks).exclude(upstream_event_id="")
     if kind == "transcripts":
         events = events.filter(event_type__in=SPEECH_EVENTS)
     # One UPDATE for the content with nothing to keep; responses one by one (their usage stays).
-    count = events.exclude(event_type="response.done").update(data={"purged": marker})
+    events.exclude(event_type="response.done").update(data={"purged": marker})
     responses = list(events.filter(event_type="response.done").only("pk", "event_type", "data"))
     for event in responses:
         event.data = _purged_event(event, marker)
-    return count + (CallEvent.objects.bulk_update(responses, ["data"]) if responses else 0)
+    if responses:
+        CallEvent.objects.bulk_update(responses, ["data"])
 
 
-def call_purge_data(
+def calls_purge_data(
     *,
-    call: Call,
-    kinds: tuple[str, ...] | list[str],
+    kinds_by_call: dict[int, list[str]],
     at: datetime,
     event_type: str = "call.data_purged",
     actor: CallEvent.Actor = CallEvent.Actor.SYSTEM,
     data: dict[str, Any] | None = None,
-) -> list[str]:
-    """Replace an ended call's data of `kinds` by a marker, each kind once; returns the kinds purged.
+) -> dict[int, list[str]]:
+    """Replace ended calls' data of the given kinds by a marker, each kind of each call once;
+    returns the kinds purged, by call.
 
-    One short transaction. Each kind's conditional UPDATE (its `<kind>_purged_at` still empty, the
-    call ended) is the claim: two purges racing, in any processes, purge a kind once, and a live
-    call is never touched. One `call.data_purged` (or `call.data_erased`) event notes it on the
-    call. It is not counted and not pushed: statistics count the history as it happened, and a
-    purge of a million calls must not flood the live feeds.
+    One short transaction for the batch, a few statements per kind whatever the batch's size. The
+    claim of each kind: the calls whose `<kind>_purged_at` is still empty and that have ended,
+    read and updated inside the transaction (SQLite's IMMEDIATE transaction holds the write lock
+    from its start; PostgreSQL locks the rows, skipping those another purge holds), so two purges
+    racing, in any processes, purge a kind once, and a live call is never touched. One
+    `call.data_purged` (or `call.data_erased`) event per call notes it. It is not counted and not
+    pushed: statistics count the history as it happened, and a purge of a million calls must not
+    flood the live feeds.
     """
     marker = purge_marker(at)
-    purged: list[str] = []
-    events = 0
+    purged: dict[int, list[str]] = {}
     with transaction.atomic():
-        for kind in kinds:
-            if kind not in PURGE_KINDS:
-                raise ValueError(f"Unknown kind of call data: {kind}")
-            claim = Call.objects.filter(pk=call.pk, ended_at__isnull=False, **{f"{kind}_purged_at__isnull": True})
-            if claim.update(**{f"{kind}_purged_at": at}, **_purged_columns(kind, marker)):
-                purged.append(kind)
-                events += _purge_events(call.pk, kind, marker)
-        if purged:
-            payload = {"kinds": purged, "marker": marker, "events": events, **(data or {})}
-            CallEvent.objects.create(call_id=call.pk, event_type=event_type, actor=actor, data=payload, created_at=at)
+        for kind in PURGE_KINDS:
+            pks = [pk for pk, kinds in kinds_by_call.items() if kind in kinds]
+            if not pks:
+                continue
+            claimable = Call.objects.filter(pk__in=pks, ended_at__isnull=False, **{f"{kind}_purged_at__isnull": True}).order_by()
+            if connection.vendor == "postgresql":
+                claimable = claimable.select_for_update(skip_locked=True)
+            won = list(claimable.values_list("pk", flat=True))
+            if not won:
+                continue
+            Call.objects.filter(pk__in=won).update(**{f"{kind}_purged_at": at}, **_purged_columns(kind, marker))
+            _purge_events(won, kind, marker)
+            for pk in won:
+                purged.setdefault(pk, []).append(kind)
+        CallEvent.objects.bulk_create(
+            CallEvent(
+                call_id=pk, event_type=event_type, actor=actor, data={"kinds": kinds, "marker": marker, **(data or {})}, created_at=at
+            )
+            for pk, kinds in purged.items()
+        )
     return purged
 
 
@@ -927,7 +942,9 @@ def call_erase_data(*, call: Call, by: AccessActor, actor: CallEvent.Actor) -> l
             raise CallStateConflict(
                 _("The call is still in progress: end it before erasing its data."), details={"call_id": call.call_id, "status": status}
             )
-        erased = call_purge_data(call=call, kinds=PURGE_KINDS, at=now, event_type="call.data_erased", actor=actor, data={"by": by.label})
+        erased = calls_purge_data(
+            kinds_by_call={call.pk: list(PURGE_KINDS)}, at=now, event_type="call.data_erased", actor=actor, data={"by": by.label}
+        ).get(call.pk, [])
         _audit(AccessAudit.Action.CALL_DATA_ERASED, by, call_ref=call.call_id, at=now)
     return erased
 

@@ -90,7 +90,7 @@ def test_it_purges_the_sdp_once_its_period_has_run_out_with_a_marker_and_one_eve
     assert call.instructions == "Vous êtes l'assistant de Mme Martin." and call.session_purged_at is None
     assert _data(call, "conversation.item.input_audio_transcription.completed")["transcript"] == TRANSCRIPT
     noted = CallEvent.objects.get(call=call, event_type="call.data_purged")
-    assert (noted.actor, noted.data) == ("system", {"kinds": ["sdp"], "marker": marker, "events": 0, "by": "retention"})
+    assert (noted.actor, noted.data) == ("system", {"kinds": ["sdp"], "marker": marker, "by": "retention"})
     # Statistics count the history: a purge changes none of them.
     assert selectors.stats() == stats
     # Purged once: the next pass finds nothing.
@@ -149,7 +149,7 @@ def test_it_never_touches_a_live_call(settings, make_call):
     assert retention.purge_all(now=_later(1000)).purged == {}
     call.refresh_from_db()
     assert call.sdp_offer.startswith("v=0") and call.sdp_purged_at is None
-    assert services.call_purge_data(call=call, kinds=services.PURGE_KINDS, at=timezone.now()) == []
+    assert services.calls_purge_data(kinds_by_call={call.pk: list(services.PURGE_KINDS)}, at=timezone.now()) == {}
 
 
 @pytest.mark.django_db
@@ -157,10 +157,10 @@ def test_it_purges_each_kind_once_when_two_purges_race(sdp_offer):
     call = _ended_call(sdp_offer)
     now = timezone.now()
 
-    first = services.call_purge_data(call=call, kinds=["sdp", "transcripts"], at=now)
-    second = services.call_purge_data(call=call, kinds=["sdp", "transcripts"], at=now)
+    first = services.calls_purge_data(kinds_by_call={call.pk: ["sdp", "transcripts"]}, at=now)
+    second = services.calls_purge_data(kinds_by_call={call.pk: ["sdp", "transcripts"]}, at=now)
 
-    assert (first, second) == (["sdp", "transcripts"], [])
+    assert (first, second) == ({call.pk: ["sdp", "transcripts"]}, {})
     assert CallEvent.objects.filter(call=call, event_type="call.data_purged").count() == 1
 
 
