@@ -337,3 +337,13 @@ def test_it_erases_from_the_admin_action(officer, sdp_offer, make_call):
     ended.refresh_from_db()
     assert ended.sdp_purged_at is not None
     assert AccessAudit.objects.get().address == "192.0.2.8"
+
+
+@pytest.mark.parametrize(("name", "value"), [("REALTIME_RETAIN_SDP_DAYS", "30d"), ("REALTIME_PURGE_SHARE", "0")])
+def test_it_refuses_to_start_with_a_bad_retention_setting(tmp_path, name, value):
+    from .test_production_settings import _run
+
+    result = _run(tmp_path, "manage.py", "check", **{name: value})
+
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {name} must be" in result.stderr
