@@ -20,6 +20,7 @@ from realtime.models import AccessAudit, Call, CallEvent
 from realtime.sessions import parse_session
 
 from .query_plans import capture, problems
+from .test_production_settings import _run
 
 KEEP_ALL = dict.fromkeys((*services.PURGE_KINDS, "calls"))
 TRANSCRIPT = "Rappelez-moi au 06 12 34 56 78 ou à jean.dupont@laposte.fr"
@@ -341,8 +342,6 @@ def test_it_erases_from_the_admin_action(officer, sdp_offer, make_call):
 
 @pytest.mark.parametrize(("name", "value"), [("REALTIME_RETAIN_SDP_DAYS", "30d"), ("REALTIME_PURGE_SHARE", "0")])
 def test_it_refuses_to_start_with_a_bad_retention_setting(tmp_path, name, value):
-    from .test_production_settings import _run
-
     result = _run(tmp_path, "manage.py", "check", **{name: value})
 
     assert result.returncode != 0
