@@ -475,6 +475,48 @@ REALTIME_WEBHOOK_DISABLE_AFTER_HOURS = env.float("REALTIME_WEBHOOK_DISABLE_AFTER
 # After a secret rotation, deliveries are signed with both secrets for this long.
 REALTIME_WEBHOOK_SECRET_OVERLAP_HOURS = env.float("REALTIME_WEBHOOK_SECRET_OVERLAP_HOURS", default=24.0)
 
+
+# --- retention of personal data (docs/privacy.md) ----------------------------------------------
+# Days after a call ends before each kind of its data is purged (replaced by a marker, the call
+# and its statistics kept); an empty value keeps that kind forever. Offers and answers carry IP
+# addresses; instructions and session documents, transcripts and phone numbers are personal data.
+def _retention_days(name: str, default: int | None) -> int | None:
+    raw = env.str(name, default="" if default is None else str(default)).strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise ImproperlyConfigured(f"{name} must be a whole number of days, or empty to keep forever.")
+    return int(raw)
+
+
+REALTIME_RETENTION_DAYS: dict[str, int | None] = {
+    # SDP offers and answers (IP addresses, ICE candidates).
+    "sdp": _retention_days("REALTIME_RETAIN_SDP_DAYS", 30),
+    # instructions and the session documents asked for and sent upstream.
+    "session": _retention_days("REALTIME_RETAIN_SESSION_DAYS", 90),
+    # transcripts and speech events (what was said, and when).
+    "transcripts": _retention_days("REALTIME_RETAIN_TRANSCRIPTS_DAYS", 90),
+    # caller and called numbers, SIP headers, transfer targets.
+    "caller_numbers": _retention_days("REALTIME_RETAIN_CALLER_NUMBERS_DAYS", 90),
+    # every other upstream event's content (the call's own audit events are kept).
+    "events": _retention_days("REALTIME_RETAIN_EVENTS_DAYS", 365),
+    # whole calls and their events, deleted (statistics keep counting them): kept by default.
+    "calls": _retention_days("REALTIME_RETAIN_CALLS_DAYS", None),
+}
+# How often the background purge runs, and how many calls (per kind) each batch handles.
+REALTIME_PURGE_INTERVAL_SECONDS = env.float("REALTIME_PURGE_INTERVAL_SECONDS", default=3600.0)
+REALTIME_PURGE_BATCH_SIZE = env.int("REALTIME_PURGE_BATCH_SIZE", default=10)
+# The share of the time the background purge may work: after each batch it rests for as long as
+# the batch took, times (1 / share - 1), so live requests in the same process keep the CPU (and
+# the database) most of the time; a backlog takes longer to clear, which nobody waits for.
+REALTIME_PURGE_SHARE = env.float("REALTIME_PURGE_SHARE", default=0.2)
+if not 0 < REALTIME_PURGE_SHARE <= 1:
+    raise ImproperlyConfigured("REALTIME_PURGE_SHARE must be above 0 and at most 1.")
+# Replace phone numbers and e-mail addresses in transcripts before they are stored; the region
+# reads numbers written without a country code.
+REALTIME_REDACT_TRANSCRIPTS = env.bool("REALTIME_REDACT_TRANSCRIPTS", default=False)
+REALTIME_REDACT_PHONE_REGION = env.str("REALTIME_REDACT_PHONE_REGION", default="FR")
+
 # The OpenAPI description (`realtime/openapi.py`); Swagger UI and Redoc from our own static files.
 SPECTACULAR_SETTINGS = {
     "TITLE": "IAPosteManager Realtime API",

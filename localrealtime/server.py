@@ -33,6 +33,7 @@ from typing import Any
 
 import uvicorn
 from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -108,6 +109,45 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+# Names the engine always answers to: it listens on loopback, and the broker reaches it there.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+def allowed_hosts() -> list[str]:
+    """Loopback names, the address the engine listens on, and the site's ALLOWED_HOSTS."""
+    return [*LOOPBACK_HOSTS, settings.LOCALREALTIME_HOST, *settings.ALLOWED_HOSTS]
+
+
+class HostCheck:
+    """Refuse a request whose Host is not one of `allowed_hosts()` (400; a WebSocket: closed).
+
+    A page that rebinds its own DNS name to 127.0.0.1 could otherwise script the engine (its faults,
+    its calls) with the public default key. Starlette's TrustedHostMiddleware does this check, but
+    with its own pattern syntax ("*.example.com") and a plain-text refusal; the hosts here are
+    Django's ALLOWED_HOSTS, so Django's own `validate_host` reads them as Django does (".example.com",
+    "*"), and the refusal is in OpenAI's error shape, like everything the engine answers: the SDK
+    the broker uses surfaces it as any OpenAI error.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        domain, _port = split_domain_port(raw)
+        if domain and validate_host(domain, allowed_hosts()):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # before the handshake: uvicorn answers 403
+            return
+        refusal = protocol.ApiError(400, "Invalid host header.", code="invalid_host", param="Host")
+        await _error_response(refusal)(scope, receive, send)
 
 
 def _key(headers: Any) -> str:
@@ -377,7 +417,7 @@ def _build() -> Starlette:
         Route(f"{PREFIX}/_local/calls/{{call_id}}/drop_sideband", drop_sideband, methods=["POST"]),
     ]
     handlers = {protocol.ApiError: _api_error, HTTPException: _http_error, ResetConnection: _reset}
-    return Starlette(routes=routes, middleware=[Middleware(BodyLimit)], exception_handlers=handlers)
+    return Starlette(routes=routes, middleware=[Middleware(HostCheck), Middleware(BodyLimit)], exception_handlers=handlers)
 
 
 application = _build()

@@ -171,7 +171,7 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     paginator = BoundedPaginator
-    actions = ["end_calls", "transfer_calls", "export_calls"]
+    actions = ["end_calls", "transfer_calls", "export_calls", "erase_call_data"]
     action_form = TransferActionForm
     inlines = [CallEventInline]
     fieldsets = (
@@ -258,6 +258,26 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
     @admin.display(description=_("duration"), ordering="duration_seconds")
     def duration(self, call: Call) -> str:
         return "—" if call.duration_seconds is None else f"{call.duration_seconds:.0f} s"
+
+    def has_erase_call_data_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("realtime.erase_call_data")
+
+    @admin.action(description=_("Erase the personal data of selected calls"), permissions=["erase_call_data"])
+    def erase_call_data(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
+        """A person's erase request (docs/privacy.md): the same audited path as DELETE .../data."""
+        erased = skipped = 0
+        by = services.AccessActor.of_request(request)
+        for call in queryset.only("pk", "call_id"):
+            try:
+                services.call_erase_data(call=call, by=by, actor=CallEvent.Actor.ADMIN)
+            except CallStateConflict:
+                skipped += 1
+            else:
+                erased += 1
+        message = ngettext("Data of %(n)d call erased", "Data of %(n)d calls erased", erased) % {"n": erased}
+        if skipped:
+            message += ", " + ngettext("%(n)d skipped (in progress)", "%(n)d skipped (in progress)", skipped) % {"n": skipped}
+        self.message_user(request, message + ".", messages.SUCCESS if erased else messages.WARNING)
 
     def has_end_call_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("realtime.end_call")
@@ -449,9 +469,9 @@ def model_catalogue(request: HttpRequest) -> HttpResponse:
 class AccessAuditAdmin(admin.ModelAdmin):
     """Who changed access, when and from where: read-only, never deleted."""
 
-    list_display = ("at", "action", "actor", "address", "api_key", "username")
+    list_display = ("at", "action", "actor", "address", "api_key", "username", "call_ref")
     list_filter = ("action",)
-    search_fields = ("actor", "username", "=address", "=api_key__prefix")
+    search_fields = ("actor", "username", "=address", "=api_key__prefix", "=call_ref")
     list_select_related = ("api_key",)
     ordering = ("-at", "-id")
     date_hierarchy = "at"

@@ -29,7 +29,7 @@ from .catalogue import published
 from .exceptions import PayloadTooLarge, RealtimeError, error_body
 from .models import SipRoute
 from .pagination import CallPagination, EventPagination
-from .permissions import SipRouteAccess
+from .permissions import CallDataErase, SipRouteAccess
 from .serializers import (
     CallCreateInputSerializer,
     CallEventSerializer,
@@ -158,6 +158,15 @@ class CallViewSet(ViewSet):
         target = serializer.validated_data["target_uri"]
         call = await services.call_transfer(call=call, target_uri=target, actor=principal.actor, data=principal.audit() or None)
         return Response({"success": True, "call": represent(CallSerializer, call), "message": _("Transfer requested")})
+
+    @action(detail=True, methods=["delete"], url_path="data", permission_classes=[CallDataErase])
+    def erase_data(self, request: Request, call_id: str) -> Response:
+        """Erases an ended call's personal data now (a person's request); staff only, audited."""
+        principal = request_principal(request)
+        call = selectors.call_get(call_id=call_id, principal=principal, documents=False)
+        by = services.AccessActor.of_request(request)
+        erased = services.call_erase_data(call=call, by=by, actor=principal.actor)
+        return Response({"success": True, "call_id": call.call_id, "erased": erased, "message": _("Call data erased")})
 
     @action(detail=True, methods=["get"])
     def events(self, request: Request, call_id: str) -> Response:

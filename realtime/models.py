@@ -175,6 +175,14 @@ class Call(models.Model):
     # The last transfer target sent to OpenAI (SIP REFER).
     transferred_to = models.CharField(_("transferred to"), max_length=255, blank=True, default="")
 
+    # When each kind of personal data was purged (retention) or erased (a person's request): the
+    # conditional UPDATE that sets one is the claim that purges that kind once (realtime/retention.py).
+    sdp_purged_at = models.DateTimeField(_("SDP purged at"), null=True, blank=True, editable=False)
+    session_purged_at = models.DateTimeField(_("session purged at"), null=True, blank=True, editable=False)
+    transcripts_purged_at = models.DateTimeField(_("transcripts purged at"), null=True, blank=True, editable=False)
+    caller_numbers_purged_at = models.DateTimeField(_("caller numbers purged at"), null=True, blank=True, editable=False)
+    events_purged_at = models.DateTimeField(_("events purged at"), null=True, blank=True, editable=False)
+
     # The sideband monitor watching this call: one holder at a time, through a lease it renews.
     monitor_owner = models.CharField(_("monitored by"), max_length=100, blank=True, default="")
     monitor_lease_until = models.DateTimeField(_("monitor lease until"), null=True, blank=True)
@@ -223,8 +231,21 @@ class Call(models.Model):
             # `min_latency` list filters and the dashboard's slowest calls: only measured calls.
             models.Index(fields=["latency_p95_ms", "id"], condition=models.Q(latency_p95_ms__isnull=False), name="call_latency_p95_idx"),
             models.Index(fields=["latency_max_ms"], condition=models.Q(latency_max_ms__isnull=False), name="call_latency_max_idx"),
+            # the retention purge: ended calls, oldest first, whose data of one kind is still there
+            # (each index empties as the purge catches up). The conditions have no parameter, so
+            # SQLite can prove the purge's query implies them.
+            *(
+                models.Index(
+                    fields=["ended_at"],
+                    condition=models.Q(**{f"{kind}_purged_at__isnull": True}, ended_at__isnull=False),
+                    name=f"call_purge_{kind}_idx"[:30],
+                )
+                for kind in ("sdp", "session", "transcripts", "caller_numbers", "events")
+            ),
+            # the retention purge deleting whole calls ended before the cutoff, oldest first.
+            models.Index(fields=["ended_at"], condition=models.Q(ended_at__isnull=False), name="call_ended_idx"),
         ]
-        permissions = [("end_call", _("Can end calls"))]
+        permissions = [("end_call", _("Can end calls")), ("erase_call_data", _("Can erase a call's personal data"))]
 
     def __str__(self) -> str:
         return self.call_id
@@ -357,7 +378,9 @@ class WebhookDelivery(models.Model):
 
 
 class CallEvent(models.Model):
-    """One thing that happened to a call. Append-only: never updated, never deleted."""
+    """One thing that happened to a call. Append-only: never updated, never deleted, except by the
+    retention purge and a person's erase request, which replace personal data by a marker (and
+    delete a whole call's events with it once it expires), through `realtime.services`."""
 
     class Actor(models.TextChoices):
         API = "api", _("API")
@@ -463,6 +486,7 @@ class AccessAudit(models.Model):
         KEY_REVOKED = "key_revoked", _("API key revoked")
         KEY_EXPIRED = "key_expired", _("API key expired")
         STAFF_LOCKED_OUT = "staff_locked_out", _("Staff sign-in locked out")
+        CALL_DATA_ERASED = "call_data_erased", _("Call data erased")
 
     action = models.CharField(_("action"), max_length=20, choices=Action.choices)
     at = models.DateTimeField(_("at"), default=timezone.now, editable=False)
@@ -481,6 +505,8 @@ class AccessAudit(models.Model):
     api_key = models.ForeignKey(ApiKey, verbose_name=_("API key"), null=True, blank=True, on_delete=models.PROTECT, related_name="audits")
     # The account a lockout is about (it may not exist: guessers try any name).
     username = models.CharField(_("user name"), max_length=150, blank=True, default="")
+    # The call whose data was erased, by its public id: text, so the record outlives the call.
+    call_ref = models.CharField(_("call"), max_length=40, blank=True, default="")
 
     class Meta:
         verbose_name = _("access audit record")

@@ -5,7 +5,9 @@ high-rate deltas into the events that close them, and stores events in batches t
 `services.call_record_events`, with the call's quality figures (`quality.TurnMeter`, measured on
 every event as it arrives, before deltas are folded) whenever a batch changed them. When the socket closes while the call is still active here, it
 reconnects: OpenAI answering 404 means the call ended upstream (the caller left, the model or the
-60-minute cap ended it), so the call is ended as `remote_hangup`; a fatal close, or a sideband
+60-minute cap ended it), so the call is ended as `remote_hangup`, or as `lost` if nobody saw it
+end: this monitor never joined its sideband, and it took the call over from a dead process, or
+the call was answered before this process started watching (its answering process died first); a fatal close, or a sideband
 that stays unreachable, ends it as `upstream_error`. Both go through `services.call_end`, which
 records `call.ended` exactly once whoever gets there first.
 
@@ -89,10 +91,13 @@ class EventBuffer:
 
 
 class CallMonitor:
-    def __init__(self, call: Call, *, recovered_from: str = "") -> None:
+    def __init__(self, call: Call, *, recovered_from: str = "", watching_since: datetime | None = None) -> None:
         self.call = call
         # The monitor that held the call before its process died; "" for a call watched afresh.
         self.recovered_from = recovered_from
+        # When this process started watching calls: a call answered before then, that no monitor
+        # ever held, was answered by a process that died before any monitor took it.
+        self.watching_since = watching_since
         self.buffer = EventBuffer()
         self.meter = quality.TurnMeter()
         self.recorded = 0
@@ -152,6 +157,10 @@ class CallMonitor:
             # The sideband failed, not necessarily the media: make sure nothing keeps running (and billing).
             await services.hangup_upstream(call=self.call)
 
+    def _answered_before_watching(self) -> bool:
+        answered = self.call.answered_at
+        return self.watching_since is not None and answered is not None and answered < self.watching_since
+
     @staticmethod
     def _quick(opened: float | None) -> bool:
         """True if the connection never opened, or closed within a second of opening."""
@@ -185,10 +194,13 @@ class CallMonitor:
                     failures = failures + 1 if self._quick(opened) else 0
                 except upstream.SidebandGone:
                     await self.flush()
-                    if self.recovered_from and not connected:
-                        # Gone while nobody watched (its monitor's process died): when it ended
-                        # and why is unknown, so it is `lost`, not a hangup we saw.
-                        data = {"upstream": "call_gone", "previous_monitor": self.recovered_from}
+                    if not connected and (self.recovered_from or self._answered_before_watching()):
+                        # Gone while nobody watched: its monitor's process died, or the process
+                        # that answered it died before any monitor took it (no previous monitor
+                        # then, but no hangup seen either). When it ended and why is unknown, so
+                        # it is `lost`, not a hangup we saw. (A call that ends before its first
+                        # monitor joins, with every process alive, is a hangup: the caller left.)
+                        data = {"upstream": "call_gone", "previous_monitor": self.recovered_from or None}
                         await self._end(reason=Call.EndReason.LOST, data=data)
                     else:
                         await self._end(reason=Call.EndReason.REMOTE_HANGUP, data={"upstream": "call_gone"})
@@ -230,6 +242,7 @@ class Supervisor:
     def __init__(self, *, owner: str | None = None) -> None:
         self.owner = owner or new_owner_id()
         self.lease = settings.REALTIME_MONITOR_LEASE_SECONDS
+        self.started = timezone.now()
         self.monitors: dict[int, asyncio.Task[None]] = {}
 
     async def tick(self) -> None:
@@ -250,7 +263,9 @@ class Supervisor:
                 logger.warning("Monitor %s recovers %s from %s", self.owner, call.call_id, claimed.previous_owner)
             else:
                 logger.info("Monitor %s watches %s", self.owner, call.call_id)
-            self.monitors[call.pk] = asyncio.ensure_future(CallMonitor(call, recovered_from=claimed.previous_owner).run())
+            self.monitors[call.pk] = asyncio.ensure_future(
+                CallMonitor(call, recovered_from=claimed.previous_owner, watching_since=self.started).run()
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         logger.info("Call monitor supervisor %s started", self.owner)

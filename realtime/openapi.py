@@ -301,6 +301,28 @@ calls = extend_schema_view(
         parameters=[*PAGING, OpenApiParameter("event_type", OpenApiTypes.STR)],
         responses={200: EventPage, **BAD_QUERY, **NOT_FOUND, **COMMON_ERRORS},
     ),
+    erase_data=extend_schema(
+        operation_id="realtime_calls_data_erase",
+        summary="Erase a call's personal data",
+        description="Staff only (`realtime.erase_call_data`), audited: replaces the call's SDP, session documents, transcripts, "
+        "phone numbers and upstream events by a marker now (docs/privacy.md). The call and its statistics stay.",
+        responses={
+            200: _envelope(
+                "CallDataErased",
+                call_id=serializers.CharField(),
+                erased=serializers.ListField(child=serializers.CharField()),
+                message=serializers.CharField(),
+            ),
+            409: _error(
+                "The call is still in progress.",
+                "call_not_active",
+                "The call is still in progress: end it before erasing its data.",
+                {"call_id": "call_1234567890", "status": "active"},
+            ),
+            **NOT_FOUND,
+            **COMMON_ERRORS,
+        },
+    ),
     transcript=extend_schema(summary="A call's transcript", responses={200: Transcript, **NOT_FOUND, **COMMON_ERRORS}),
     transfer=extend_schema(
         summary="Transfer a phone call",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -38,10 +39,14 @@ class RealtimeAccess(BasePermission):
         return allowed
 
 
-class SipRouteAccess(BasePermission):
-    """SIP routes decide every incoming call, whoever's: staff with the model permissions (or local mode), not API keys."""
+class StaffOnly(BasePermission):
+    """Staff with a model permission (or local mode), never API keys: `permission()` names it,
+    `refusal` says who may."""
 
-    ACTIONS = {"GET": "view", "HEAD": "view", "OPTIONS": "view", "POST": "add", "PATCH": "change", "PUT": "change", "DELETE": "delete"}
+    refusal = ""
+
+    def permission(self, request: Request) -> str:
+        raise NotImplementedError
 
     def has_permission(self, request: Request, view: Any) -> bool:
         principal = request.auth if isinstance(request.auth, Principal) else None
@@ -49,8 +54,28 @@ class SipRouteAccess(BasePermission):
             raise exceptions.NotAuthenticated(_("Authentication required: send an API key as 'Authorization: Bearer <key>'."))
         if principal is not None and principal.kind == "local":
             return True
-        permission = f"realtime.{self.ACTIONS.get(request.method or 'GET', 'change')}_siproute"
+        permission = self.permission(request)
         if principal is None or principal.kind != "staff" or not request.user.has_perm(permission):
-            self.message = _("SIP routes are managed by staff with the permission %(permission)s.") % {"permission": permission}
+            self.message = _(self.refusal) % {"permission": permission}
             return False
         return True
+
+
+class SipRouteAccess(StaffOnly):
+    """SIP routes decide every incoming call, whoever's: staff with the model permissions (or local mode), not API keys."""
+
+    ACTIONS = {"GET": "view", "HEAD": "view", "OPTIONS": "view", "POST": "add", "PATCH": "change", "PUT": "change", "DELETE": "delete"}
+    refusal = gettext_noop("SIP routes are managed by staff with the permission %(permission)s.")
+
+    def permission(self, request: Request) -> str:
+        return f"realtime.{self.ACTIONS.get(request.method or 'GET', 'change')}_siproute"
+
+
+class CallDataErase(StaffOnly):
+    """Erasing a call's personal data (a person's request) is for staff with the permission
+    `realtime.erase_call_data` (or local mode), never for API keys."""
+
+    refusal = gettext_noop("A call's data is erased by staff with the permission %(permission)s.")
+
+    def permission(self, request: Request) -> str:
+        return "realtime.erase_call_data"

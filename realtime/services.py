@@ -34,13 +34,13 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import F, Q, QuerySet, Value
+from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import pricing, publish, selectors, upstream, words
+from . import pricing, publish, redaction, selectors, upstream, words
 from .auth.lockout import client_address
 from .counters import Tally, hour_of, micros
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
@@ -452,7 +452,7 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent], metrics: dict
                     call_id=call.pk,
                     event_type=e.event_type[:80],
                     actor=CallEvent.Actor.UPSTREAM,
-                    data=e.data,
+                    data=_stored_data(e),
                     created_at=e.received_at,
                     upstream_event_id=e.event_id[:64],
                 )
@@ -479,6 +479,15 @@ def call_record_metrics(*, call: Call, metrics: dict[str, Any]) -> None:
     Call.objects.filter(pk=call.pk).update(metrics=metrics, latency_p95_ms=latency.get("p95"), latency_max_ms=latency.get("max"))
     call.metrics, call.latency_p95_ms, call.latency_max_ms = metrics, latency.get("p95"), latency.get("max")
     publish.metrics_changed(call=call, to_list=to_list)
+
+
+def _stored_data(event: UpstreamEvent) -> dict[str, Any]:
+    """An event's data as stored: transcripts without phone numbers and e-mail addresses when
+    settings.REALTIME_REDACT_TRANSCRIPTS (the usage summed from it is untouched)."""
+    if settings.REALTIME_REDACT_TRANSCRIPTS and event.event_type in SPEECH_EVENTS:
+        redacted: dict[str, Any] = redaction.redact(event.data, region=settings.REALTIME_REDACT_PHONE_REGION)
+        return redacted
+    return event.data
 
 
 def _account(*, call: Call, events: list[UpstreamEvent], tally: Tally) -> None:
@@ -543,13 +552,15 @@ def _index_words(*, call: Call, events: list[UpstreamEvent]) -> None:
     transcript is made of (`selectors.call_transcript`), either side."""
     texts: list[str] = []
     for event in events:
+        # As stored: a redacted number or address is not searchable either.
+        data = _stored_data(event)
         if event.event_type == "conversation.item.done":
-            item = event.data.get("item") or {}
+            item = data.get("item") or {}
             if isinstance(item, dict) and item.get("type") == "message":
                 content = item.get("content") or ()
                 texts += [str(c.get("text") or c.get("transcript") or "") for c in content if isinstance(c, dict)]
-        elif event.event_type in selectors.TRANSCRIPT_EVENTS and isinstance(event.data.get("transcript"), str):
-            texts.append(event.data["transcript"])
+        elif event.event_type in selectors.TRANSCRIPT_EVENTS and isinstance(data.get("transcript"), str):
+            texts.append(data["transcript"])
     found = words.of_texts(texts)
     if found:
         CallWord.objects.bulk_create([CallWord(call_id=call.pk, word=w) for w in found], ignore_conflicts=True)
@@ -839,3 +850,168 @@ async def call_transfer(*, call: Call, target_uri: str, actor: CallEvent.Actor, 
     if not await in_db_thread(call_note_transfer)(call=call, target_uri=target_uri, actor=actor, data=data):
         raise CallStateConflict(_("The call ended during the transfer."), details={"call_id": call.call_id})
     return call
+
+
+# --- personal data: retention purge and erasure (docs/privacy.md) ---------------------------
+
+# What each kind of personal data is, as purged: the columns its marker replaces, and the events
+# whose content it is. The call itself, its statuses, times, usage and cost stay.
+PURGE_KINDS = ("sdp", "session", "transcripts", "caller_numbers", "events")
+# What was said, and when: transcripts, the items and responses that carry them, speech turns.
+SPEECH_EVENTS = (
+    *selectors.TRANSCRIPT_EVENTS,
+    "conversation.item.input_audio_transcription.failed",
+    "response.output_audio_transcript.done",
+    "response.output_text.done",
+    "response.done",
+    "input_audio_buffer.speech_started",
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+)
+# Our own events that carry phone numbers.
+NUMBER_EVENTS = ("call.incoming", "call.transferred")
+NUMBER_KEYS = ("caller", "called", "target_uri")
+
+
+def purge_marker(at: datetime) -> str:
+    return f"[purged {at.date().isoformat()}]"
+
+
+def _purged_columns(kind: str, marker: str) -> dict[str, Any]:
+    """The call's columns of one kind, replaced by the marker (left empty where they were empty)."""
+
+    def text(name: str) -> Any:
+        return Case(When(**{name: ""}, then=Value("")), default=Value(marker))
+
+    if kind == "sdp":
+        return {"sdp_offer": text("sdp_offer"), "sdp_answer": text("sdp_answer")}
+    if kind == "session":
+        return {"instructions": text("instructions"), "session_requested": {"purged": marker}, "session_upstream": {"purged": marker}}
+    if kind == "caller_numbers":
+        return {
+            "sip_caller": text("sip_caller"),
+            "sip_called": text("sip_called"),
+            "transferred_to": text("transferred_to"),
+            "sip_headers": [],
+        }
+    return {}
+
+
+def _purged_event(event: CallEvent, marker: str) -> dict[str, Any]:
+    """An upstream event's content replaced by the marker; a response keeps its usage (the call's
+    cost is summed from it) and status."""
+    data: dict[str, Any] = {"purged": marker}
+    if event.event_type == "response.done":
+        response = event.data.get("response") or {}
+        data["response"] = {k: response[k] for k in ("id", "status", "usage") if k in response}
+    return data
+
+
+def _purge_events(pks: list[int], kind: str, marker: str) -> None:
+    """Replace the content of these calls' events of one kind."""
+    if kind == "caller_numbers":
+        events = CallEvent.objects.filter(call_id__in=pks, event_type__in=NUMBER_EVENTS)
+        changed = []
+        for event in events.only("pk", "data"):
+            event.data = {k: (marker if k in NUMBER_KEYS and v else v) for k, v in event.data.items()}
+            changed.append(event)
+        if changed:
+            CallEvent.objects.bulk_update(changed, ["data"])
+        return
+    if kind not in ("transcripts", "events"):
+        return
+    if kind == "transcripts":
+        # The words said go with the transcript: a purged call is no longer found by them.
+        CallWord.objects.filter(call_id__in=pks).delete()
+    # Events received from upstream (they have its event id), not our own audit events.
+    events = CallEvent.objects.filter(call_id__in=pks).exclude(upstream_event_id="")
+    if kind == "transcripts":
+        events = events.filter(event_type__in=SPEECH_EVENTS)
+    # One UPDATE for the content with nothing to keep; responses one by one (their usage stays).
+    events.exclude(event_type="response.done").update(data={"purged": marker})
+    responses = list(events.filter(event_type="response.done").only("pk", "event_type", "data"))
+    for event in responses:
+        event.data = _purged_event(event, marker)
+    if responses:
+        CallEvent.objects.bulk_update(responses, ["data"])
+
+
+def calls_purge_data(
+    *,
+    kinds_by_call: dict[int, list[str]],
+    at: datetime,
+    event_type: str = "call.data_purged",
+    actor: CallEvent.Actor = CallEvent.Actor.SYSTEM,
+    data: dict[str, Any] | None = None,
+) -> dict[int, list[str]]:
+    """Replace ended calls' data of the given kinds by a marker, each kind of each call once;
+    returns the kinds purged, by call.
+
+    One short transaction for the batch, a few statements per kind whatever the batch's size. The
+    claim of each kind: the calls whose `<kind>_purged_at` is still empty and that have ended,
+    read and updated inside the transaction (SQLite's IMMEDIATE transaction holds the write lock
+    from its start; PostgreSQL locks the rows, skipping those another purge holds), so two purges
+    racing, in any processes, purge a kind once, and a live call is never touched. One
+    `call.data_purged` (or `call.data_erased`) event per call notes it. It is not counted and not
+    pushed: statistics count the history as it happened, and a purge of a million calls must not
+    flood the live feeds.
+    """
+    marker = purge_marker(at)
+    purged: dict[int, list[str]] = {}
+    with transaction.atomic():
+        for kind in PURGE_KINDS:
+            pks = [pk for pk, kinds in kinds_by_call.items() if kind in kinds]
+            if not pks:
+                continue
+            claimable = Call.objects.filter(pk__in=pks, ended_at__isnull=False, **{f"{kind}_purged_at__isnull": True}).order_by()
+            if connection.vendor == "postgresql":
+                claimable = claimable.select_for_update(skip_locked=True)
+            won = list(claimable.values_list("pk", flat=True))
+            if not won:
+                continue
+            Call.objects.filter(pk__in=won).update(**{f"{kind}_purged_at": at}, **_purged_columns(kind, marker))
+            _purge_events(won, kind, marker)
+            for pk in won:
+                purged.setdefault(pk, []).append(kind)
+        CallEvent.objects.bulk_create(
+            CallEvent(
+                call_id=pk, event_type=event_type, actor=actor, data={"kinds": kinds, "marker": marker, **(data or {})}, created_at=at
+            )
+            for pk, kinds in purged.items()
+        )
+    return purged
+
+
+def call_erase_data(*, call: Call, by: AccessActor, actor: CallEvent.Actor) -> list[str]:
+    """Erase every kind of a call's personal data now (a person's request), audited: who, when,
+    from where. Refused (CallStateConflict) while the call is live."""
+    now = timezone.now()
+    with transaction.atomic():
+        status = Call.objects.values_list("status", flat=True).get(pk=call.pk)
+        if status in Call.ENDABLE:
+            raise CallStateConflict(
+                _("The call is still in progress: end it before erasing its data."), details={"call_id": call.call_id, "status": status}
+            )
+        erased = calls_purge_data(
+            kinds_by_call={call.pk: list(PURGE_KINDS)}, at=now, event_type="call.data_erased", actor=actor, data={"by": by.label}
+        ).get(call.pk, [])
+        _audit(AccessAudit.Action.CALL_DATA_ERASED, by, call_ref=call.call_id, at=now)
+    return erased
+
+
+def calls_delete_expired(*, pks: list[int], ended_before: datetime) -> int:
+    """Delete whole calls ended before `ended_before`, with their events (retention of whole calls).
+
+    The statistics counters keep counting them: they count the history, which happened whatever
+    is kept of it (docs/privacy.md). Returns how many calls were deleted.
+    """
+    with transaction.atomic():
+        expired = Call.objects.filter(pk__in=pks, ended_at__isnull=False, ended_at__lt=ended_before)
+        ids = list(expired.values_list("pk", flat=True))
+        if not ids:
+            return 0
+        for pk in ids:
+            # One call's events at a time: each DELETE reads one range of event_call_idx.
+            CallEvent.objects.filter(call_id=pk).delete()
+        Call.objects.filter(pk__in=ids).delete()
+    return len(ids)

@@ -120,3 +120,34 @@ async def test_it_re_attaches_the_calls_of_a_killed_worker_once_restarted(asgi_s
                     process.wait(10)
                 except subprocess.TimeoutExpired:
                     process.kill()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_it_ends_as_lost_the_answered_calls_no_monitor_had_taken_yet(sdp_offer, tmp_path):
+    # No monitor runs before the kill, so the answered calls are exactly those "not yet picked up".
+    server = await sync_to_async(start_server)(tmp_path, extra_env={"REALTIME_MONITORS": "off", **RECOVERY})
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            responses = [await client.post("/api/realtime/calls", json={"sdp": sdp_offer}) for _ in range(3)]
+        assert [r.status_code for r in responses] == [201] * 3
+        calls = [await sync_to_async(Call.objects.get)(call_id=r.json()["call_id"]) for r in responses]
+        assert {(c.status, c.monitor_owner) for c in calls} == {(Call.Status.ACTIVE, "")}
+
+        _kill(server.process)
+        server = await sync_to_async(start_server)(tmp_path, extra_env={"REALTIME_MONITORS": "embedded", **RECOVERY}, like=server)
+
+        await wait_until(lambda: not Call.objects.filter(status__in=Call.ENDABLE).exists(), within=60)
+        for call in calls:
+            call = await sync_to_async(Call.objects.get)(pk=call.pk)
+            # Nobody watched these calls end: `lost`, not a remote hangup.
+            assert (call.status, call.end_reason) == (Call.Status.ENDED, Call.EndReason.LOST)
+            ended = await sync_to_async(CallEvent.objects.get)(call=call, event_type="call.ended")
+            assert ended.data == {
+                "reason": "lost",
+                "duration_seconds": ended.data["duration_seconds"],
+                "upstream": "call_gone",
+                "previous_monitor": None,
+            }
+    finally:
+        await sync_to_async(stop_server)(server)
