@@ -15,8 +15,8 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from realtime import retention, selectors, services
-from realtime.models import AccessAudit, Call, CallEvent
+from realtime import retention, selectors, services, words
+from realtime.models import AccessAudit, Call, CallEvent, CallWord
 from realtime.sessions import parse_session
 
 from .query_plans import capture, problems
@@ -104,8 +104,12 @@ def test_it_purges_transcripts_and_speech_keeping_the_usage_then_the_other_event
     settings.REALTIME_RETENTION_DAYS = {**KEEP_ALL, "transcripts": 90, "events": 365}
     call = _ended_call(sdp_offer)
     marker = f"[purged {_later(91).date().isoformat()}]"
+    assert CallWord.objects.filter(call=call).exists()
 
     assert retention.purge_batch(now=_later(91), limit=10).purged == {"transcripts": 1}
+
+    # The words said go with the transcript: the call is no longer found by them.
+    assert not CallWord.objects.filter(call=call).exists()
 
     assert _data(call, "conversation.item.done") == {"purged": marker}
     assert _data(call, "conversation.item.input_audio_transcription.completed") == {"purged": marker}
@@ -239,6 +243,9 @@ def test_it_redacts_phone_numbers_and_email_addresses_from_stored_transcripts(se
     assert stored["transcript"] == "Rappelez-moi au [phone] ou à [email]"
     assert _data(call, "conversation.item.done")["item"]["content"][0]["transcript"] == "Rappelez-moi au [phone] ou à [email]"
     assert stored["item_id"] == "item_1"
+    # Only what was stored is searchable: no digits of the number, no part of the address.
+    indexed = set(CallWord.objects.filter(call=call).values_list("word", flat=True))
+    assert indexed == set(words.of_texts(["Rappelez-moi au [phone] ou à [email]"]))
 
 
 @pytest.mark.django_db
