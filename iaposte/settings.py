@@ -167,6 +167,8 @@ LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env.str("TIME_ZONE", default="Europe/Paris")
 USE_I18N = True
 USE_TZ = True
+# --- Admin console: dates and times to the second (support staff match them against logs) ---
+FORMAT_MODULE_PATH = ["iaposte.formats"]
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

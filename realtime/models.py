@@ -218,8 +218,10 @@ class Call(models.Model):
             # `min_latency` list filters and the dashboard's slowest calls: only measured calls.
             models.Index(fields=["latency_p95_ms"], condition=models.Q(latency_p95_ms__isnull=False), name="call_latency_p95_idx"),
             models.Index(fields=["latency_max_ms"], condition=models.Q(latency_max_ms__isnull=False), name="call_latency_max_idx"),
+            # The admin's search by caller number (exact or its beginning); see `upstream_id` above.
+            models.Index(fields=["sip_caller"], name="call_sip_caller_idx", opclasses=["varchar_pattern_ops"]),
         ]
-        permissions = [("end_call", _("Can end calls"))]
+        permissions = [("end_call", _("Can end calls")), ("transfer_call", _("Can transfer phone calls"))]
 
     def __str__(self) -> str:
         return self.call_id

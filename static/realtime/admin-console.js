@@ -1,0 +1,113 @@
+/* The admin console's behaviour: copy buttons beside call ids, and a live call page.
+   A file of its own (the CSP runs no inline script); no library, no build step. */
+"use strict";
+
+(() => {
+  const french = (document.documentElement.lang || "").startsWith("fr");
+  const COPY = french ? "Copier" : "Copy";
+  const COPIED = french ? "Copié" : "Copied";
+
+  /* Each [data-copy] gets a button that copies its full value (ids are shown shortened). */
+  function addCopyButtons(root) {
+    root.querySelectorAll("[data-copy]").forEach((element) => {
+      const anchor = element.closest("a") || element;
+      if (anchor.nextElementSibling && anchor.nextElementSibling.classList.contains("copy-button")) return;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "copy-button";
+      button.textContent = "⧉";
+      button.title = COPY + " " + element.dataset.copy;
+      button.setAttribute("aria-label", button.title);
+      button.addEventListener("click", (event) => {
+        event.preventDefault();
+        event.stopPropagation();
+        const done = () => {
+          button.dataset.copied = "";
+          button.title = COPIED;
+          setTimeout(() => { delete button.dataset.copied; button.title = COPY + " " + element.dataset.copy; }, 1500);
+        };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(element.dataset.copy).then(done, () => {});
+        } else {
+          // Plain http (a test server, a LAN address): the clipboard API is not offered there.
+          const field = document.createElement("textarea");
+          field.value = element.dataset.copy;
+          document.body.append(field);
+          field.select();
+          document.execCommand("copy");
+          field.remove();
+          done();
+        }
+      });
+      anchor.after(button);
+    });
+  }
+
+  /* A live call's page follows the call's own feed (the staff session opens it) and fetches its
+     changing parts again after each push, a few at a time; it stops once the call has ended. */
+  function followCall(console_) {
+    const state = document.getElementById("live-state");
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const url = `${scheme}//${location.host}/ws/realtime/calls/${encodeURIComponent(console_.dataset.callId)}`;
+    let socket = null;
+    let timer = null;
+    let stopped = false;
+    let retries = 0;
+
+    const setState = (value) => {
+      if (!state) return;
+      state.dataset.state = value;
+      state.textContent = value === "live" ? state.dataset.labelLive : state.dataset.labelOff;
+    };
+
+    async function refresh() {
+      timer = null;
+      const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      document.querySelectorAll("[data-live-part]").forEach((part) => {
+        const replacement = fresh.getElementById(part.id);
+        if (!replacement) return;
+        // Keep the events someone has unfolded open.
+        const open = new Set([...part.querySelectorAll("details[open]")].map((d) => d.closest("li")?.dataset.index));
+        part.replaceWith(replacement);
+        replacement.querySelectorAll("li[data-index]").forEach((li) => { if (open.has(li.dataset.index)) li.querySelector("details")?.setAttribute("open", ""); });
+        addCopyButtons(replacement);
+      });
+      const freshConsole = fresh.getElementById("call-console");
+      if (freshConsole && !freshConsole.hasAttribute("data-live-call")) stop();
+    }
+
+    function schedule() {
+      if (timer === null) timer = setTimeout(() => { refresh().catch(() => {}); }, 300);
+    }
+
+    function stop() {
+      stopped = true;
+      console_.removeAttribute("data-live-call");
+      if (state) state.remove();
+      if (socket) socket.close();
+    }
+
+    function connect() {
+      socket = new WebSocket(url);
+      socket.addEventListener("open", () => { retries = 0; setState("live"); schedule(); });
+      socket.addEventListener("message", schedule);
+      socket.addEventListener("close", () => {
+        if (stopped) return;
+        setState("off");
+        // The server restarted or the network blinked: try again, more slowly each time.
+        if (retries < 8) setTimeout(connect, Math.min(1000 * 2 ** retries++, 15000));
+      });
+    }
+    connect();
+  }
+
+  function start() {
+    addCopyButtons(document);
+    const console_ = document.getElementById("call-console");
+    if (console_ && console_.hasAttribute("data-live-call")) followCall(console_);
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
