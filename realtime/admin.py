@@ -365,6 +365,8 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
                 "type": event.event_type,
                 "actor": event.get_actor_display(),
                 "at": timezone.localtime(event.created_at),
+                # To the millisecond: events of one turn are a few milliseconds apart.
+                "at_ms": _to_millisecond(timezone.localtime(event.created_at)),
                 "lifecycle": event.event_type in lifecycle,
                 "summary": _summary(event.data),
                 "data": highlighted_json(event.data) if event.data else "",
@@ -440,15 +442,16 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
             target = TransferInputSerializer(data={"target_uri": context["target_uri"]})
             try:
                 target.is_valid(raise_exception=True)
+            except (RealtimeError, ValidationError):
+                context["error"] = gettext("Give a sip: or tel: URI to transfer to.")
+                return TemplateResponse(request, "admin/realtime/call/confirm.html", context, status=400)
+            try:
                 async_to_sync(services.call_transfer)(
                     call=call,
                     target_uri=target.validated_data["target_uri"],
                     actor=CallEvent.Actor.ADMIN,
                     data={"staff_user": request.user.get_username()},
                 )
-            except ValidationError:
-                context["error"] = gettext("Give a sip: or tel: URI to transfer to.")
-                return TemplateResponse(request, "admin/realtime/call/confirm.html", context, status=400)
             except RealtimeError as exc:
                 self.message_user(request, exc.message, messages.WARNING)
             else:
@@ -507,6 +510,10 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
             )
         for line in refused:
             self.message_user(request, line, messages.WARNING)
+
+
+def _to_millisecond(at: datetime) -> str:
+    return f"{at:%H:%M:%S}.{at.microsecond // 1000:03d}"
 
 
 def _summary(data: dict[str, Any]) -> str:
