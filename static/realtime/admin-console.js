@@ -15,7 +15,8 @@
       const button = document.createElement("button");
       button.type = "button";
       button.className = "copy-button";
-      button.textContent = "⧉";
+      // Two overlapping sheets, drawn rather than a glyph that some system fonts lack.
+      button.innerHTML = '<svg viewBox="0 0 16 16" width="12" height="12" aria-hidden="true" focusable="false"><rect x="5" y="5" width="9" height="9" rx="1.5" fill="none" stroke="currentColor" stroke-width="1.5"/><path d="M3 11V3.5C3 2.7 3.7 2 4.5 2H11" fill="none" stroke="currentColor" stroke-width="1.5"/></svg>';
       button.title = COPY + " " + element.dataset.copy;
       button.setAttribute("aria-label", button.title);
       button.addEventListener("click", (event) => {
@@ -101,6 +102,14 @@
       });
     }
     connect();
+    // The running call's duration ticks between pushes (m:ss, as the server writes it).
+    const tick = setInterval(() => {
+      const shown = document.querySelector("#call-duration[data-started]");
+      if (stopped || !shown) { clearInterval(tick); return; }
+      const seconds = Math.max(0, Math.round(Date.now() / 1000 - Number(shown.dataset.started)));
+      const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = String(seconds % 60).padStart(2, "0");
+      shown.textContent = h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+    }, 1000);
   }
 
   function start() {
