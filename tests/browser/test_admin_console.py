@@ -170,6 +170,7 @@ async def test_it_follows_a_live_call_and_ends_it_from_its_page(asgi_server, bro
 @pytest.fixture
 def sip(tmp_path: Path) -> Iterator[tuple[Server, int]]:
     SipRoute.objects.create(name="Everything", position=1000, session={"instructions": "Bonjour", "voice": "marin"})
+    (tmp_path / "server").mkdir()
     with sip_server(tmp_path / "server") as running:
         yield running
 
