@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 
 from realtime import services, sessions, upstream
 from realtime.models import ApiKey, Call, CallEvent, SipRoute
@@ -81,6 +82,36 @@ async def _screenshot(page: Any, name: str) -> None:
     await page.screenshot(path=str(SCREENSHOTS / name), full_page=False)
 
 
+def _conversation(call: Call) -> None:
+    """Two turns as the sideband monitor records them, and the quality figures it measured."""
+    now = timezone.now()
+    events = []
+    for n, (asked, answered) in enumerate(
+        [("Bonjour, je voudrais suivre mon colis.", "Bien sûr : quel est son numéro ?"), ("6A12345678901.", "Il arrive demain avant midi.")]
+    ):
+        user = {"id": f"item_u{n}", "type": "message", "role": "user", "content": [{"type": "input_audio", "transcript": None}]}
+        reply = {"id": f"item_a{n}", "type": "message", "role": "assistant", "content": [{"type": "output_audio", "transcript": answered}]}
+        events += [
+            services.UpstreamEvent(
+                "input_audio_buffer.speech_started", f"e{n}a", {"audio_start_ms": 1000 * n, "item_id": f"item_u{n}"}, now
+            ),
+            services.UpstreamEvent("conversation.item.done", f"e{n}b", {"item": user}, now),
+            services.UpstreamEvent(
+                "conversation.item.input_audio_transcription.completed", f"e{n}c", {"item_id": f"item_u{n}", "transcript": asked}, now
+            ),
+            services.UpstreamEvent("conversation.item.done", f"e{n}d", {"item": reply}, now),
+        ]
+    services.call_record_events(call=call, events=events)
+    metrics = {
+        "turns": 2,
+        "latency_ms": {"p50": 420, "p95": 610, "max": 630},
+        "interruptions": 0,
+        "talk_seconds": {"caller": 4.2, "assistant": 3.1},
+    }
+    # As the quality monitor stores them (through its service, in the server).
+    Call.objects.filter(pk=call.pk).update(metrics=metrics, latency_p95_ms=610, latency_max_ms=630)
+
+
 @sync_to_async
 def _history() -> list[Call]:
     """A few calls in every state, as the services record them."""
@@ -90,6 +121,8 @@ def _history() -> list[Call]:
     for i, reason in enumerate([Call.EndReason.REMOTE_HANGUP, Call.EndReason.MAX_DURATION, None]):
         call = services.call_open(offer="v=0", session=sessions.parse_session({}), source="webrtc", actor="api", api_key=key)
         services.call_answer(call=call, created=upstream.CreatedCall(upstream_id=f"rtc_history{i}", sdp_answer="v=0"))
+        if i == 0:
+            _conversation(call)
         if reason:
             services.call_end(call=call, reason=reason, actor=CallEvent.Actor.UPSTREAM)
         calls.append(call)
@@ -121,6 +154,19 @@ async def test_it_lists_calls_at_1366_px_and_finds_the_short_id(asgi_server, bro
     assert await page.locator("#result_list .badge").first.is_visible()
     if language == "fr":
         await _screenshot(page, "admin-call-list.png")
+        # A finished call's page: conversation (both sides, to the second), quality, events.
+        await page.goto(f"{asgi_server.url}/admin/realtime/call/{calls[0].pk}/change/")
+        assert await page.locator(".conversation .turn-user .text").first.inner_text() == "Bonjour, je voudrais suivre mon colis."
+        assert await page.locator(".metrics td").first.inner_text() == "2"
+        assert await page.evaluate(NO_HORIZONTAL_SCROLL)
+        await _screenshot(page, "admin-call-page.png")
+        # The same in the dark theme: our colours through the admin's variables.
+        await page.emulate_media(color_scheme="dark")
+        background = await page.evaluate("() => getComputedStyle(document.querySelector('#header')).backgroundColor")
+        assert background == "rgb(11, 26, 48)"
+        await _screenshot(page, "admin-call-page-dark.png")
+        await page.emulate_media(color_scheme="light")
+        await page.go_back()
 
     # The short id as the demo page shows it finds the call.
     short = calls[0].call_id[:11] + "…"
@@ -153,8 +199,6 @@ async def test_it_follows_a_live_call_and_ends_it_from_its_page(asgi_server, bro
     # Ended from its own page: the button, then the confirmation.
     await page.goto(f"{asgi_server.url}/admin/realtime/call/{ended_here.pk}/change/")
     await page.wait_for_selector('#live-state[data-state="live"]')
-    if language == "fr":
-        await _screenshot(page, "admin-call-page.png")
     await page.click("#end-call")
     await page.wait_for_selector("#confirm-end")
     assert await sync_to_async(lambda: Call.objects.get(pk=ended_here.pk).status)() == Call.Status.ACTIVE
