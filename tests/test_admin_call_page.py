@@ -12,7 +12,7 @@ from realtime import services, sessions, upstream
 from realtime.admin import highlighted_json, minutes_seconds
 from realtime.models import Call, CallEvent
 
-from .factories import make_call
+from .factories import make_call, measured
 
 CHANGELIST = "/admin/realtime/call/"
 
@@ -101,14 +101,7 @@ def test_it_says_when_the_caller_was_not_transcribed_rather_than_leaving_a_blank
 def test_it_shows_the_quality_metrics(settings):
     settings.LANGUAGE_CODE = "en"
     call = _answered_call()
-    metrics = {
-        "turns": 3,
-        "latency_ms": {"p50": 412, "p95": 880, "max": 910},
-        "interruptions": 1,
-        "talk_seconds": {"caller": 12.4, "assistant": 65},
-    }
-    # Written as the quality monitor stores them (its service is the only writer in production).
-    Call.objects.filter(pk=call.pk).update(metrics=metrics, latency_p95_ms=880, latency_max_ms=910)
+    measured(call, turns=3, latency_ms=(412, 880, 910), interruptions=1, talk_seconds=(12.4, 65))
 
     page = _staff().get(f"{CHANGELIST}{call.pk}/change/").content.decode()
 

@@ -21,7 +21,7 @@ from django.utils import timezone
 from realtime import services, sessions, upstream
 from realtime.models import ApiKey, Call, CallEvent, SipRoute
 from tests.conftest import Server
-from tests.factories import make_call
+from tests.factories import make_call, measured
 from tests.sip_tools import finish, sip_server, sipp, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -102,14 +102,7 @@ def _conversation(call: Call) -> None:
             services.UpstreamEvent("conversation.item.done", f"e{n}d", {"item": reply}, now),
         ]
     services.call_record_events(call=call, events=events)
-    metrics = {
-        "turns": 2,
-        "latency_ms": {"p50": 420, "p95": 610, "max": 630},
-        "interruptions": 0,
-        "talk_seconds": {"caller": 4.2, "assistant": 3.1},
-    }
-    # As the quality monitor stores them (through its service, in the server).
-    Call.objects.filter(pk=call.pk).update(metrics=metrics, latency_p95_ms=610, latency_max_ms=630)
+    measured(call, turns=2, latency_ms=(420, 610, 630), interruptions=0, talk_seconds=(4.2, 3.1))
 
 
 @sync_to_async
