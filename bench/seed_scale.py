@@ -111,6 +111,7 @@ CALL_COLUMNS = [
     "sip_called",
     "sip_headers",
     "transferred_to",
+    "metrics",
 ]
 EVENT_COLUMNS = ["id", "call_id", "event_type", "created_at", "data", "actor", "upstream_event_id"]
 
@@ -514,6 +515,8 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
                     "+33180000000" if source == "sip" else "",
                     "[]",
                     "",
+                    # Quality figures: none measured (the column is required since they exist).
+                    "{}",
                 )
             )
             ended_with_duration = status == Call.Status.ENDED and duration is not None

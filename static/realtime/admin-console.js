@@ -79,8 +79,17 @@
       if (freshConsole && !freshConsole.hasAttribute("data-live-call")) stop();
     }
 
-    function schedule() {
-      if (timer === null) timer = setTimeout(() => { refresh().catch(() => {}); }, 300);
+    // A change of the call itself (answered, ended, transferred) shows at once; a monitored call's
+    // sideband events, many a second, are gathered into one fetch a second.
+    function schedule(delay) {
+      if (timer === null) timer = setTimeout(() => { refresh().catch(() => {}); }, delay);
+    }
+
+    function onPush(message) {
+      let type = "";
+      try { type = JSON.parse(message.data).event?.event_type || ""; } catch (error) { /* not JSON: refresh anyway */ }
+      if (type.startsWith("call.") && timer !== null) { clearTimeout(timer); timer = null; }
+      schedule(type.startsWith("call.") ? 100 : 1000);
     }
 
     function stop() {
@@ -92,8 +101,9 @@
 
     function connect() {
       socket = new WebSocket(url);
-      socket.addEventListener("open", () => { retries = 0; setState("live"); schedule(); });
-      socket.addEventListener("message", schedule);
+      // On (re)connecting, catch up with what happened while the socket was not there.
+      socket.addEventListener("open", () => { retries = 0; setState("live"); schedule(100); });
+      socket.addEventListener("message", onPush);
       socket.addEventListener("close", () => {
         if (stopped) return;
         setState("off");
