@@ -6,6 +6,8 @@ shows (docs/screenshots/)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,9 @@ from tests.sip_tools import finish, sip_server, sipp, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# docs/screenshots/ is made this way: ADMIN_SCREENSHOTS=docs/screenshots pytest tests/browser/test_admin_console.py
+# (otherwise they go to a temporary directory, so a test run leaves the tree as it was).
+SCREENSHOTS = Path(os.environ.get("ADMIN_SCREENSHOTS") or Path(tempfile.gettempdir()) / "iaposte-admin-screenshots")
 WIDTH = 1366
 NO_HORIZONTAL_SCROLL = "() => document.documentElement.scrollWidth <= window.innerWidth"
 
@@ -78,7 +82,7 @@ async def _until(check: Any, within: float = 20.0) -> Any:
 
 
 async def _screenshot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(SCREENSHOTS.mkdir, parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / name), full_page=False)
 
 
