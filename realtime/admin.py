@@ -626,8 +626,15 @@ class CallEventAdmin(ReadOnly, admin.ModelAdmin):
         term = search_term.strip()
         return (queryset.filter(call__call_id=term), False) if term else (queryset, False)
 
+    # One event's page: its data as folded-out, highlighted JSON, like the call page's timeline.
+    fields = ("call_link", "event_type", "actor", "created_at", "upstream_event_id", "data_shown")
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in CallEvent._meta.fields]
+        return [*(f.name for f in CallEvent._meta.fields), "call_link", "data_shown"]
+
+    @admin.display(description=_("data"))
+    def data_shown(self, event: CallEvent) -> str:
+        return format_html('<pre class="json">{}</pre>', highlighted_json(event.data))
 
     @admin.display(description=_("call"))
     def call_link(self, event: CallEvent) -> str:

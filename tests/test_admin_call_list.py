@@ -109,3 +109,16 @@ def test_it_brands_the_admin_and_links_the_favicon(staff_client):
     assert "IAPosteManager</a></div>" in page and "Django" not in page.split("<body")[1].split("</header>")[0]
     assert 'rel="icon" href="/static/realtime/favicon.svg"' in page
     assert 'href="/static/realtime/admin.css"' in page
+
+
+def test_an_event_page_shows_its_data_highlighted(staff_client):
+    call = _web_call("rtc_event_page")
+    event = CallEvent.objects.get(call=call, event_type="call.answered")
+
+    page = staff_client.get(f"/admin/realtime/callevent/{event.pk}/change/").content.decode()
+
+    assert (
+        '<pre class="json">{\n  <span class="jk">&quot;upstream_id&quot;</span>: <span class="js">&quot;rtc_event_page&quot;</span>\n}</pre>'
+        in page
+    )
+    assert f'href="/admin/realtime/call/{call.pk}/change/"' in page
