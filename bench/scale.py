@@ -10,8 +10,8 @@ For each database (empty, then the history): a broker server (daphne, no monitor
 are timed apart) in front of an engine server (the `localrealtime` stand-in for OpenAI, apart, as
 OpenAI is another host); then
 - the median time of GET /stats, the call list (first page, by status, a deep page through the
-  cursor), a call's detail, events and transcript; the admin call list, a filtered list, and id
-  searches (full and prefix);
+  cursor), a call's detail, events and transcript; the admin call list, a filtered list, id
+  searches (full, prefix, the demo page's short id), a caller number search, and a call's page;
 - the broker's CPU (utime + stime from /proc) per create + DELETE cycle, with a subscriber on the
   list feed, and per create alone; the median create latency beside a direct `openai` SDK call to
   the same engine (the overhead the broker adds);
@@ -87,7 +87,7 @@ from realtime.models import Call
 User.objects.filter(username="bench").delete()
 User.objects.create_superuser("bench", password="bench-only")
 ended = Call.objects.filter(status="ended", has_transcript=True).order_by("-created_at", "-id").first()
-print(json.dumps({"call_id": ended.call_id if ended else "", "upstream_id": ended.upstream_id if ended else ""}))
+print(json.dumps({"call_id": ended.call_id if ended else "", "upstream_id": ended.upstream_id if ended else "", "pk": ended.pk if ended else 0}))
 """
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**django_env(database), "PYTHONPATH": str(ROOT)}, check=True,
@@ -141,9 +141,17 @@ def reads(url: str, picked: dict[str, Any], repeat: int) -> dict[str, float]:
             pages["admin search, full call id"] = {"q": picked["call_id"]}
             pages["admin search, call id prefix"] = {"q": picked["call_id"][:9]}
             pages["admin search, upstream id"] = {"q": picked["upstream_id"]}
+            # The short id as the demo page shows it, ellipsis included; a caller number's beginning.
+            pages["admin search, short id from the demo page"] = {"q": picked["call_id"][:11] + "…"}
+            pages["admin search, caller number"] = {"q": "+3361"}
         for label, params in pages.items():
             figures[label] = median_ms(
                 lambda q=params: admin.get("/admin/realtime/call/", params=q).raise_for_status(), max(repeat // 3, 3)
+            )
+        if picked["call_id"]:
+            # The call page: header, conversation, quality, its first events, sessions.
+            figures["admin call page"] = median_ms(
+                lambda: admin.get(f"/admin/realtime/call/{picked['pk']}/change/").raise_for_status(), max(repeat // 3, 3)
             )
     return figures
 

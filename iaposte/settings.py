@@ -176,6 +176,8 @@ except (ValueError, zoneinfo.ZoneInfoNotFoundError):
     raise ImproperlyConfigured(f"TIME_ZONE must be a time zone name such as Europe/Paris or UTC, not {TIME_ZONE!r}.") from None
 USE_I18N = True
 USE_TZ = True
+# --- Admin console: dates and times to the second (support staff match them against logs) ---
+FORMAT_MODULE_PATH = ["iaposte.formats"]
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

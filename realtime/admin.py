@@ -6,6 +6,8 @@ Ending calls loops over `services.call_hangup` (never a bulk UPDATE), so each en
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
@@ -14,22 +16,25 @@ from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import Combinable
 from django.forms import ModelForm
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.functional import cached_property
-from django.utils.html import format_html, format_html_join
+from django.utils.html import escape, format_html
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from rest_framework.exceptions import ValidationError
 
-from . import counters, exports, quality, selectors, services
+from . import counters, exports, selectors, services
 from .api import catalogue_view
 from .exceptions import CallStateConflict, RealtimeError
 from .models import AccessAudit, ApiKey, Call, CallEvent, SipRoute
@@ -37,6 +42,55 @@ from .serializers import ROUTE_FIELDS, TransferInputSerializer, validate_route_s
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
+
+
+# The product's name on every admin page (title, header), instead of "Django administration".
+admin.site.site_header = admin.site.site_title = "IAPosteManager"
+admin.site.index_title = _("Calls, keys and phone routes")
+# The breadcrumbs and the start page lead everywhere; the sidebar's 300 px go to the call list's
+# columns, so they fit at 1366 px beside the filters.
+admin.site.enable_nav_sidebar = False
+
+
+def minutes_seconds(seconds: float | None) -> str:
+    """A duration as support staff read it: `m:ss` (`h:mm:ss` past an hour), never `3,059057`."""
+    if seconds is None:
+        return "—"
+    whole = max(round(seconds), 0)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def short_call_id(call_id: str) -> str:
+    """The id as the demo page shows it (`call_` and 6 characters): enough to find the call again."""
+    return call_id[:11] + "…" if len(call_id) > 11 else call_id
+
+
+def status_badge(call: Call) -> SafeString:
+    return format_html('<span class="badge badge-{}">{}</span>', call.status, call.get_status_display())
+
+
+JSON_TOKEN = re.compile(r'("(?:\\.|[^"\\])*")(\s*:)?|\b(true|false|null)\b|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)')
+
+
+def highlighted_json(value: Any) -> SafeString:
+    """`value` as indented JSON, keys, strings, numbers and literals in spans (static/realtime/admin.css)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+    out: list[str] = []
+    position = 0
+    for match in JSON_TOKEN.finditer(text):
+        out.append(escape(text[position : match.start()]))
+        string, colon, literal, number = match.groups()
+        if string is not None:
+            out.append(f'<span class="{"jk" if colon else "js"}">{escape(string)}</span>{colon or ""}')
+        elif literal is not None:
+            out.append(f'<span class="jl">{literal}</span>')
+        else:
+            out.append(f'<span class="jn">{number}</span>')
+        position = match.end()
+    out.append(escape(text[position:]))
+    # Every piece of the text went through escape(); the spans are ours.
+    return mark_safe("".join(out))
 
 
 class ReadOnly:
@@ -51,21 +105,6 @@ class ReadOnly:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-
-class CallEventInline(ReadOnly, admin.TabularInline):
-    model = CallEvent
-    fields = ("created_at", "event_type", "actor", "data")
-    readonly_fields = fields
-    ordering = ("id",)
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[CallEvent]:
-        # A monitored call can have thousands of sideband events: the page lists the call's own
-        # audit trail, and links to the sideband events (see CallAdmin.sideband_events).
-        return super().get_queryset(request).filter(upstream_event_id="")
 
 
 class UpstreamHangupFilter(admin.SimpleListFilter):
@@ -126,23 +165,51 @@ class BoundedPaginator(Paginator):
         return rows.order_by()[: self.COUNT_CAP + 1].count()
 
 
+# What a phone number looks like when typed: digits, maybe a leading +, spaces or dots between.
+# (Digits alone are a number, not the hex part of a call id: the demo page shows ids with `call_`.)
+PHONE_NUMBER = re.compile(r"\+?[0-9][0-9 .()-]*")
+HEX = re.compile(r"[0-9a-f]+")
+
+
+def search_target(search_term: str) -> tuple[str, str] | None:
+    """Which indexed column a search term names, and the prefix to look for in it.
+
+    A call id in full or its beginning, as copied from the demo page (`call_1a2b3c…`, ellipsis
+    included, or only its hex part); an upstream id (`rtc_…`); a caller number (digits, maybe `+`);
+    otherwise words said in the call ("words": the API's `q`, through the transcript word index).
+    """
+    term = search_term.strip().rstrip("….").strip()
+    if not term:
+        return None
+    if term.startswith("rtc"):
+        return "upstream_id", term
+    if term.startswith("call_"):
+        return "call_id", term
+    if PHONE_NUMBER.fullmatch(term):
+        return "sip_caller", re.sub(r"[ .()-]", "", term)
+    if HEX.fullmatch(term.lower()):
+        return "call_id", "call_" + term.lower()
+    if term.startswith(("sip:", "tel:")):
+        number = term.split(":", 1)[1].split("@", 1)[0]
+        return ("sip_caller", number) if number else None
+    if term.startswith("call"):
+        return "call_id", term
+    return "words", term
+
+
 class IdSearch:
-    """Admin search by id: a full call id or upstream id, or the start of one (what was copied from
-    a log or a ticket), through their indexes. Results come in id order, so a short prefix still
-    reads one page of the index, not every match."""
-
-    search_field = ""
-
-    def id_field(self, term: str) -> str:
-        return "upstream_id" if term.startswith("rtc") else "call_id"
+    """Admin search by call id, upstream id or caller number, in full or their beginning, through
+    their indexes. Results come in that column's order, so a short prefix still reads one page of
+    the index, not every match."""
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> tuple[QuerySet[Any], bool]:
-        term = search_term.strip()
-        if not term:
+        target = search_target(search_term)
+        if target is None:
             return queryset, False
-        if not self.search_field:  # calls: the API's `q` (ids, a caller number, words said)
-            return selectors.call_search(queryset, term), False
-        return queryset.filter(selectors.prefix(self.search_field + self.id_field(term), term)), False
+        field, start = target
+        if field == "words":
+            return selectors.call_search(queryset, start), False
+        return queryset.filter(selectors.prefix(field, start)), False
 
 
 class TransferActionForm(ActionForm):
@@ -151,7 +218,10 @@ class TransferActionForm(ActionForm):
 
 @admin.register(Call)
 class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
-    list_display = ("call_id", "status", "model", "voice", "source", "created_at", "duration", "end_reason", "cost")
+    # Fits 1366 px with the filters beside it: a short id (copy button), a badge, m:ss durations.
+    list_display = ("short_id", "status_badge", "source", "caller", "model", "created", "duration", "end_reason", "cost")
+    list_select_related = ("api_key",)
+    empty_value_display = "—"
     # Dates as ranges on the created_at index (today, past 7 days, this month, this year): the
     # admin's date drill-down listed every year, month and day present, reading every call.
     list_filter = (
@@ -167,13 +237,15 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
     search_help_text = _("A call id (call_…) or upstream id (rtc_…), whole or its beginning; a caller number; or words said in the call.")
     ordering = ("-created_at", "-id")
     # Only the orders an index serves: sorting a million rows by duration would read them all.
-    sortable_by = ("call_id", "created_at", "cost")
+    sortable_by = ("short_id", "created", "cost")
+    change_form_template = "admin/realtime/call/change_form.html"
+    # The call page's timeline: the first events of a call (a monitored call has thousands).
+    TIMELINE_LIMIT = 300
     list_per_page = 50
     show_full_result_count = False
     paginator = BoundedPaginator
     actions = ["end_calls", "transfer_calls", "export_calls", "erase_call_data"]
     action_form = TransferActionForm
-    inlines = [CallEventInline]
     fieldsets = (
         (None, {"fields": ("call_id", "upstream_id", "status", "end_reason", "error_message", "source")}),
         (
@@ -184,7 +256,7 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
                     "answered_at",
                     "last_activity_at",
                     "ended_at",
-                    "duration_seconds",
+                    "duration",
                     "max_duration_seconds",
                     "upstream_closed_at",
                     "hangup_attempts",
@@ -194,21 +266,20 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
         ),
         (
             _("Session requested"),
-            {"fields": ("model", "voice", "modalities", "instructions", "temperature", "max_output_tokens", "session_requested")},
+            {"fields": ("model", "voice", "modalities", "instructions", "temperature", "max_output_tokens")},
         ),
-        (_("Sent upstream"), {"fields": ("upstream_model", "session_upstream")}),
+        (_("Sent upstream"), {"fields": ("upstream_model",)}),
         (_("Phone call (SIP)"), {"fields": ("sip_caller", "sip_called", "sip_route", "sip_status", "transferred_to", "sip_headers")}),
-        (_("Transcript"), {"fields": ("transcript", "sideband_events")}),
+        (_("Events"), {"fields": ("sideband_events",)}),
         (_("Usage and cost"), {"fields": ("cost_usd", "input_tokens", "output_tokens", "usage")}),
-        (_("Call quality"), {"fields": ("quality_metrics",)}),
         (_("Monitoring"), {"classes": ("collapse",), "fields": ("monitor_owner", "monitor_lease_until")}),
         (_("SDP"), {"classes": ("collapse",), "fields": ("sdp_offer", "sdp_answer")}),
     )
 
     def get_ordering(self, request: HttpRequest) -> list[str | Combinable] | tuple[str | Combinable, ...] | tuple[()]:
-        term = request.GET.get("q", "").strip()
+        target = search_target(request.GET.get("q", ""))
         # Search results in the order of the index that finds them (see IdSearch).
-        return [self.id_field(term)] if term else super().get_ordering(request)
+        return [target[0]] if target and target[0] != "words" else super().get_ordering(request)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
         queryset = super().get_queryset(request)
@@ -219,35 +290,33 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Call | None = None) -> list[str]:
         # An audit record: nothing on it is edited by hand, state changes go through the action.
-        return [*(f.name for f in Call._meta.fields), "transcript", "sideband_events", "quality_metrics"]
-
-    @admin.display(description=_("quality metrics"))
-    def quality_metrics(self, call: Call) -> str:
-        return quality.metrics_table(call.metrics)
+        return [*(f.name for f in Call._meta.fields), "duration", "sideband_events"]
 
     @admin.display(description=_("cost"), ordering="cost_usd")
     def cost(self, call: Call) -> str:
         return "—" if call.cost_usd is None else f"${call.cost_usd:.4f}"
 
-    @admin.display(description=_("transcript"))
-    def transcript(self, call: Call) -> str:
-        entries = selectors.call_transcript(call=call)
-        if not entries:
-            return gettext("No transcript.")
-        roles = {"user": _("Caller"), "assistant": _("Assistant")}
-        rows = format_html_join(
-            "",
-            '<tr><td style="white-space:nowrap">{}</td><th style="white-space:nowrap">{}</th><td>{}</td></tr>',
-            (
-                (
-                    date_format(timezone.localtime(datetime.fromtimestamp(e["timestamp"], tz=UTC)), "TIME_FORMAT"),
-                    roles[e["role"]],
-                    e["text"],
-                )
-                for e in entries
-            ),
+    @admin.display(description=_("call id"), ordering="call_id")
+    def short_id(self, call: Call) -> str:
+        # The full id rides along for the copy button (static/realtime/admin-console.js).
+        return format_html(
+            '<span class="call-id" data-copy="{}" title="{}">{}</span>', call.call_id, call.call_id, short_call_id(call.call_id)
         )
-        return format_html("<table>{}</table>", rows)
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, call: Call) -> str:
+        return status_badge(call)
+
+    @admin.display(description=_("caller"))
+    def caller(self, call: Call) -> str:
+        """Who called: the number of a phone call, the API key of a WebRTC call."""
+        if call.source == Call.Source.SIP:
+            return call.sip_caller or "—"
+        return call.api_key.name if call.api_key else gettext("no key (staff or local)")
+
+    @admin.display(description=_("created at"), ordering="created_at")
+    def created(self, call: Call) -> str:
+        return date_format(timezone.localtime(call.created_at), "SHORT_DATETIME_FORMAT")
 
     @admin.display(description=_("sideband events"))
     def sideband_events(self, call: Call) -> str:
@@ -255,9 +324,138 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
         url = reverse("admin:realtime_callevent_changelist") + "?" + urlencode({"q": call.call_id})
         return format_html('<a href="{}">{}</a>', url, ngettext("%(n)d event", "%(n)d events", count) % {"n": count})
 
-    @admin.display(description=_("duration"), ordering="duration_seconds")
+    @admin.display(description=_("duration"))
     def duration(self, call: Call) -> str:
-        return "—" if call.duration_seconds is None else f"{call.duration_seconds:.0f} s"
+        if call.duration_seconds is None and call.status in Call.ENDABLE:
+            # Still going: how long so far.
+            return format_html('<span class="muted">{}</span>', minutes_seconds((timezone.now() - call.created_at).total_seconds()))
+        return minutes_seconds(call.duration_seconds)
+
+    # --- the call page ---------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/end/", view(self.end_view), name="realtime_call_end"),
+            path("<path:object_id>/transfer/", view(self.transfer_view), name="realtime_call_transfer"),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        call = self.get_object(request, object_id)
+        context = {**(extra_context or {}), **(self.console_context(request, call) if call else {})}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def can_transfer(self, request: HttpRequest, call: Call) -> bool:
+        return call.source == Call.Source.SIP and call.status == Call.Status.ACTIVE and request.user.has_perm("realtime.transfer_call")
+
+    def console_context(self, request: HttpRequest, call: Call) -> dict[str, Any]:
+        """What the call page shows above the record: header, conversation, metrics, timeline, sessions."""
+        events = list(call.events.order_by("id")[: self.TIMELINE_LIMIT + 1])
+        more = len(events) > self.TIMELINE_LIMIT
+        lifecycle = {"call.created", "call.incoming", "call.answered", "call.ended", "call.failed", "call.transferred"}
+        timeline = [
+            {
+                "type": event.event_type,
+                "actor": event.get_actor_display(),
+                "at": timezone.localtime(event.created_at),
+                # To the millisecond: events of one turn are a few milliseconds apart.
+                "at_ms": _to_millisecond(timezone.localtime(event.created_at)),
+                "lifecycle": event.event_type in lifecycle,
+                "summary": _summary(event.data),
+                "data": highlighted_json(event.data) if event.data else "",
+            }
+            for event in events[: self.TIMELINE_LIMIT]
+        ]
+        roles = {"user": _("Caller"), "assistant": _("Assistant")}
+        conversation = [
+            {"role": e["role"], "who": roles[e["role"]], "at": datetime.fromtimestamp(e["timestamp"], tz=UTC), "text": e["text"]}
+            for e in selectors.call_transcript(call=call)
+        ]
+        transcribing = bool(((call.session_upstream.get("audio") or {}).get("input") or {}).get("transcription"))
+        return {
+            "call": call,
+            "status_badge": status_badge(call),
+            "short_id": short_call_id(call.call_id),
+            "who": self.caller(call),
+            "duration_shown": self.duration(call),
+            "cost_shown": self.cost(call),
+            "live": call.status in Call.ENDABLE,
+            "conversation": conversation,
+            "transcribing": transcribing,
+            "metrics_rows": _metrics_rows(call.metrics),
+            "timeline": timeline,
+            "timeline_more": more,
+            "all_events_url": reverse("admin:realtime_callevent_changelist") + "?" + urlencode({"q": call.call_id}),
+            "session_requested": highlighted_json(call.session_requested),
+            "session_upstream": highlighted_json(call.session_upstream),
+            "can_end": call.status in Call.ENDABLE and self.has_end_call_permission(request),
+            "can_transfer": self.can_transfer(request, call),
+        }
+
+    def _confirm(self, request: HttpRequest, object_id: str, *, action: str, permitted: bool) -> tuple[Call, dict[str, Any]]:
+        call = get_object_or_404(Call, pk=object_id)
+        if not permitted:
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "call": call,
+            "action": action,
+            "short_id": short_call_id(call.call_id),
+            "status_badge": status_badge(call),
+            "change_url": reverse("admin:realtime_call_change", args=[call.pk]),
+        }
+        return call, context
+
+    def end_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """End one call from its page, after a confirmation: `services.call_hangup`, as the action does."""
+        call, context = self._confirm(request, object_id, action="end", permitted=self.has_end_call_permission(request))
+        if request.method == "POST":
+            try:
+                async_to_sync(services.call_hangup)(
+                    call=call,
+                    reason=Call.EndReason.ADMIN_HANGUP,
+                    actor=CallEvent.Actor.ADMIN,
+                    data={"staff_user": request.user.get_username()},
+                )
+            except CallStateConflict as exc:
+                self.message_user(request, exc.message, messages.WARNING)
+            else:
+                self.message_user(request, gettext("Call ended."), messages.SUCCESS)
+            return HttpResponseRedirect(context["change_url"])
+        context["title"] = gettext("End this call?")
+        return TemplateResponse(request, "admin/realtime/call/confirm.html", context)
+
+    def transfer_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Transfer one phone call from its page, after confirming the target: `services.call_transfer`."""
+        call, context = self._confirm(request, object_id, action="transfer", permitted=request.user.has_perm("realtime.transfer_call"))
+        context["title"] = gettext("Transfer this call?")
+        context["target_uri"] = request.POST.get("target_uri", "").strip()
+        if request.method == "POST":
+            target = TransferInputSerializer(data={"target_uri": context["target_uri"]})
+            try:
+                target.is_valid(raise_exception=True)
+            except (RealtimeError, ValidationError):
+                context["error"] = gettext("Give a sip: or tel: URI to transfer to.")
+                return TemplateResponse(request, "admin/realtime/call/confirm.html", context, status=400)
+            try:
+                async_to_sync(services.call_transfer)(
+                    call=call,
+                    target_uri=target.validated_data["target_uri"],
+                    actor=CallEvent.Actor.ADMIN,
+                    data={"staff_user": request.user.get_username()},
+                )
+            except RealtimeError as exc:
+                self.message_user(request, exc.message, messages.WARNING)
+            else:
+                self.message_user(
+                    request, gettext("Call transferred to %(target)s.") % {"target": target.validated_data["target_uri"]}, messages.SUCCESS
+                )
+            return HttpResponseRedirect(context["change_url"])
+        return TemplateResponse(request, "admin/realtime/call/confirm.html", context)
 
     def has_erase_call_data_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("realtime.erase_call_data")
@@ -286,7 +484,7 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
     def end_calls(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
         ended = skipped = 0
         actor_data = {"staff_user": request.user.get_username()}
-        for call in queryset.only("pk", "call_id", "status", "created_at", "upstream_id"):
+        for call in queryset.select_related(None).only("pk", "call_id", "status", "created_at", "upstream_id"):
             try:
                 async_to_sync(services.call_hangup)(
                     call=call, reason=Call.EndReason.ADMIN_HANGUP, actor=CallEvent.Actor.ADMIN, data=actor_data
@@ -305,7 +503,10 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
         # The API's export (streamed in keyset pages): "select all" over a million calls holds one page.
         return exports.response(queryset)
 
-    @admin.action(description=_("Transfer selected phone calls"), permissions=["end_call"])
+    def has_transfer_call_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("realtime.transfer_call")
+
+    @admin.action(description=_("Transfer selected phone calls"), permissions=["transfer_call"])
     def transfer_calls(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
         target = TransferInputSerializer(data={"target_uri": request.POST.get("target_uri", "")})
         try:
@@ -330,6 +531,43 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
             )
         for line in refused:
             self.message_user(request, line, messages.WARNING)
+
+
+def _to_millisecond(at: datetime) -> str:
+    return f"{at:%H:%M:%S}.{at.microsecond // 1000:03d}"
+
+
+def _summary(data: dict[str, Any]) -> str:
+    """One line of an event's data for its folded view: its first few fields."""
+    parts = []
+    for key, value in list(data.items())[:4]:
+        shown = value if isinstance(value, str | int | float | bool) or value is None else "…"
+        parts.append(f"{key}: {shown}"[:60])
+    return " · ".join(parts)
+
+
+def _metrics_rows(metrics: dict[str, Any]) -> list[tuple[StrOrPromise, str]]:
+    """`Call.metrics` as label/value rows; empty until the monitor has measured a turn."""
+    if not metrics:
+        return []
+    latency = metrics.get("latency_ms") or {}
+    talk = metrics.get("talk_seconds") or {}
+
+    def ms(value: Any) -> str:
+        return "—" if value is None else f"{value:.0f} ms"
+
+    def seconds(value: Any) -> str:
+        return "—" if value is None else minutes_seconds(value)
+
+    return [
+        (_("Turns"), str(metrics.get("turns", "—"))),
+        (_("Answer latency, median"), ms(latency.get("p50"))),
+        (_("Answer latency, p95"), ms(latency.get("p95"))),
+        (_("Slowest answer"), ms(latency.get("max"))),
+        (_("Interruptions"), str(metrics.get("interruptions", "—"))),
+        (_("Caller talk time"), seconds(talk.get("caller"))),
+        (_("Assistant talk time"), seconds(talk.get("assistant"))),
+    ]
 
 
 class SipRouteForm(forms.ModelForm):
@@ -391,7 +629,7 @@ class EventTypeFilter(admin.SimpleListFilter):
 class CallEventAdmin(ReadOnly, admin.ModelAdmin):
     """Events are read-only everywhere: no add, change or delete."""
 
-    list_display = ("created_at", "event_type", "call", "actor")
+    list_display = ("created_at", "event_type", "call_link", "actor")
     list_filter = (EventTypeFilter, "actor")
     search_fields = ("call__call_id",)
     search_help_text = _("A call id: that call's events.")
@@ -405,8 +643,21 @@ class CallEventAdmin(ReadOnly, admin.ModelAdmin):
         term = search_term.strip()
         return (queryset.filter(call__call_id=term), False) if term else (queryset, False)
 
+    # One event's page: its data as folded-out, highlighted JSON, like the call page's timeline.
+    fields = ("call_link", "event_type", "actor", "created_at", "upstream_event_id", "data_shown")
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in CallEvent._meta.fields]
+        return [*(f.name for f in CallEvent._meta.fields), "call_link", "data_shown"]
+
+    @admin.display(description=_("data"))
+    def data_shown(self, event: CallEvent) -> str:
+        return format_html('<pre class="json">{}</pre>', highlighted_json(event.data))
+
+    @admin.display(description=_("call"))
+    def call_link(self, event: CallEvent) -> str:
+        # A column of our own: the foreign key's header was the untranslated field name ("CALL").
+        url = reverse("admin:realtime_call_change", args=[event.call_id])
+        return format_html('<a href="{}" class="call-id" title="{}">{}</a>', url, event.call.call_id, short_call_id(event.call.call_id))
 
 
 @admin.register(ApiKey)
@@ -473,6 +724,7 @@ class AccessAuditAdmin(admin.ModelAdmin):
     list_filter = ("action",)
     search_fields = ("actor", "username", "=address", "=api_key__prefix", "=call_ref")
     list_select_related = ("api_key",)
+    empty_value_display = "—"
     ordering = ("-at", "-id")
     date_hierarchy = "at"
 

@@ -245,7 +245,11 @@ class Call(models.Model):
             # the retention purge deleting whole calls ended before the cutoff, oldest first.
             models.Index(fields=["ended_at"], condition=models.Q(ended_at__isnull=False), name="call_ended_idx"),
         ]
-        permissions = [("end_call", _("Can end calls")), ("erase_call_data", _("Can erase a call's personal data"))]
+        permissions = [
+            ("end_call", _("Can end calls")),
+            ("transfer_call", _("Can transfer phone calls")),
+            ("erase_call_data", _("Can erase a call's personal data")),
+        ]
 
     def __str__(self) -> str:
         return self.call_id

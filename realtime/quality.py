@@ -36,10 +36,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
-from django.utils.translation import gettext as _
-
 FIRST_AUDIO_DELTAS = frozenset({"response.output_audio.delta", "response.output_audio_transcript.delta"})
 # Every event the meter reads; the monitor measures only when one of these arrives.
 MEASURED = frozenset(
@@ -195,30 +191,3 @@ class TurnMeter:
             return None
         self.changed = False
         return self.metrics()
-
-
-def metrics_table(metrics: dict[str, Any] | None) -> SafeString:
-    """The metrics as a small read-only HTML table (admin, call page); "-" before any measurement."""
-    if not metrics:
-        return format_html("{}", "-")
-    latency = metrics.get("latency_ms") or {}
-    talk = metrics.get("talk_seconds") or {}
-
-    def ms(value: Any) -> str:
-        return "-" if value is None else f"{value} ms"
-
-    def seconds(value: Any) -> str:
-        return "-" if value is None else f"{value:.1f} s"
-
-    rows = [
-        (_("Turns"), str(metrics.get("turns", 0))),
-        (_("Turn latency p50"), ms(latency.get("p50"))),
-        (_("Turn latency p95"), ms(latency.get("p95"))),
-        (_("Slowest turn"), ms(latency.get("max"))),
-        (_("Interruptions"), str(metrics.get("interruptions", 0))),
-        (_("Caller talk time"), seconds(talk.get("caller"))),
-        (_("Assistant talk time"), seconds(talk.get("assistant"))),
-        (_("Silence"), seconds(metrics.get("silence_seconds"))),
-    ]
-    body = format_html_join("", "<tr><th scope='row'>{}</th><td>{}</td></tr>", rows)
-    return format_html("<table class='call-metrics'><caption>{}</caption>{}</table>", _("Call quality"), body)

@@ -49,12 +49,12 @@ def test_it_shows_the_transcript_on_the_call_page(admin_client):
 
     services.call_end(call=call, reason=Call.EndReason.REMOTE_HANGUP, actor=CallEvent.Actor.UPSTREAM)
     page = admin_client.get(f"/admin/realtime/call/{call.pk}/change/").content.decode()
-    # It should list the call's own audit trail inline, and link to its sideband events.
-    assert "call.ended" in page and "conversation.item.done" not in page
+    # It should show the timeline (audit trail and sideband events), and link to the sideband events.
+    assert 'data-event-type="call.ended"' in page and 'data-event-type="conversation.item.done"' in page
     assert f'<a href="/admin/realtime/callevent/?q={call.call_id}">3 events</a>' in page
-    assert '<th style="white-space:nowrap">Caller</th><td>Allo ?</td>' in page
+    assert '<span class="who">Caller</span>\n          <span class="text">Allo ?</span>' in page
     # It should escape what the model said.
-    assert '<th style="white-space:nowrap">Assistant</th><td>Bonjour &lt;b&gt;!</td>' in page
+    assert '<span class="who">Assistant</span>\n          <span class="text">Bonjour &lt;b&gt;!</span>' in page
 
 
 @pytest.mark.django_db

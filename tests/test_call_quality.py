@@ -12,7 +12,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import transaction
-from django.utils import timezone, translation
+from django.utils import timezone
 
 from iaposte.asgi import application
 from realtime import publish, quality, services, sessions
@@ -257,19 +257,6 @@ async def test_it_pushes_metrics_to_the_call_feed_and_the_list_feed(call):
         assert await feed.receive_json_from(timeout=5) == {"type": "call.metrics", "metrics": METRICS, "call_id": call.call_id}
         await feed.disconnect()
     assert await sync_to_async(CallEvent.objects.filter(call=call, event_type__startswith="call.metrics").count)() == 0
-
-
-def test_it_renders_the_metrics_table_for_the_admin():
-    with translation.override("en"):
-        html = quality.metrics_table(METRICS)
-
-    assert "<caption>Call quality</caption>" in html
-    assert "<tr><th scope='row'>Turn latency p95</th><td>875 ms</td></tr>" in html
-    assert "<tr><th scope='row'>Caller talk time</th><td>3.0 s</td></tr>" in html
-    assert "<tr><th scope='row'>Interruptions</th><td>1</td></tr>" in html
-    assert quality.metrics_table({}) == "-"
-    with translation.override("fr"):
-        assert "<caption>Qualité de l&#x27;appel</caption>" in quality.metrics_table(METRICS)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -159,6 +159,9 @@ def staff_client(db: None, monkeypatch: pytest.MonkeyPatch) -> Client:
         {"q": "FULL_CALL_ID"},
         {"q": "call_"},
         {"q": "rtc_1"},
+        {"q": "call_1a2b3c…"},  # the short id the demo page shows
+        {"q": "1a2b3c"},
+        {"q": "+33 6 12"},  # a caller number's beginning
     ],
     ids=lambda q: "&".join(f"{k}={v}" for k, v in q.items()) or "all",
 )
