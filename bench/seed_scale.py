@@ -20,6 +20,7 @@ through the API would take hours. Appends to what is there; prints what it wrote
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -42,7 +43,7 @@ import django
 django.setup()
 
 from django.conf import settings  # noqa: E402
-from django.db import connection, transaction  # noqa: E402
+from django.db import OperationalError, connection, transaction  # noqa: E402
 
 from realtime import counters, pricing, services  # noqa: E402
 from realtime.models import ApiKey, Call, CallEvent  # noqa: E402
@@ -350,7 +351,12 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
             # For the load only: a crash mid-seed loses the seed, nothing else is in these transactions.
             cursor.execute("PRAGMA synchronous=OFF")
             # No write-ahead log during the load (every page would be written twice); back after.
-            cursor.execute("PRAGMA journal_mode=MEMORY")
+            # SQLite leaves WAL only when no other connection has the database open (a running
+            # server, a test's other threads): then the load keeps the log, only slower.
+            cursor.execute("PRAGMA journal_mode")
+            journal = cursor.fetchone()[0]
+            with contextlib.suppress(OperationalError):
+                cursor.execute("PRAGMA journal_mode=MEMORY")
             cursor.execute("PRAGMA cache_size=-1000000")
             cursor.execute("PRAGMA temp_store=MEMORY")
     clock = Clock(postgresql=not sqlite)
@@ -583,8 +589,8 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
                     table = model._meta.db_table
                     cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
     if sqlite:
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA journal_mode=WAL")
+        with connection.cursor() as cursor, contextlib.suppress(OperationalError):
+            cursor.execute(f"PRAGMA journal_mode={journal}")
     else:
         with connection.cursor() as cursor:
             # What autovacuum would do after such a load; the planner needs it.

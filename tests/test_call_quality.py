@@ -266,7 +266,9 @@ def test_it_shows_the_metrics_on_the_admin_call_page(call, admin_client):
     page = admin_client.get(f"/admin/realtime/call/{call.pk}/change/", HTTP_ACCEPT_LANGUAGE="en")
 
     assert page.status_code == 200
-    assert "<tr><th scope='row'>Slowest turn</th><td>900 ms</td></tr>" in page.content.decode()
+    html = page.content.decode()
+    assert '<tr><th scope="row">Slowest answer</th><td>900 ms</td></tr>' in html
+    assert '<tr><th scope="row">Interruptions</th><td>1</td></tr>' in html
 
 
 @pytest.mark.django_db(transaction=True)

@@ -18,6 +18,9 @@ from .conftest import ROOT, _free_port, start_server, stop_server
 
 # What a newcomer's shell does not have: the test settings' own variables.
 NOT_SET = ("DEBUG", "DJANGO_SETTINGS_MODULE", "SECRET_KEY", "TEST_DATABASE_NAME", "DATABASE_URL", "REALTIME_LOCAL_MODE", "ALLOWED_HOSTS")
+# What `make test` passes to the commands it runs: a newcomer's shell has none of it (with
+# MAKELEVEL set, make prints "Entering/Leaving directory" around its output).
+NOT_SET += ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "PORT")
 
 
 def _first_steps() -> list[list[str]]:

@@ -102,7 +102,9 @@ async def test_it_records_a_spoken_conversation_then_the_caller_hanging_up(engin
         await wait_until(lambda: _count(call, "response.done") == 2 and _count(call, "rate_limits.updated") == 2, within=40)
         # The caller leaves: closing its peer connection is all OpenAI (here, the engine) sees.
         await caller.close()
-        await wait_until(lambda: Call.objects.filter(pk=call.pk, status=Call.Status.ENDED).exists(), within=20)
+        # Ended, then (its own transaction) the upstream side noted closed.
+        ended_and_closed = Call.objects.filter(pk=call.pk, status=Call.Status.ENDED, upstream_closed_at__isnull=False)
+        await wait_until(ended_and_closed.exists, within=20)
     finally:
         await caller.close()
 
