@@ -144,6 +144,7 @@ async def test_it_keeps_the_form_when_switching_language(asgi_server, tmp_path):
         await page.fill("#f-max-tokens", "300")
         await page.locator("#f-temperature").fill("1.1")
         await page.fill("#f-instructions", "Parle lentement.")
+        await page.uncheck("#f-transcribe")
         await page.select_option("#status-filter", "ended")
 
         await page.select_option("#language", "en")
@@ -159,10 +160,13 @@ async def test_it_keeps_the_form_when_switching_language(asgi_server, tmp_path):
         assert await _text(page, "#f-model-served code") == "gpt-realtime-2.1"
         assert '"instructions": "Parle lentement."' in await _text(page, "#code-js")
         assert await _text(page, "#f-temperature-value") == "1.1"
+        assert not await page.locator("#f-transcribe").is_checked()
+        assert "input_audio_transcription" not in await _text(page, "#code-js")
         # Restored once: a plain reload starts from the defaults again.
         await page.reload()
         await page.wait_for_selector('#feed-state[data-state="live"]')
         assert await page.locator("#f-voice").input_value() == "alloy"
+        assert await page.locator("#f-transcribe").is_checked()
         assert errors == []
 
 
