@@ -35,6 +35,9 @@ GA_MODELS = frozenset(_names(_DATA["realtime_models"]))
 TRANSCRIPTION_MODELS = tuple(_names(_DATA["transcription_models"]))
 VOICES = tuple(_DATA["voices"])
 DEFAULT_VOICE: str = _DATA["default_voice"]
+# The transcription model the demo page asks for: current (no shutdown announced) and made for
+# realtime sessions' input audio, billed by the minute.
+DEFAULT_TRANSCRIPTION_MODEL: str = _DATA["default_transcription_model"]
 
 
 @dataclass(frozen=True)

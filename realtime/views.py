@@ -8,7 +8,7 @@ from django.shortcuts import render
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 
-from . import sessions
+from . import catalogue, sessions
 from .auth.pages import page_access_required
 from .auth.principals import Principal
 from .exceptions import InvalidInput, error_body
@@ -48,6 +48,8 @@ def demo(request: HttpRequest, principal: Principal) -> HttpResponse:
         "iceServers": settings.REALTIME_ICE_SERVERS,
         # Staff without realtime.end_call may watch but not end calls.
         "canEnd": principal.can_end,
+        # "Transcribe what I say" asks for the caller's words with this model.
+        "transcriptionModel": catalogue.DEFAULT_TRANSCRIPTION_MODEL,
     }
     context = {
         # Shown as "requested → sent" where they differ; the default is selected, as a session

@@ -9,6 +9,7 @@ import re
 import pytest
 import time_machine
 
+from realtime import catalogue, sessions
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -32,6 +33,7 @@ def test_it_serves_the_page_with_its_configuration(client, settings):
         "feedPath": "/ws/realtime/calls",
         "iceServers": [{"urls": "stun:stun.example.invalid:3478"}],
         "canEnd": True,
+        "transcriptionModel": "gpt-realtime-whisper",
     }
     # It should set the CSRF cookie, so the page's POST/DELETE carry X-CSRFToken.
     assert response.cookies["csrftoken"].value
@@ -120,3 +122,18 @@ def test_it_has_every_string_of_its_template_in_french():
 
     assert len(strings) > 40
     assert [text for text, context in strings if (f"{context}\x04{text}" if context else text) not in catalog] == []
+
+
+def test_it_asks_for_the_callers_words_with_a_current_transcription_model_the_session_accepts(client):
+    html = client.get("/realtime-api.html").content.decode()
+    model = _config(html)["transcriptionModel"]
+
+    # On by default, named next to its box.
+    assert re.search(r'<input type="checkbox" name="transcribe" id="f-transcribe" checked>', html)
+    assert f"({model})" in html
+    # A model OpenAI has announced no shutdown for, from the catalogue...
+    assert model in catalogue.TRANSCRIPTION_MODELS
+    assert model not in catalogue.SHUTDOWNS
+    # ... that the page's (seed-shaped) session gets through validation, sent as GA.
+    config = sessions.parse_session({"modalities": ["audio"], "voice": "alloy", "input_audio_transcription": {"model": model}})
+    assert config.upstream["audio"]["input"]["transcription"] == {"model": model}

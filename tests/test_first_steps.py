@@ -132,3 +132,15 @@ def test_it_names_localhost_for_a_wildcard_address_and_no_engine_when_openai_ser
         "  Demo page     http://[::1]:8000/realtime-api.html",
         "  Local engine  http://[::1]:8001/v1",
     ]
+
+
+def test_it_shows_every_screenshot_it_references_and_references_every_one_taken():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    images = re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", readme)
+
+    referenced = {path for _, path in images}
+    assert [path for path in sorted(referenced) if not (ROOT / path).is_file()] == []
+    # Every image has words for those who cannot see it.
+    assert [path for caption, path in images if not caption.strip()] == []
+    taken = {f"docs/screenshots/{image.name}" for image in (ROOT / "docs" / "screenshots").glob("*.png")}
+    assert taken - referenced == set()

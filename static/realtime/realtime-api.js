@@ -34,9 +34,11 @@
     open: pgettext("demo page", "open"),
     closing: pgettext("demo page", "closing"),
   };
+  // Where a call comes from, as the statistics and the list name it.
+  const SOURCE_LABELS = { webrtc: pgettext("demo page", "WebRTC"), sip: pgettext("demo page", "Phone (SIP)") };
   // The form as it was before a language switch reloads the page (restored once, then dropped).
   const FORM_KEY = "realtime-demo-form";
-  const FORM_FIELDS = ["f-model", "f-voice", "f-modalities", "f-max-tokens", "f-temperature", "f-instructions", "status-filter"];
+  const FORM_FIELDS = ["f-model", "f-voice", "f-modalities", "f-max-tokens", "f-temperature", "f-instructions", "f-transcribe", "status-filter"];
 
   // --- HTTP ------------------------------------------------------------------------------------
 
@@ -189,10 +191,10 @@
     return button;
   }
   const durationOf = (call) => (call.duration_seconds === null || call.duration_seconds === undefined ? "—" : `${call.duration_seconds} s`);
-  const countsOf = (counts) =>
+  const countsOf = (counts, labels) =>
     Object.entries(counts || {})
       .sort((a, b) => b[1] - a[1])
-      .map(([key, n]) => `${key}: ${n}`)
+      .map(([key, n]) => `${(labels && labels[key]) || key}: ${n}`)
       .join(" · ") || "—";
 
   function element(tag, attributes, ...children) {
@@ -215,7 +217,7 @@
     }
     $("s-by-model").textContent = countsOf(stats.calls_by_model);
     $("s-by-voice").textContent = countsOf(stats.calls_by_voice);
-    $("s-by-source").textContent = countsOf(stats.calls_by_source || {});
+    $("s-by-source").textContent = countsOf(stats.calls_by_source || {}, SOURCE_LABELS);
   }
 
   async function loadStats() {
@@ -252,7 +254,7 @@
         // Phone calls: who called which number (untrusted text from SIP headers, shown as text).
         const caller = call.sip
           ? element("td", { className: "sip-caller", title: fmt(gettext("called %s"), [call.sip.called || "?"]) }, `☎ ${call.sip.caller || pgettext("demo page", "unknown")}`)
-          : element("td", { className: "muted" }, call.source === "sip" ? "SIP" : "WebRTC");
+          : element("td", { className: "muted" }, SOURCE_LABELS[call.source] || call.source || SOURCE_LABELS.webrtc);
         const row = element(
           "tr",
           { dataset: { callId: call.call_id, status: call.status, source: call.source || "webrtc" } },
@@ -396,6 +398,35 @@
 
   let current = null;
 
+  // Its words, from its data channel: the caller's once transcribed (when the form asked for it),
+  // the assistant's once each response is done. One line per item, in the order they complete.
+  const TRANSCRIPT_EVENTS = {
+    "conversation.item.input_audio_transcription.completed": ["user", "transcript"],
+    "response.output_audio_transcript.done": ["assistant", "transcript"],
+    "response.output_text.done": ["assistant", "text"],
+  };
+
+  function showTranscript(lines) {
+    $("transcript").replaceChildren(
+      ...lines.map(({ role, text }) =>
+        element(
+          "li",
+          { dataset: { role } },
+          element("span", { className: "who" }, role === "user" ? pgettext("demo page", "You") : pgettext("demo page", "Assistant")),
+          element("span", { className: "text" }, text),
+        ),
+      ),
+    );
+    $("transcript-empty").hidden = lines.length > 0;
+  }
+
+  function addTranscriptLine(call, event) {
+    const [role, key] = TRANSCRIPT_EVENTS[event.type] || [];
+    if (!role || typeof event[key] !== "string" || !event[key].trim()) return;
+    call.transcript.push({ role, text: event[key] });
+    if (current === call) showTranscript(call.transcript);
+  }
+
   function setConnection(state) {
     const pill = $("c-connection");
     pill.dataset.state = state;
@@ -414,6 +445,8 @@
     if (instructions) session.instructions = instructions;
     const maxTokens = $("f-max-tokens").value;
     if (maxTokens) session.max_response_output_tokens = Number(maxTokens);
+    // The caller's words, for the call page and the events below (off: only the assistant's).
+    if ($("f-transcribe").checked) session.input_audio_transcription = { model: config.transcriptionModel };
     return session;
   }
 
@@ -463,7 +496,8 @@
 
     const pc = new RTCPeerConnection({ iceServers: config.iceServers });
     const channel = pc.createDataChannel("oai-events");
-    const call = { id: null, pc, stream, channel, channelEvents: [], poller: null, ending: false };
+    const call = { id: null, pc, stream, channel, channelEvents: [], transcript: [], poller: null, ending: false };
+    showTranscript([]);
     current = call;
     window.realtimeDemo = { pc }; // for people debugging from the console (and the browser tests)
     stream.getTracks().forEach((track) => pc.addTrack(track, stream));
@@ -492,6 +526,7 @@
         data = { type: "?", raw: String(message.data) };
       }
       call.channelEvents.push(data);
+      addTranscriptLine(call, data);
       if (current === call) addChannelEvent(data);
     };
 
@@ -636,7 +671,7 @@ requests.delete(f"${url}/{data['call_id']}")`;
   // --- wiring ----------------------------------------------------------------------------------
 
   function saveForm() {
-    const values = Object.fromEntries(FORM_FIELDS.map((id) => [id, $(id).value]));
+    const values = Object.fromEntries(FORM_FIELDS.map((id) => [id, $(id).type === "checkbox" ? String($(id).checked) : $(id).value]));
     try {
       sessionStorage.setItem(FORM_KEY, JSON.stringify(values));
     } catch (error) {
@@ -658,7 +693,8 @@ requests.delete(f"${url}/{data['call_id']}")`;
       if (typeof values[id] !== "string") continue;
       // A select keeps its value only if it still offers it (the server's lists may have changed).
       if (field.tagName === "SELECT" && ![...field.options].some((option) => option.value === values[id])) continue;
-      field.value = values[id];
+      if (field.type === "checkbox") field.checked = values[id] === "true";
+      else field.value = values[id];
     }
   }
 

@@ -28,8 +28,20 @@ from .test_demo_call import _text, _wait_text, _wait_until
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 LANGUAGES = {
-    "fr": {"locale": "fr-FR", "closed": "fermé", "no_match": "Aucun appel ne correspond à ce filtre.", "copied": "Copié"},
-    "en": {"locale": "en-US", "closed": "closed", "no_match": "No calls match this filter.", "copied": "Copied"},
+    "fr": {
+        "locale": "fr-FR",
+        "closed": "fermé",
+        "no_match": "Aucun appel ne correspond à ce filtre.",
+        "copied": "Copié",
+        "by_source": ["Téléphone (SIP): 1", "WebRTC: 1"],
+    },
+    "en": {
+        "locale": "en-US",
+        "closed": "closed",
+        "no_match": "No calls match this filter.",
+        "copied": "Copied",
+        "by_source": ["Phone (SIP): 1", "WebRTC: 1"],
+    },
 }
 NO_SIDEWAYS_SCROLL = """() => {
   const boxes = [document.scrollingElement, ...document.querySelectorAll("pre, .table-wrap, .events, .card")];
@@ -132,6 +144,7 @@ async def test_it_keeps_the_form_when_switching_language(asgi_server, tmp_path):
         await page.fill("#f-max-tokens", "300")
         await page.locator("#f-temperature").fill("1.1")
         await page.fill("#f-instructions", "Parle lentement.")
+        await page.uncheck("#f-transcribe")
         await page.select_option("#status-filter", "ended")
 
         await page.select_option("#language", "en")
@@ -147,10 +160,13 @@ async def test_it_keeps_the_form_when_switching_language(asgi_server, tmp_path):
         assert await _text(page, "#f-model-served code") == "gpt-realtime-2.1"
         assert '"instructions": "Parle lentement."' in await _text(page, "#code-js")
         assert await _text(page, "#f-temperature-value") == "1.1"
+        assert not await page.locator("#f-transcribe").is_checked()
+        assert "input_audio_transcription" not in await _text(page, "#code-js")
         # Restored once: a plain reload starts from the defaults again.
         await page.reload()
         await page.wait_for_selector('#feed-state[data-state="live"]')
         assert await page.locator("#f-voice").input_value() == "alloy"
+        assert await page.locator("#f-transcribe").is_checked()
         assert errors == []
 
 
@@ -172,6 +188,12 @@ async def test_it_fits_1366_pixels_with_sip_callers_and_local_times_named(asgi_s
         assert await sip_row.get_attribute("data-source") == "sip"
         assert (await sip_row.locator("td.sip-caller").text_content() or "").strip() == "☎ +33612345678"
         assert (await page.locator(f'#calls-body tr[data-call-id="{call_id}"] td').nth(2).text_content() or "").strip() == "WebRTC"
+        # The statistics name the sources in words, not as the API's keys.
+        await _wait_until(
+            page,
+            "(expected) => document.querySelector('#s-by-source').textContent.split(' · ').sort().join('|') === expected.join('|')",
+            LANGUAGES[language]["by_source"],
+        )
 
         # Times are the viewer's local time, and the page says which.
         label = page.locator("#local-time-zone")
