@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -43,7 +44,10 @@ def spoken_sentence(tmp_path: Path) -> Path:
     detection ends, as a person's would."""
     spoken, wav = tmp_path / "spoken.wav", tmp_path / "caller.wav"
     subprocess.run(["espeak-ng", "-v", "fr", "-w", str(spoken), "Bonjour, je voudrais suivre mon colis."], check=True, timeout=30)
-    subprocess.run(["sox", str(spoken), str(wav), "pad", "0", "1.5"], check=True, timeout=30)
+    with wave.open(str(spoken), "rb") as said, wave.open(str(wav), "wb") as out:
+        out.setparams(said.getparams())
+        out.writeframes(said.readframes(said.getnframes()))
+        out.writeframes(b"\0" * int(1.5 * said.getframerate()) * said.getsampwidth() * said.getnchannels())
     return wav
 
 
