@@ -182,6 +182,11 @@ def test_it_serves_the_schema_and_its_pages_from_our_own_files(client):
         assert page.status_code == 200
         assert "/static/drf_spectacular_sidecar/" in html
         assert "cdn" not in html.lower()
+    for page in (swagger, redoc):
+        # The pages style themselves at run time; their scripts are still our own files only.
+        policy = page.headers["Content-Security-Policy"]
+        assert "style-src 'self' 'unsafe-inline';" in policy and "script-src 'self';" in policy
+    assert "googleapis" not in redoc.content.decode()
     assert swagger_script.status_code == 200
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
     assert finders.find("drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js")
