@@ -185,7 +185,8 @@ WEBHOOK_RESPONSES = {
     "2XX": OpenApiResponse(description="Delivered: answer any 2xx quickly (do the work afterwards). The answer's body is not read."),
     "default": OpenApiResponse(
         description="Anything else (another status, a redirect, a timeout, a refused connection) is retried with exponential "
-        "backoff and jitter, or after your `Retry-After`, for 72 hours; then the delivery is marked failed and kept."
+        "backoff and jitter, or after your `Retry-After`, for `REALTIME_WEBHOOK_RETRY_HOURS` (72 by default); then the "
+        "delivery is marked failed and kept."
     ),
 }
 
@@ -240,7 +241,7 @@ DELIVERY_HEADERS: list[dict[str, Any]] = [
         "required": True,
         "schema": {"type": "string"},
         "description": "`v1,<base64 HMAC-SHA256>` of `{webhook-id}.{webhook-timestamp}.{body}` keyed with the endpoint's secret "
-        "(the base64 after `whsec_`); during a secret rotation, two signatures separated by a space. Verify the raw body.",
+        "(the bytes whose base64 follows `whsec_`); during a secret rotation, two signatures separated by a space. Verify the raw body.",
     },
 ]
 
