@@ -476,6 +476,11 @@ REALTIME_WEBHOOK_DISABLE_AFTER_FAILURES = env.int("REALTIME_WEBHOOK_DISABLE_AFTE
 REALTIME_WEBHOOK_DISABLE_AFTER_HOURS = env.float("REALTIME_WEBHOOK_DISABLE_AFTER_HOURS", default=24.0)
 # After a secret rotation, deliveries are signed with both secrets for this long.
 REALTIME_WEBHOOK_SECRET_OVERLAP_HOURS = env.float("REALTIME_WEBHOOK_SECRET_OVERLAP_HOURS", default=24.0)
+# A PEM file of CA certificates trusted for HTTPS receivers besides the public CAs (certifi's
+# bundle, httpx's default): receivers with certificates from an internal CA. Checked at start.
+REALTIME_WEBHOOK_CA_FILE = env.str("REALTIME_WEBHOOK_CA_FILE", default="")
+if REALTIME_WEBHOOK_CA_FILE and not Path(REALTIME_WEBHOOK_CA_FILE).is_file():
+    raise ImproperlyConfigured(f"REALTIME_WEBHOOK_CA_FILE: no such file {REALTIME_WEBHOOK_CA_FILE!r}")
 
 
 # --- retention of personal data (docs/privacy.md) ----------------------------------------------
@@ -525,12 +530,17 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Brokers, records and supervises OpenAI Realtime calls. Errors: "
     '`{"success": false, "error": {"code", "message", "details"}}`.',
     "VERSION": "1.0.0",
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["realtime.openapi.seed_paths", "realtime.openapi.sip_webhook_path"],
+    # OpenAPI 3.1 for its root `webhooks` section: the events we POST to integrators (one import
+    # path to the list of them, so a new event type is described where it is declared).
+    "WEBHOOKS": "realtime.webhooks.openapi.OUTGOING",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "realtime.webhooks.openapi.webhook_headers"],
 }
 
 # --- Browser-facing safety ----------------------------------------------------------------

@@ -8,11 +8,12 @@ from django.urls import include, path
 from django.utils.translation import gettext as _
 from django.views import defaults
 from django.views.i18n import JavaScriptCatalog
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView
 
 from realtime import admin as realtime_admin
 from realtime import dashboard
 from realtime import views as realtime_views
+from realtime.apidocs import RedocView, SwaggerView
 from realtime.exceptions import error_body
 
 # Staff sign in once, on one page in the project's style, for the admin and the demo page alike.
@@ -32,8 +33,8 @@ urlpatterns = [
     path("api/realtime/", include("realtime.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its start-up script as a file: our CSP allows no inline script.
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api/docs/", SwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", RedocView.as_view(url_name="schema"), name="redoc"),
     path("realtime-api.html", realtime_views.demo, name="realtime-demo"),
     # The demo page's translations (served here, never from a CDN) and its language switch.
     path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),

@@ -198,8 +198,10 @@ class CallMetricsSerializer(serializers.Serializer):
 
 class CallSerializer(serializers.ModelSerializer):
     created_at = UnixTimestampField()
-    answered_at = UnixTimestampField()
-    ended_at = UnixTimestampField()
+    answered_at = UnixTimestampField(allow_null=True)
+    ended_at = UnixTimestampField(allow_null=True)
+    # Blank until the call ends; a read-only model field would lose `allow_blank` (and the schema the "").
+    end_reason = serializers.ChoiceField(choices=Call.EndReason.choices, allow_blank=True, read_only=True)
     duration_seconds = serializers.SerializerMethodField()
     error = serializers.CharField(source="error_message")
     cost_usd = serializers.SerializerMethodField()

@@ -16,8 +16,16 @@ import schemathesis
 import yaml
 from django.contrib.staticfiles import finders
 from django.core.management import call_command
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
+from jsonschema import Draft202012Validator
 from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance, status_code_conformance
+
+from realtime import services, upstream
+from realtime.models import Call, CallEvent
+from realtime.webhooks import outbox
+from realtime.webhooks import services as webhook_services
+from realtime.webhooks.models import TEST_EVENT, EventType, WebhookMessage
 
 CHECKED_IN = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "8"))
@@ -88,6 +96,78 @@ def test_it_describes_the_sip_webhook_with_its_signature_headers_and_body():
     assert sorted(post["responses"]) == ["200", "400", "405", "413"]
 
 
+def test_it_describes_every_outgoing_webhook_with_its_signature_headers_and_payload():
+    schema = yaml.safe_load(CHECKED_IN.read_text(encoding="utf-8"))
+    components = schema["components"]["schemas"]
+    call_ref = schema["paths"]["/api/realtime/calls/{call_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    call = components[call_ref["$ref"].rsplit("/", 1)[1]]["properties"]["call"]
+
+    assert schema["openapi"] == "3.1.0"  # the version with a root `webhooks` section
+    assert list(schema["webhooks"]) == [*EventType.values, TEST_EVENT]
+    for event, operations in schema["webhooks"].items():
+        assert list(operations) == ["post"], event
+        post = operations["post"]
+        assert [(p["name"], p["in"], p["required"], p["schema"]["type"]) for p in post["parameters"]] == [
+            ("webhook-id", "header", True, "string"),
+            ("webhook-timestamp", "header", True, "integer"),
+            ("webhook-signature", "header", True, "string"),
+        ], event
+        assert sorted(post["responses"]) == ["2XX", "default"], event
+        body = components[post["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+        assert body["required"] == ["data", "timestamp", "type"], event
+        assert body["properties"]["type"]["enum"] == [event]
+        assert body["properties"]["timestamp"]["type"] == "integer"
+        data = body["properties"]["data"]
+        if event == TEST_EVENT:
+            assert components[data["$ref"].rsplit("/", 1)[1]]["required"] == ["events", "url", "webhook_id"]
+        elif event == EventType.CALL_TRANSCRIPT_COMPLETED:
+            with_transcript = components[data["$ref"].rsplit("/", 1)[1]]
+            assert set(with_transcript["properties"]) == set(components["Call"]["properties"]) | {"transcript"}
+            assert with_transcript["properties"]["transcript"]["items"] == {"$ref": "#/components/schemas/TranscriptEntry"}
+        else:
+            assert data == call == {"$ref": "#/components/schemas/Call"}, event  # the call as GET …/calls/{id} shows it
+
+
+@pytest.mark.django_db
+def test_it_describes_the_payloads_we_really_send(make_call):
+    # OpenAPI 3.1's schema objects are JSON Schema 2020-12: the payloads the outbox wrote must validate.
+    schema = yaml.safe_load(CHECKED_IN.read_text(encoding="utf-8"))
+    endpoint = webhook_services.endpoint_create(url="https://example.com/hooks", events=list(EventType.values), api_key=None)
+    call = make_call()  # created: not answered yet, so `answered_at` and `ended_at` are null
+    services.call_answer(call=call, created=upstream.CreatedCall(upstream_id="rtc_1", sdp_answer="v=0"))
+    item = {"id": "item_1", "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Bonjour"}]}
+    services.call_record_events(
+        call=call,
+        events=[
+            services.UpstreamEvent(event_type="conversation.item.done", event_id="ev_1", data={"item": item}, received_at=timezone.now())
+        ],
+    )
+    services.call_end(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.API)
+    outbox.enqueue_test(endpoint=endpoint, at=timezone.now())
+
+    sent = {message.event_type: message.payload for message in WebhookMessage.objects.all()}
+    assert sorted(sent) == ["call.answered", "call.created", "call.ended", "call.transcript.completed", "webhook.test"]
+    assert sent["call.created"]["data"]["answered_at"] is None
+    for event, payload in sent.items():
+        body = schema["webhooks"][event]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        validator = Draft202012Validator({**body, "components": schema["components"]})
+        assert [error.message for error in validator.iter_errors(payload)] == [], event
+
+
+def test_it_says_null_the_openapi_3_1_way():
+    text = CHECKED_IN.read_text(encoding="utf-8")
+    schema = yaml.safe_load(text)
+
+    assert "nullable" not in text
+    call = schema["components"]["schemas"]["Call"]["properties"]
+    assert [call[name]["type"] for name in ("created_at", "answered_at", "ended_at", "duration_seconds")] == [
+        "integer",
+        ["integer", "null"],
+        ["integer", "null"],
+        ["integer", "null"],
+    ]
+
+
 @pytest.mark.django_db
 def test_it_serves_the_schema_and_its_pages_from_our_own_files(client):
     schema = client.get("/api/schema/")
@@ -102,6 +182,11 @@ def test_it_serves_the_schema_and_its_pages_from_our_own_files(client):
         assert page.status_code == 200
         assert "/static/drf_spectacular_sidecar/" in html
         assert "cdn" not in html.lower()
+    for page in (swagger, redoc):
+        # The pages style themselves at run time; their scripts are still our own files only.
+        policy = page.headers["Content-Security-Policy"]
+        assert "style-src 'self' 'unsafe-inline';" in policy and "script-src 'self';" in policy
+    assert "googleapis" not in redoc.content.decode()
     assert swagger_script.status_code == 200
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
     assert finders.find("drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js")

@@ -1,7 +1,8 @@
-"""A real HTTP receiver on loopback for webhook tests: records each request, answers as told."""
+"""A real HTTP (or HTTPS) receiver on loopback for webhook tests: records each request, answers as told."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ class Answer:
 class Receiver:
     """`answers` are used in order (then 200s); `received` lists what arrived."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.received: list[Received] = []
         self.answers: list[Answer] = []
         # Body bytes the dispatcher accepted (it stops reading after a few KiB).
@@ -67,6 +68,11 @@ class Receiver:
         self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        if tls is not None:
+            # HTTPS under the name its certificate is for (localhost resolves to 127.0.0.1). A failed
+            # handshake fails the accept, which the server ignores: nothing is received.
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.server.server_address[1]}/hooks"
 
     def of_type(self, event_type: str) -> list[Received]:
         import json
@@ -75,8 +81,8 @@ class Receiver:
 
 
 @contextmanager
-def receiving() -> Iterator[Receiver]:
-    receiver = Receiver()
+def receiving(tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    receiver = Receiver(tls)
     thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -24,12 +24,14 @@ import os
 import random
 import secrets
 import socket
+import ssl
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
+import certifi
 import httpx
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -182,10 +184,20 @@ def park(*, message: WebhookMessage, now: datetime) -> None:
 # --- network side (async) ----------------------------------------------------------------------
 
 
+def tls() -> ssl.SSLContext:
+    """httpx's default trust (certifi's public CAs), and REALTIME_WEBHOOK_CA_FILE's CAs besides."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if settings.REALTIME_WEBHOOK_CA_FILE:
+        context.load_verify_locations(cafile=settings.REALTIME_WEBHOOK_CA_FILE)
+    return context
+
+
 def client() -> httpx.AsyncClient:
     # trust_env=False: a proxy from the environment would connect to a host we did not check.
     timeout = settings.REALTIME_WEBHOOK_TIMEOUT_SECONDS
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=httpx.Timeout(timeout), headers={"User-Agent": USER_AGENT})
+    return httpx.AsyncClient(
+        follow_redirects=False, trust_env=False, verify=tls(), timeout=httpx.Timeout(timeout), headers={"User-Agent": USER_AGENT}
+    )
 
 
 def body_of(message: WebhookMessage) -> str:

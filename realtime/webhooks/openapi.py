@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    OpenApiWebhook,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import serializers
 
 from ..openapi import BAD_QUERY, COMMON_ERRORS, PAGING, _envelope, _error
+from ..serializers import CallSerializer, TranscriptEntrySerializer
+from .models import TEST_EVENT, EventType
 from .serializers import (
     DeliverySerializer,
     EndpointInputSerializer,
@@ -103,3 +117,140 @@ webhooks = extend_schema_view(
         },
     ),
 )
+
+
+# --- What we send: the outgoing webhooks -----------------------------------------------------------
+# OpenAPI 3.1's root `webhooks` section (SPECTACULAR_SETTINGS["WEBHOOKS"] imports `OUTGOING`), one
+# entry per event type, described from the receiver's side: the request we POST, the answers we
+# expect. drf-spectacular keeps only a webhook's body and responses; `webhook_headers` adds the
+# Standard Webhooks headers to each.
+
+
+class EventTypeField(serializers.CharField):
+    """A payload's `type`: always this one event type (for the schema only)."""
+
+    def __init__(self, event: str, **kwargs: Any) -> None:
+        self.event = event
+        super().__init__(**kwargs)
+
+
+class EventTypeSchema(OpenApiSerializerFieldExtension):
+    target_class = EventTypeField
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        return {"type": "string", "enum": [self.target.event], "description": "The event type."}
+
+
+class CallWithTranscript(CallSerializer):
+    """`call.transcript.completed`'s data: the call, and its transcript as `GET …/transcript` shows it."""
+
+    transcript = TranscriptEntrySerializer(many=True)
+
+    class Meta(CallSerializer.Meta):
+        ref_name = "CallWithTranscript"
+        fields = [*CallSerializer.Meta.fields, "transcript"]
+        read_only_fields = fields
+
+
+def _test_data() -> serializers.Serializer:
+    return inline_serializer(
+        name="WebhookTestData",
+        fields={
+            "webhook_id": serializers.IntegerField(help_text="The endpoint's id."),
+            "url": serializers.URLField(),
+            "events": serializers.ListField(child=serializers.CharField(), help_text="The event types it subscribes to."),
+        },
+    )
+
+
+# (event type, what happened, what makes the schema of `data`), in the order of docs/webhooks.md.
+# Factories: a field made before `type` and `timestamp` would come first in the payload's schema.
+EVENTS: list[tuple[str, str, Callable[[], serializers.Serializer]]] = [
+    (EventType.CALL_CREATED, "A call was recorded (before OpenAI answers).", CallSerializer),
+    (EventType.CALL_ANSWERED, "OpenAI answered: the call is active.", CallSerializer),
+    (EventType.CALL_ENDED, "The call ended; `data.end_reason` says why.", CallSerializer),
+    (EventType.CALL_FAILED, "OpenAI refused the call or never answered.", CallSerializer),
+    (EventType.CALL_TRANSFERRED, "A phone call was transferred (SIP REFER); `data.sip.transferred_to`.", CallSerializer),
+    (
+        EventType.CALL_TRANSCRIPT_COMPLETED,
+        "A call that had a transcript ended; `data.transcript` is the conversation as `GET …/transcript` shows it at the end.",
+        CallWithTranscript,
+    ),
+    (EventType.CALL_INCOMING, "A phone call arrived (before its SIP route decides).", CallSerializer),
+    (EventType.CALL_REJECTED, "A phone call was rejected (by its route, or as busy); `data.sip.status_code`.", CallSerializer),
+    (TEST_EVENT, "Sent when asked for (`POST /api/realtime/webhooks/{id}/test`).", _test_data),
+]
+
+WEBHOOK_RESPONSES = {
+    "2XX": OpenApiResponse(description="Delivered: answer any 2xx quickly (do the work afterwards). The answer's body is not read."),
+    "default": OpenApiResponse(
+        description="Anything else (another status, a redirect, a timeout, a refused connection) is retried with exponential "
+        "backoff and jitter, or after your `Retry-After`, for `REALTIME_WEBHOOK_RETRY_HOURS` (72 by default); then the "
+        "delivery is marked failed and kept."
+    ),
+}
+
+
+def _component(event: str) -> str:
+    """`call.transcript.completed` → `CallTranscriptCompletedEvent`."""
+    return "".join(part.capitalize() for part in event.split(".")) + "Event"
+
+
+def _webhook(event: str, when: str, data: Callable[[], serializers.Serializer]) -> OpenApiWebhook:
+    body = inline_serializer(
+        name=_component(event),
+        fields={
+            "type": EventTypeField(event),
+            "timestamp": serializers.IntegerField(help_text="When it happened, in Unix seconds."),
+            "data": data(),
+        },
+    )
+    to = "that endpoint" if event == TEST_EVENT else f"every enabled endpoint subscribed to `{event}`"
+    return OpenApiWebhook(
+        name=event,
+        decorator=extend_schema(
+            summary=when.split(";")[0].removesuffix("."),
+            description=f"{when} We POST it, signed (Standard Webhooks), to {to}; at least once: dedupe on `webhook-id`. "
+            "See docs/webhooks.md.",
+            request={"application/json": body},
+            responses=WEBHOOK_RESPONSES,
+        ),
+    )
+
+
+OUTGOING = [_webhook(str(event), when, data) for event, when, data in EVENTS]
+
+DELIVERY_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "webhook-id",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The delivery's id (`msg_…`), the same on every retry of one event: dedupe on it.",
+    },
+    {
+        "name": "webhook-timestamp",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "integer"},
+        "description": "Unix seconds of this attempt; refuse one too far from your clock (Standard Webhooks: 5 minutes).",
+    },
+    {
+        "name": "webhook-signature",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "`v1,<base64 HMAC-SHA256>` of `{webhook-id}.{webhook-timestamp}.{body}` keyed with the endpoint's secret "
+        "(the bytes whose base64 follows `whsec_`); during a secret rotation, two signatures separated by a space. Verify the raw body.",
+    },
+]
+
+
+def webhook_headers(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """Postprocessing hook: the Standard Webhooks headers on every outgoing webhook."""
+    for operations in result.get("webhooks", {}).values():
+        for method, operation in operations.items():
+            # Where an operation's parameters usually are: before its body.
+            body = {key: operation.pop(key) for key in ("requestBody", "responses") if key in operation}
+            operations[method] = {**operation, "parameters": DELIVERY_HEADERS, **body}
+    return result

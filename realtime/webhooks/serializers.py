@@ -57,7 +57,7 @@ class DeliveryQuerySerializer(serializers.Serializer):
 
 class EndpointSerializer(serializers.ModelSerializer):
     created_at = UnixTimestampField()
-    disabled_at = UnixTimestampField()
+    disabled_at = UnixTimestampField(allow_null=True)
     api_key = serializers.SerializerMethodField()
 
     class Meta:
@@ -93,9 +93,9 @@ class DeliverySerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="message_id")
     call_id = serializers.SerializerMethodField()
     created_at = UnixTimestampField()
-    last_attempt_at = UnixTimestampField()
-    next_attempt_at = UnixTimestampField()
-    delivered_at = UnixTimestampField()
+    last_attempt_at = UnixTimestampField(allow_null=True)
+    next_attempt_at = UnixTimestampField(allow_null=True)
+    delivered_at = UnixTimestampField(allow_null=True)
     retry_until = UnixTimestampField(source="give_up_at")
     # Plain text in the schema: "pending", "delivered" or "failed" (an enum would collide with the calls' status).
     status = serializers.CharField()
