@@ -467,7 +467,9 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent], metrics: dict
 
 
 def call_record_metrics(*, call: Call, metrics: dict[str, Any]) -> None:
-    """Store a call's quality figures (realtime.quality) and their two indexed columns: one UPDATE.
+    """Store a call's quality figures (realtime.quality) and their two indexed columns: one UPDATE,
+    after reading the stored figures under lock; the turns they add to the call's latency histogram
+    go to the hourly counters of its creation hour and model in the same transaction (one upsert).
 
     Not a state transition, so no CallEvent: the figures are pushed (`call.metrics`) after commit to
     the call's subscribers, and to the list feed when a turn or an interruption was added (not for
