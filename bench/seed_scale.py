@@ -28,7 +28,7 @@ import random
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -45,7 +45,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.db import OperationalError, connection, transaction  # noqa: E402
 
-from realtime import counters, pricing, services  # noqa: E402
+from realtime import counters, pricing, quality, services  # noqa: E402
 from realtime.models import ApiKey, Call, CallEvent  # noqa: E402
 
 DAYS = 90
@@ -370,6 +370,8 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
     events_by_key: dict[int | None, int] = defaultdict(int)
     # The hourly counters' groups: (creation hour in µs, upstream model, status, end reason, duration bucket).
     hour_groups: dict[tuple[int, str, str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0, 0, 0, 0])
+    # Measured turns per (creation hour in µs, upstream model): the latency histograms summed.
+    turn_hours: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
     by_status: dict[str, int] = defaultdict(int)
     offer_bytes = answer_bytes = 0
     span = now - 30 * 60_000_000 - start
@@ -462,9 +464,20 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
             if n_upstream >= len(TURN):
                 # Measured turns (speech stopped to first answer audio): most under a second, a few slow.
                 turns = n_upstream // len(TURN)
-                p50 = int(rng.lognormvariate(6.4, 0.35))
-                p95, slowest = int(p50 * rng.uniform(1.3, 2.2)), int(p50 * rng.uniform(2.2, 4.0))
-                metrics = json.dumps({"turns": turns, "latency_ms": {"p50": p50, "p95": p95, "max": slowest}, "interruptions": turns // 4})
+                typical = rng.lognormvariate(6.4, 0.35)
+                latencies = [typical * rng.lognormvariate(0.0, 0.4) for _ in range(turns)]
+                p50, p95 = round(quality.percentile(latencies, 0.5)), round(quality.percentile(latencies, 0.95))
+                slowest = round(max(latencies))
+                histogram = quality.latency_histogram(latencies)
+                metrics = json.dumps(
+                    {
+                        "turns": turns,
+                        "latency_ms": {"p50": p50, "p95": p95, "max": slowest},
+                        "interruptions": turns // 4,
+                        "latency_histogram": histogram,
+                    }
+                )
+                turn_hours[(created - created % 3_600_000_000, upstream_model)].update(histogram)
             upstream_rows, usage, cost, transcript = conversations.get(n_upstream, upstream_model) if n_upstream else ([], {}, None, False)
             if cost is None and pricing.prices_for(upstream_model) is not None:
                 cost = Decimal("0.000000")
@@ -580,6 +593,9 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
                            duration_seconds=g[2], input_tokens=int(g[3]), output_tokens=int(g[4]), cost_micros=int(g[5]))
         for key, g in hour_groups.items()
     )  # fmt: skip
+    counters.fold_turns(
+        ((datetime.fromtimestamp(key[0] / 1_000_000, UTC), key[1], dict(histogram)) for key, histogram in turn_hours.items()), hours
+    )
     with transaction.atomic():
         counters.add_rows(rows)
         counters.add_bucket_rows(hours)

@@ -15,6 +15,12 @@ counted in the hour it was created in (UTC), so a transition adds to that hour's
 time now, and a recount groups calls by their creation hour. Durations are also counted in fixed
 buckets (`DURATION_EDGES`), from which the dashboard interpolates the p95 duration: exact to within
 the width of the bucket it falls in, at the cost of ~20 rows an hour.
+
+Turn latencies are counted the same way, per model: `latency/<bound>:<model>` rows count the turns
+(in their `calls` amount) whose latency falls in the bucket (`quality.LATENCY_EDGES_MS`). A call's
+turns are counted from its own histogram (`Call.metrics["latency_histogram"]`): storing new
+metrics adds the difference from the stored ones (`latency_change`), so a turn counts once however
+often the metrics are rewritten, and a recount sums the calls' histograms.
 """
 
 from __future__ import annotations
@@ -56,6 +62,26 @@ def duration_bucket(seconds: float) -> str:
         if seconds <= edge:
             return str(edge)
     return "inf"
+
+
+def latency_value(bucket: str, upstream_model: str) -> str:
+    """The `latency` row's value for a bucket and model; the bound first (it holds no colon)."""
+    return f"{bucket}:{upstream_model}"
+
+
+def parse_latency_value(value: str) -> tuple[str, str]:
+    """(bucket, model) from a `latency` row's value."""
+    bucket, _, upstream_model = value.partition(":")
+    return bucket, upstream_model
+
+
+def latency_change(stored: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, int]:
+    """Turns per latency bucket that `new` metrics add to (or, a stale rewrite, take from) the
+    `stored` ones: what the hourly counters must add for the stored histogram to become the new."""
+    before = (stored or {}).get("latency_histogram") or {}
+    after = (new or {}).get("latency_histogram") or {}
+    change = {bucket: int(after.get(bucket, 0)) - int(before.get(bucket, 0)) for bucket in {*before, *after}}
+    return {bucket: n for bucket, n in change.items() if n}
 
 
 def key_scope(api_key_id: int) -> str:
@@ -129,6 +155,12 @@ class Tally:
         elif new == Call.Status.ENDED and duration is not None:
             self.per_hour_and_model(duration_calls=1, duration_seconds=duration)
             self.per_hour("duration", duration_bucket(duration), calls=1)
+        return self
+
+    def turns(self, change: dict[str, int]) -> Tally:
+        """Turns added to (or taken from) the call's latency histogram, per bucket (`latency_change`)."""
+        for bucket, n in change.items():
+            self.per_hour("latency", latency_value(bucket, self.upstream_model), calls=n)
         return self
 
     def usage(self, *, upstream_model: str, input_tokens: int, output_tokens: int, cost_micros: int) -> Tally:
@@ -355,8 +387,22 @@ def fold_hours(groups: Iterable[HourGroup]) -> dict[BucketKey, dict[str, float]]
     return rows
 
 
+def fold_turns(
+    calls: Iterable[tuple[datetime, str, dict[str, int]]], rows: dict[BucketKey, dict[str, float]] | None = None
+) -> dict[BucketKey, dict[str, float]]:
+    """Hourly `latency` rows (added to `rows`) from each measured call's creation hour, upstream
+    model and latency histogram."""
+    out = rows if rows is not None else {}
+    for hour, upstream_model, histogram in calls:
+        for bucket, n in histogram.items():
+            row = out.setdefault(("latency", hour, latency_value(bucket, upstream_model)), dict.fromkeys(BUCKET_AMOUNTS, 0))
+            row["calls"] += n
+    return out
+
+
 def recount_hours() -> dict[BucketKey, dict[str, float]]:
-    """Every hourly row as a full recount of the calls gives it (one pass, grouped in the database)."""
+    """Every hourly row as a full recount of the calls gives it (one pass, grouped in the database,
+    and one over the measured calls' histograms, through the partial index on the slowest turn)."""
     ended = Q(status=Call.Status.ENDED, duration_seconds__isnull=False)
     bucket = Case(
         *(When(ended & Q(duration_seconds__lte=edge), then=Value(str(edge))) for edge in DURATION_EDGES),
@@ -376,7 +422,7 @@ def recount_hours() -> dict[BucketKey, dict[str, float]]:
             cost=Sum("cost_usd"),
         )
     )
-    return fold_hours(
+    rows = fold_hours(
         HourGroup(
             hour=row["hour"].astimezone(UTC),
             upstream_model=row["upstream_model"],
@@ -391,6 +437,12 @@ def recount_hours() -> dict[BucketKey, dict[str, float]]:
             cost_micros=micros(None if row["cost"] is None else Decimal(row["cost"]).quantize(Decimal("0.000001"))),
         )
         for row in cube
+    )
+    # A call has a slowest turn exactly when its histogram counts a turn (both come from one meter).
+    measured = Call.objects.filter(latency_max_ms__isnull=False).order_by().values_list("created_at", "upstream_model", "metrics")
+    return fold_turns(
+        ((hour_of(created), model, (metrics or {}).get("latency_histogram") or {}) for created, model, metrics in measured.iterator()),
+        rows,
     )
 
 

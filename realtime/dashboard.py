@@ -8,7 +8,8 @@ a day is the local calendar day, made of the hours that fall in it.
 
 The p95 duration is read from the duration histogram (`counters.DURATION_EDGES`), interpolated
 linearly inside the bucket it falls in: it is exact to within that bucket's width (5 s for short
-calls, a few minutes for the longest).
+calls, a few minutes for the longest). Turn latency p50 and p95 per model are read the same way
+from the hourly latency histograms (`quality.LATENCY_EDGES_MS`: within 100 ms up to a second).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Case, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -30,7 +31,7 @@ from django.utils import formats, timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 
-from . import counters
+from . import counters, quality
 from .models import Call, CallBucket, CallCounter
 
 # Longest custom period: a month of hours (744 rows per series). At a million calls, three months
@@ -106,13 +107,14 @@ def period_of(form: PeriodForm, today: date, tz: tzinfo) -> Period:
     return Period(today - timedelta(days=days - 1), today, tz)
 
 
-def p95_seconds(histogram: dict[str, int]) -> float | None:
-    """The 95th percentile of the durations counted in `histogram` (upper bound -> calls)."""
+def percentile_of(histogram: dict[str, int], edges: tuple[int, ...], fraction: float) -> float | None:
+    """A percentile of what `histogram` counts (upper bound -> count, "inf" past the last of
+    `edges`), interpolated linearly inside the bucket it falls in."""
     total = sum(histogram.values())
     if not total:
         return None
-    target, seen, lower = 0.95 * total, 0, 0.0
-    for edge in (*counters.DURATION_EDGES, None):
+    target, seen, lower = fraction * total, 0, 0.0
+    for edge in (*edges, None):
         n = histogram.get("inf" if edge is None else str(edge), 0)
         if n and seen + n >= target:
             if edge is None:
@@ -121,6 +123,17 @@ def p95_seconds(histogram: dict[str, int]) -> float | None:
         seen += n
         lower = float(edge or lower)
     return lower
+
+
+def p95_seconds(histogram: dict[str, int]) -> float | None:
+    """The 95th percentile of the durations counted in `histogram` (upper bound -> calls)."""
+    return percentile_of(histogram, counters.DURATION_EDGES, 0.95)
+
+
+def latency_figures(histogram: dict[str, int]) -> dict[str, int | None]:
+    """Turns, and the p50 and p95 turn latency (ms) read from a latency histogram."""
+    p50, p95 = (percentile_of(histogram, quality.LATENCY_EDGES_MS, f) for f in (0.5, 0.95))
+    return {"turns": sum(histogram.values()), "p50": None if p50 is None else round(p50), "p95": None if p95 is None else round(p95)}
 
 
 def minutes(seconds: float | None) -> str:
@@ -157,7 +170,7 @@ def slowest_calls(period: Period, *, in_period: int, in_history: int) -> QuerySe
 
 
 def figures(period: Period) -> dict[str, Any]:
-    """Everything the dashboard shows for `period`: four reads of counters and one bounded index read."""
+    """Everything the dashboard shows for `period`: five reads of counters and one bounded index read."""
     tz, hours = period.tz, period.hours()
     in_period = {"hour__gte": hours[0], "hour__lt": hours[-1] + timedelta(hours=1)}
     amounts = counters.BUCKET_AMOUNTS
@@ -207,7 +220,31 @@ def figures(period: Period) -> dict[str, Any]:
     ):
         live[(dimension, value)] = n
 
-    # 5. The slowest calls of the period.
+    # 5. Turn latency per model over time: the period's latency histograms summed per slot (an hour
+    # for a single day, a local day otherwise) and bucket in the database, the slot numbered by a
+    # CASE on the hour: a month's ~20,000 rows come back as a few thousand sums, with no timestamp
+    # to parse per row.
+    multi_day = len(period.days) > 1
+    slots: list[Any] = list(period.days) if multi_day else hours
+    ends = [counters.hour_of(period.start_of(day + timedelta(days=1))) for day in period.days] if multi_day else hours[1:]
+    slot = Case(*(When(hour__lt=end, then=Value(n)) for n, end in enumerate(ends)), default=Value(len(slots) - 1))
+    turns: dict[tuple[Any, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    latency_rows = (
+        CallBucket.objects.filter(dimension="latency", **in_period)
+        .annotate(slot=slot)
+        .order_by()
+        .values_list("slot", "value")
+        .annotate(n=Sum("calls"))
+    )
+    for n, value, count in latency_rows:
+        if not count:
+            continue  # turns a monitor's stale rewrite took back
+        bucket, model = counters.parse_latency_value(value)
+        turns[(slots[n], model)][bucket] += count
+        turns[(None, model)][bucket] += count
+    latency_models = sorted({model for _, model in turns})
+
+    # 6. The slowest calls of the period.
     slowest = list(slowest_calls(period, in_period=int(total["calls"]), in_history=live.get(("total", ""), 0)))
 
     histogram = {value: int(row["calls"]) for value, row in sums["duration"].items()}
@@ -216,7 +253,6 @@ def figures(period: Period) -> dict[str, Any]:
         ((value, int(row["calls"])) for value, row in sums["end_reason"].items() if row["calls"]), key=lambda item: (-item[1], item[0])
     )
     labels = dict(Call.EndReason.choices)
-    multi_day = len(period.days) > 1
 
     # Labels formatted once per day, not once per hour (hours read the same in both languages).
     day_labels = {day: formats.date_format(day, "SHORT_DATE_FORMAT") for day in period.days}
@@ -268,6 +304,16 @@ def figures(period: Period) -> dict[str, Any]:
             }
             for edge in (*counters.DURATION_EDGES, None)
         ],
+        "latency": {
+            "models": [{"model": model, **latency_figures(turns[(None, model)])} for model in latency_models],
+            "rows": [
+                {
+                    "label": day_labels[slot] if multi_day else hour_label(slot),
+                    "models": [latency_figures(turns.get((slot, model), {})) for model in latency_models],
+                }
+                for slot in slots
+            ],
+        },
         "slowest": slowest,
     }
 
@@ -292,7 +338,16 @@ def tables(data: dict[str, Any]) -> dict[str, SafeString]:
         "hourly": rows_html([[r["label"], r["calls"], r["answered"], r["failed"]] for r in data["hourly"]]),
         "daily": rows_html([[r["label"], r["calls"], r["answered"], r["failed"], money(r["cost"])] for r in data["daily"]]),
         "cost": rows_html([[r["label"], *map(money, r["costs"]), money(r["total"])] for r in data["cost_by_day"]]),
+        "latency": rows_html(
+            [[r["label"], *(dash(f[k]) for f in r["models"] for k in ("p50", "p95", "turns"))] for r in data["latency"]["rows"]]
+        ),
+        "latency_models": rows_html([[m["model"], dash(m["p50"]), dash(m["p95"]), m["turns"]] for m in data["latency"]["models"]]),
     }
+
+
+def dash(value: int | None) -> str:
+    """A figure, or a dash where there is none (no turn measured then)."""
+    return "—" if value is None else str(value)
 
 
 def chart_data(data: dict[str, Any]) -> dict[str, Any]:
@@ -303,6 +358,7 @@ def chart_data(data: dict[str, Any]) -> dict[str, Any]:
             "answered": str(_("Answered")),
             "failed": str(_("Failed")),
             "cost": str(_("Cost (USD)")),
+            "latency_ms": str(_("Turn latency (ms)")),
         },
         "hourly": {
             "labels": [r["label"] for r in data["hourly"]],
@@ -323,6 +379,12 @@ def chart_data(data: dict[str, Any]) -> dict[str, Any]:
             "failure": [r["failure"] for r in data["reasons"]],
         },
         "durations": {"labels": [r["label"] for r in data["durations"]], "calls": [r["calls"] for r in data["durations"]]},
+        "latency": {
+            "labels": [r["label"] for r in data["latency"]["rows"]],
+            "models": [m["model"] for m in data["latency"]["models"]],
+            "p50": [[r["models"][i]["p50"] for r in data["latency"]["rows"]] for i in range(len(data["latency"]["models"]))],
+            "p95": [[r["models"][i]["p95"] for r in data["latency"]["rows"]] for i in range(len(data["latency"]["models"]))],
+        },
     }
 
 

@@ -3,7 +3,8 @@
 `TurnMeter` folds events, in arrival order, into the figures stored on `Call.metrics`:
 
     {"turns": 3, "latency_ms": {"p50": 640, "p95": 910, "max": 930}, "interruptions": 1,
-     "talk_seconds": {"caller": 7.4, "assistant": 9.1}, "silence_seconds": 12.0}
+     "talk_seconds": {"caller": 7.4, "assistant": 9.1}, "silence_seconds": 12.0,
+     "latency_histogram": {"700": 1, "1000": 2}}
 
 - a **turn** is the caller stopping (`input_audio_buffer.speech_stopped`) followed by the first
   assistant audio: `output_audio_buffer.started` over WebRTC and SIP; where that event does not
@@ -22,6 +23,11 @@
   first audio to `output_audio_buffer.stopped`/`cleared` (or `response.done` when no buffer
   events come). **Silence**: the time neither talks, from the first event to the last (to the
   call's end once it ended).
+
+- the **latency histogram**: turns per latency bucket (`LATENCY_EDGES_MS`, keyed by the bucket's
+  upper bound in ms, "inf" past the last; buckets without a turn left out). The hourly counters
+  add what a rewrite of the metrics adds to it (`services.call_record_metrics`), so each turn is
+  counted once however often the figures are stored, and a recount reads the same from the calls.
 
 Times are the monitor's **arrival times** (`received_at`), for every event alike. OpenAI's events
 carry no wall-clock time (`audio_start_ms`/`audio_end_ms` count the input audio, and nothing
@@ -50,6 +56,28 @@ MEASURED = frozenset(
         *FIRST_AUDIO_DELTAS,
     }
 )
+
+# Upper bounds (ms) of the latency histogram's buckets, "inf" holds the rest: 100 ms apart where
+# turns are common, wider past a second. Fixed: the hourly counters and the stored calls use them.
+LATENCY_EDGES_MS = (200, 300, 400, 500, 600, 700, 800, 900, 1000, 1250, 1500, 2000, 3000, 5000)
+
+
+def latency_bucket(ms: float) -> str:
+    """The histogram bucket a turn of `ms` milliseconds falls in (its upper bound, or "inf")."""
+    for edge in LATENCY_EDGES_MS:
+        if ms <= edge:
+            return str(edge)
+    return "inf"
+
+
+def latency_histogram(latencies_ms: list[float]) -> dict[str, int]:
+    """Turns per bucket, in bucket order, empty buckets left out."""
+    counts: dict[str, int] = {}
+    for ms in latencies_ms:
+        bucket = latency_bucket(ms)
+        counts[bucket] = counts.get(bucket, 0) + 1
+    order = [*map(str, LATENCY_EDGES_MS), "inf"]
+    return {bucket: counts[bucket] for bucket in order if bucket in counts}
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -183,6 +211,7 @@ class TurnMeter:
             "interruptions": self.interruptions,
             "talk_seconds": {"caller": round(caller, 3), "assistant": round(assistant, 3)},
             "silence_seconds": round(silence, 3),
+            "latency_histogram": latency_histogram(self.latencies_ms),
         }
 
     def take_changes(self) -> dict[str, Any] | None:

@@ -194,6 +194,12 @@ class CallMetricsSerializer(serializers.Serializer):
     interruptions = serializers.IntegerField()
     talk_seconds = CallMetricsTalkSerializer()
     silence_seconds = serializers.FloatField()
+    latency_histogram = serializers.DictField(
+        child=serializers.IntegerField(),
+        required=False,
+        help_text="Turns per latency bucket, keyed by the bucket's upper bound in milliseconds (`inf` past 5000); "
+        "buckets without a turn left out. Absent from figures measured before it existed.",
+    )
 
 
 class CallSerializer(serializers.ModelSerializer):

@@ -42,7 +42,7 @@ from django.utils.translation import gettext as _
 
 from . import pricing, publish, redaction, selectors, upstream, words
 from .auth.lockout import client_address
-from .counters import Tally, hour_of, micros
+from .counters import Tally, hour_of, latency_change, micros
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
 from .models import (
     API_KEY_PREFIX,
@@ -467,7 +467,9 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent], metrics: dict
 
 
 def call_record_metrics(*, call: Call, metrics: dict[str, Any]) -> None:
-    """Store a call's quality figures (realtime.quality) and their two indexed columns: one UPDATE.
+    """Store a call's quality figures (realtime.quality) and their two indexed columns: one UPDATE,
+    after reading the stored figures under lock; the turns they add to the call's latency histogram
+    go to the hourly counters of its creation hour and model in the same transaction (one upsert).
 
     Not a state transition, so no CallEvent: the figures are pushed (`call.metrics`) after commit to
     the call's subscribers, and to the list feed when a turn or an interruption was added (not for
@@ -475,8 +477,16 @@ def call_record_metrics(*, call: Call, metrics: dict[str, Any]) -> None:
     """
     latency = metrics.get("latency_ms") or {}
     counted = ("turns", "interruptions")
-    to_list = any((call.metrics or {}).get(k) != metrics.get(k) for k in counted)
-    Call.objects.filter(pk=call.pk).update(metrics=metrics, latency_p95_ms=latency.get("p95"), latency_max_ms=latency.get("max"))
+    with transaction.atomic():
+        # The stored figures, locked: the hourly counters add what these add to the stored latency
+        # histogram, so each turn counts once however often (and by however many monitors, during a
+        # takeover) the figures are rewritten.
+        stored = Call.objects.select_for_update().only("pk", "metrics", "created_at", "upstream_model").get(pk=call.pk)
+        to_list = any((stored.metrics or {}).get(k) != metrics.get(k) for k in counted)
+        Call.objects.filter(pk=call.pk).update(metrics=metrics, latency_p95_ms=latency.get("p95"), latency_max_ms=latency.get("max"))
+        change = latency_change(stored.metrics, metrics)
+        if change:
+            Tally(None, hour=hour_of(stored.created_at), upstream_model=stored.upstream_model).turns(change).save()
     call.metrics, call.latency_p95_ms, call.latency_max_ms = metrics, latency.get("p95"), latency.get("max")
     publish.metrics_changed(call=call, to_list=to_list)
 

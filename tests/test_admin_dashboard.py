@@ -14,7 +14,7 @@ from django.db.models import Count, Q, Sum
 from django.test import Client
 from django.utils import timezone
 
-from realtime import counters, dashboard, services, upstream
+from realtime import counters, dashboard, quality, services, upstream
 from realtime.models import Call, CallEvent
 from realtime.sessions import parse_session
 
@@ -67,7 +67,14 @@ def _recount(first: date, last: date) -> dict[str, Any]:
         day = created.astimezone(tz).date()
         per_day[day] = per_day.get(day, 0) + 1
     durations = sorted(calls.filter(ended).values_list("duration_seconds", flat=True))
-    return {**totals, "reasons": reasons, "models": models, "per_day": per_day, "durations": durations}
+    # Measured turns per (day, model) and per model, from each call's own latency histogram.
+    turns: dict[tuple[date | None, str], dict[str, int]] = {}
+    for created, model, metrics in calls.values_list("created_at", "upstream_model", "metrics"):
+        for bucket, n in (metrics.get("latency_histogram") or {}).items():
+            for slot in (created.astimezone(tz).date(), None):
+                histogram = turns.setdefault((slot, model), {})
+                histogram[bucket] = histogram.get(bucket, 0) + n
+    return {**totals, "reasons": reasons, "models": models, "per_day": per_day, "durations": durations, "turns": turns}
 
 
 def test_it_shows_the_dashboard_to_staff_only(db, client, staff_client, settings):
@@ -122,6 +129,17 @@ def test_its_figures_equal_a_recount_of_the_calls(seeded, staff_client):
     p95 = dashboard.p95_seconds(histogram)
     assert p95 is not None and counters.duration_bucket(p95) == counters.duration_bucket(exact)
     assert data["p95_duration"] == dashboard.minutes(p95)
+    # Turn latency per model and day: the figures of the calls' own histograms, summed.
+    turns = expected["turns"]
+    measured = sorted({model for _, model in turns})
+    assert [m["model"] for m in data["latency"]["models"]] == measured and measured
+    assert data["latency"]["models"] == [{"model": m, **dashboard.latency_figures(turns[(None, m)])} for m in measured]
+    assert sum(m["turns"] for m in data["latency"]["models"]) > 100
+    assert [row["models"] for row in data["latency"]["rows"]] == [
+        [dashboard.latency_figures(turns.get((first + timedelta(days=n), m), {})) for m in measured] for n in range(30)
+    ]
+    charts = response.context["charts"]["latency"]
+    assert charts["models"] == measured and len(charts["p95"][0]) == 30
     # The live figure is the calls in progress now.
     assert data["live"]["active"] == Call.objects.filter(status=Call.Status.ACTIVE).count() > 0
     # The page draws what it counted, and the numbers are there as tables too.
@@ -135,6 +153,56 @@ def _histogram(durations: list[float]) -> dict[str, int]:
     for seconds in durations:
         out[counters.duration_bucket(seconds)] = out.get(counters.duration_bucket(seconds), 0) + 1
     return out
+
+
+@pytest.mark.django_db
+def test_it_counts_a_calls_measured_turns_once_in_its_hour_and_model(staff_client):
+    call = services.call_open(offer="v=0", session=parse_session({"model": "gpt-realtime"}), source="webrtc", actor="api")
+    services.call_answer(call=call, created=upstream.CreatedCall(upstream_id="rtc_1", sdp_answer="v=0"))
+    meter = quality.TurnMeter()
+    at = timezone.now()
+
+    def turn(stop_ms: int, latency_ms: int) -> None:
+        meter.add("input_audio_buffer.speech_started", {}, at + timedelta(milliseconds=stop_ms - 800))
+        meter.add("input_audio_buffer.speech_stopped", {}, at + timedelta(milliseconds=stop_ms))
+        meter.add("output_audio_buffer.started", {"response_id": f"r{stop_ms}"}, at + timedelta(milliseconds=stop_ms + latency_ms))
+        meter.add("output_audio_buffer.stopped", {"response_id": f"r{stop_ms}"}, at + timedelta(milliseconds=stop_ms + latency_ms + 900))
+
+    # Two turns, stored; the figures rewritten unchanged (a talk-time tick), then with a third
+    # turn, then again at the end: each turn counts once.
+    turn(1000, 450)
+    turn(4000, 820)
+    services.call_record_metrics(call=call, metrics=meter.metrics())
+    services.call_record_metrics(call=call, metrics=meter.metrics(until=at + timedelta(seconds=7)))
+    turn(8000, 1600)
+    services.call_record_metrics(call=call, metrics=meter.metrics())
+    services.call_end(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.API)
+    services.call_record_metrics(call=call, metrics=meter.metrics(until=at + timedelta(seconds=12)))
+
+    hour, model = counters.hour_of(call.created_at), call.upstream_model
+    rows = {key: amounts["calls"] for key, amounts in counters.stored_hours().items() if key[0] == "latency"}
+    assert rows == {("latency", hour, f"{bucket}:{model}"): 1 for bucket in ("500", "900", "2000")}
+    assert counters.stored_hours() == counters.recount_hours()
+    data = staff_client.get(URL).context["data"]
+    row = next(r for r in data["latency"]["rows"] if r["label"] == f"{hour.astimezone(timezone.get_current_timezone()).hour:02d}:00")
+    assert data["latency"]["models"] == [{"model": model, "turns": 3, "p50": 850, "p95": 1925}]
+    assert row["models"] == [{"turns": 3, "p50": 850, "p95": 1925}]
+    assert sum(r["models"][0]["turns"] for r in data["latency"]["rows"]) == 3
+    page = staff_client.get(URL).content.decode()
+    assert 'id="chart-latency"' in page and f'<th scope="row">{model}</th><td>850</td><td>1925</td><td>3</td>' in page
+
+    # A stale rewrite (a monitor that saw fewer turns, during a takeover) takes back what it lacks.
+    services.call_record_metrics(call=call, metrics={**meter.metrics(), "turns": 1, "latency_histogram": {"500": 1}})
+    assert counters.stored_hours() == counters.recount_hours()
+    assert staff_client.get(URL).context["data"]["latency"]["models"][0]["turns"] == 1
+
+
+def test_it_reads_turn_latency_percentiles_from_the_histogram():
+    assert dashboard.latency_figures({}) == {"turns": 0, "p50": None, "p95": None}
+    # 20 turns: 10 in (400, 500], 10 in (800, 900]: the median at the first bucket's top, the p95
+    # nine tenths into the second.
+    assert dashboard.latency_figures({"500": 10, "900": 10}) == {"turns": 20, "p50": 500, "p95": 890}
+    assert dashboard.latency_figures({"inf": 2}) == {"turns": 2, "p50": 5000, "p95": 5000}
 
 
 def test_it_reads_the_p95_duration_from_the_histogram():
@@ -213,15 +281,16 @@ def test_it_refuses_a_period_it_cannot_show_and_shows_today(staff_client, query,
 def test_it_answers_every_dashboard_query_from_an_index(staff_client, query):
     call = services.call_open(offer="v=0", session=parse_session({}), source="webrtc", actor="api")
     services.call_answer(call=call, created=upstream.CreatedCall(upstream_id="rtc_1", sdp_answer="v=0"))
-    Call.objects.filter(pk=call.pk).update(latency_max_ms=900, latency_p95_ms=700)
+    metrics = {"turns": 2, "latency_ms": {"p50": 700, "p95": 890, "max": 900}, "latency_histogram": {"500": 1, "900": 1}}
+    services.call_record_metrics(call=call, metrics=metrics)
     services.call_end(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.API)
 
     with query_plans.capture() as queries:
         response = staff_client.get(URL, query)
 
     assert response.status_code == 200
-    # The period's sums, its hours, its models' hours, and the slowest calls.
-    assert query_plans.checked(queries) == 4
+    # The period's sums, its hours, its models' hours, its latency histograms, and the slowest calls.
+    assert query_plans.checked(queries) == 5
     assert query_plans.problems(queries) == []
 
 

@@ -69,6 +69,8 @@ def test_it_measures_turn_latency_talk_time_and_silence_from_webrtc_events():
         "talk_seconds": {"caller": 3.0, "assistant": 2.7},
         # 0-1 s, 3-3.4 s, 5-6 s, 7-7.9 s, 9-10 s (the call's end): nobody talks.
         "silence_seconds": 4.3,
+        # The turns per latency bucket (upper bound in ms): what the dashboard's counters add up.
+        "latency_histogram": {"400": 1, "900": 1},
     }
 
 
@@ -152,6 +154,7 @@ def test_it_has_no_latency_before_any_turn_and_survives_missing_events():
         "interruptions": 0,
         "talk_seconds": {"caller": 0.0, "assistant": 0.4},
         "silence_seconds": 0.2,
+        "latency_histogram": {},
     }
 
 
@@ -177,6 +180,7 @@ METRICS = {
     "interruptions": 1,
     "talk_seconds": {"caller": 3.0, "assistant": 2.7},
     "silence_seconds": 4.3,
+    "latency_histogram": {"400": 1, "900": 1},
 }
 
 
@@ -187,7 +191,9 @@ def test_it_stores_metrics_in_one_update_without_an_event_and_pushes_them_after_
     events_before = CallEvent.objects.filter(call=call).count()
 
     with transaction.atomic():
-        with django_assert_num_queries(1):
+        # The stored figures read under lock, the UPDATE, the turns added to the hourly counters
+        # (and the savepoint around them).
+        with django_assert_num_queries(5):
             services.call_record_metrics(call=call, metrics=METRICS)
         assert sent == []  # not before commit
 

@@ -1,6 +1,7 @@
-"""The statistics counters: after any mix of creates, answers, failures, ends, sideband usage and
-crashes (a transition whose transaction dies), they equal a full recount of calls and events, for
-every call and for each API key's own."""
+"""The statistics counters: after any mix of creates, answers, failures, ends, sideband usage,
+measured turns (stored again and again, or by a monitor that saw fewer) and crashes (a transition
+whose transaction dies), they equal a full recount of calls and events, for every call and for each
+API key's own, and the hourly counters (turn latencies included) a recount of the calls."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from realtime import counters, selectors, services, upstream
+from realtime import counters, quality, selectors, services, upstream
 from realtime.auth.principals import Principal
 from realtime.exceptions import CallStateConflict, UpstreamError
 from realtime.models import ApiKey, Call, CallBucket, CallCounter, CallEvent
@@ -136,6 +137,15 @@ class CallHistory(RuleBasedStateMachine):
         events += [services.UpstreamEvent("input_audio_buffer.speech_started", "", {}, now) for _ in range(extra)]
         self._maybe_crash(crash, lambda: services.call_record_events(call=call, events=events))
 
+    @precondition(lambda self: self._calls(Call.Status.ACTIVE, Call.Status.ENDED))
+    @rule(data=st.data(), latencies=st.lists(st.floats(50, 8000), max_size=6), crash=st.booleans())
+    def measure(self, data: st.DataObject, latencies: list[float], crash: bool) -> None:
+        # The monitor stores a call's figures as turns complete, and again after it ended; a
+        # monitor taking over may store fewer turns than the one before it did.
+        call = Call.objects.get(pk=data.draw(st.sampled_from(self._calls(Call.Status.ACTIVE, Call.Status.ENDED))))
+        meter = quality.TurnMeter(latencies_ms=latencies)
+        self._maybe_crash(crash, lambda: services.call_record_metrics(call=call, metrics=meter.metrics()))
+
     @precondition(lambda self: self._calls(Call.Status.ENDED))
     @rule(data=st.data(), hung_up=st.booleans())
     def hangup_confirmed(self, data: st.DataObject, hung_up: bool) -> None:
@@ -173,6 +183,7 @@ def test_it_rebuilds_the_counters_from_the_rows():
     services.call_answer(call=call, created=upstream.CreatedCall(upstream_id="rtc_1", sdp_answer="v=0"))
     usage = {"response": {"usage": _usage(1000, 500)}}
     services.call_record_events(call=call, events=[services.UpstreamEvent("response.done", "e1", usage, timezone.now())])
+    services.call_record_metrics(call=call, metrics=quality.TurnMeter(latencies_ms=[420.0, 480.0, 1700.0]).metrics())
     before = selectors.stats(principal=_principal(key))
     CallCounter.objects.update(calls=0, events=0, cost_micros=0)
 
@@ -183,7 +194,9 @@ def test_it_rebuilds_the_counters_from_the_rows():
     written_hours = counters.rebuild_hours()
 
     assert written == len(_rows())
-    assert written_hours == 2 and counters.stored_hours() == hours  # its hour: in all, and for its model
+    # Its hour: in all, for its model, and its turns' two latency buckets for its model.
+    assert written_hours == 4 and counters.stored_hours() == hours
+    assert {value for dimension, _, value in hours if dimension == "latency"} == {"500:gpt-realtime-2.1", "2000:gpt-realtime-2.1"}
     assert selectors.stats(principal=_principal(key)) == before
     assert before["total_events"] == 3 and before["usage_by_model"]["gpt-realtime-2.1"]["input_tokens"] == 1000
     assert Decimal(str(before["total_cost_usd"])) == Call.objects.get(pk=call.pk).cost_usd

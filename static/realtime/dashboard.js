@@ -54,6 +54,25 @@
     options: { plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
   });
 
+  // Turn latency per model: one colour per model, p50 solid and p95 dashed; gaps where no turn was measured.
+  chart("chart-latency", {
+    type: "line",
+    data: {
+      labels: data.latency.labels,
+      datasets: data.latency.models.flatMap((model, i) => {
+        const colour = palette[i % palette.length];
+        return [
+          { label: model + " p50", data: data.latency.p50[i], borderColor: colour, backgroundColor: colour },
+          { label: model + " p95", data: data.latency.p95[i], borderColor: colour, backgroundColor: colour, borderDash: [6, 4] },
+        ];
+      }),
+    },
+    options: {
+      elements: { point: { radius: 2 } },
+      scales: { y: { beginAtZero: true, title: { display: true, text: data.labels.latency_ms } } },
+    },
+  });
+
   // The language and period selectors apply as soon as they change (their buttons stay for keyboards).
   const language = document.getElementById("dash-language");
   if (language) language.addEventListener("change", () => language.form.submit());

@@ -17,7 +17,7 @@ from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
 from localrealtime.caller import Caller
-from realtime import services, upstream
+from realtime import quality, services, upstream
 from realtime.exceptions import UpstreamError
 from realtime.models import Call, CallEvent
 from realtime.sessions import parse_session
@@ -44,13 +44,15 @@ def _support_agent(password: str) -> None:
 
 def _history() -> None:
     """A few calls of today, through the product's own transitions: answered and ended for various
-    reasons, one refused upstream, one with usage."""
+    reasons, with usage and measured turns, one refused upstream."""
     reasons = [Call.EndReason.API_HANGUP, Call.EndReason.REMOTE_HANGUP, Call.EndReason.REMOTE_HANGUP, Call.EndReason.IDLE_TIMEOUT]
     for n, reason in enumerate(reasons):
         call = services.call_open(offer="v=0", session=parse_session({"voice": "echo"}), source="webrtc", actor="api")
         services.call_answer(call=call, created=upstream.CreatedCall(upstream_id=f"rtc_{n}", sdp_answer="v=0"))
         usage = {"response": {"usage": {"input_tokens": 1200 * (n + 1), "output_tokens": 400 * (n + 1)}}}
         services.call_record_events(call=call, events=[services.UpstreamEvent("response.done", f"e{n}", usage, timezone.now())])
+        # Measured turns: the latency chart has a line to draw.
+        services.call_record_metrics(call=call, metrics=quality.TurnMeter(latencies_ms=[400.0 + 150 * n, 900.0]).metrics())
         services.call_end(call=call, reason=reason, actor=CallEvent.Actor.SYSTEM)
     failed = services.call_open(offer="v=0", session=parse_session({}), source="sip", actor="api")
     services.call_fail(call=failed, error=UpstreamError("refused"))
@@ -91,9 +93,13 @@ async def test_it_shows_the_dashboard_in_both_languages_with_the_live_count_movi
     assert "Appels en cours" in await page.locator(".dash-live h2").inner_text()
     await page.wait_for_selector('#feed-state[data-state="live"]')
     # Every chart drew (Chart.js replaced the empty canvas), each with its table of numbers.
-    for chart in ("hourly", "daily", "reasons", "cost", "durations"):
+    for chart in ("hourly", "daily", "reasons", "cost", "durations", "latency"):
         assert await page.evaluate(f"() => !!window.Chart.getChart('chart-{chart}')")
         assert await page.locator(f"#table-{chart}").count() == 1
+    # Turn latency: one model, its p50 and p95 lines, its eight turns over the day.
+    assert await page.evaluate("() => window.Chart.getChart('chart-latency').data.datasets.length") == 2
+    assert (await page.locator("#table-latency-models tbody tr td").last.inner_text()).strip() == "8"
+    assert "Latence des tours par modèle" in await page.locator("#h-latency").inner_text()
     assert await page.evaluate(NO_HORIZONTAL_SCROLL)
     await _live(page, 0)
 
@@ -125,6 +131,7 @@ async def test_it_shows_the_dashboard_in_both_languages_with_the_live_count_movi
     assert "Live calls now" in await page.locator(".dash-live h2").inner_text()
     assert await page.locator("#table-daily tbody tr").count() == 7
     assert "Calls per hour" in await page.locator("#h-hourly").inner_text()
+    assert "Turn latency by model" in await page.locator("#h-latency").inner_text()
     assert await page.evaluate(NO_HORIZONTAL_SCROLL)
     await page.wait_for_selector('#feed-state[data-state="live"]')
     assert errors == []
