@@ -465,7 +465,7 @@ class CallAdmin(ReadOnly, IdSearch, admin.ModelAdmin):
         """A person's erase request (docs/privacy.md): the same audited path as DELETE .../data."""
         erased = skipped = 0
         by = services.AccessActor.of_request(request)
-        for call in queryset.only("pk", "call_id"):
+        for call in queryset.select_related(None).only("pk", "call_id"):
             try:
                 services.call_erase_data(call=call, by=by, actor=CallEvent.Actor.ADMIN)
             except CallStateConflict:

@@ -54,6 +54,7 @@ from .models import (
     CallWord,
     SipRoute,
     WebhookDelivery,
+    WebhookMessage,
     hash_api_key,
 )
 from .sessions import SessionConfig
@@ -936,6 +937,28 @@ def _purge_events(pks: list[int], kind: str, marker: str) -> None:
         CallEvent.objects.bulk_update(responses, ["data"])
 
 
+# The kinds a webhook delivery's payload carries (the call as the API shows it: instructions, the
+# caller's numbers; the transcript of call.transcript.completed): the payload goes with the first.
+WEBHOOK_PAYLOAD_KINDS = ("session", "transcripts", "caller_numbers")
+
+
+def _purge_webhook_payloads(pks: list[int], marker: str) -> None:
+    """Replace the payloads of these calls' webhook deliveries by the marker, whatever their status
+    (a delivery still being retried then carries the marker: the event happened, its data is no
+    longer kept). The delivery log keeps what is not personal: type, time, call id, outcome."""
+    messages = list(WebhookMessage.objects.filter(call_id__in=pks).only("pk", "payload"))
+    for message in messages:
+        old = message.payload if isinstance(message.payload, dict) else {}
+        data = old.get("data")
+        call_id = data.get("call_id") if isinstance(data, dict) else None
+        message.payload = {
+            **{k: old[k] for k in ("type", "timestamp") if k in old},
+            "data": {**({"call_id": call_id} if call_id else {}), "purged": marker},
+        }
+    if messages:
+        WebhookMessage.objects.bulk_update(messages, ["payload"])
+
+
 def calls_purge_data(
     *,
     kinds_by_call: dict[int, list[str]],
@@ -971,6 +994,8 @@ def calls_purge_data(
                 continue
             Call.objects.filter(pk__in=won).update(**{f"{kind}_purged_at": at}, **_purged_columns(kind, marker))
             _purge_events(won, kind, marker)
+            if kind in WEBHOOK_PAYLOAD_KINDS:
+                _purge_webhook_payloads(won, marker)
             for pk in won:
                 purged.setdefault(pk, []).append(kind)
         CallEvent.objects.bulk_create(
@@ -1010,6 +1035,8 @@ def calls_delete_expired(*, pks: list[int], ended_before: datetime) -> int:
         ids = list(expired.values_list("pk", flat=True))
         if not ids:
             return 0
+        # The deliveries stay in the log (their call link emptied): their copies of the call go.
+        _purge_webhook_payloads(ids, purge_marker(timezone.now()))
         for pk in ids:
             # One call's events at a time: each DELETE reads one range of event_call_idx.
             CallEvent.objects.filter(call_id=pk).delete()
