@@ -1031,7 +1031,11 @@ def calls_delete_expired(*, pks: list[int], ended_before: datetime) -> int:
     is kept of it (docs/privacy.md). Returns how many calls were deleted.
     """
     with transaction.atomic():
-        expired = Call.objects.filter(pk__in=pks, ended_at__isnull=False, ended_at__lt=ended_before)
+        expired = Call.objects.filter(pk__in=pks, ended_at__isnull=False, ended_at__lt=ended_before).order_by()
+        if connection.vendor == "postgresql":
+            # The calls' rows first, like the purge of kinds (calls, then their events), or the two
+            # would deadlock; rows another purge holds are skipped, for the next pass.
+            expired = expired.select_for_update(skip_locked=True)
         ids = list(expired.values_list("pk", flat=True))
         if not ids:
             return 0
@@ -1040,5 +1044,6 @@ def calls_delete_expired(*, pks: list[int], ended_before: datetime) -> int:
         for pk in ids:
             # One call's events at a time: each DELETE reads one range of event_call_idx.
             CallEvent.objects.filter(call_id=pk).delete()
-        Call.objects.filter(pk__in=ids).delete()
-    return len(ids)
+        # Counted from the DELETE itself: another purge may have deleted some since they were read.
+        _, deleted = Call.objects.filter(pk__in=ids).delete()
+    return deleted.get(Call._meta.label, 0)

@@ -228,16 +228,16 @@ print(json.dumps(retention.purge_all(now=timezone.now(), limit=2).purged))
 """
 
 
-@pytest.mark.django_db(transaction=True)
-def test_it_purges_each_kind_of_each_call_once_when_two_processes_race(sdp_offer):
-    calls = [_ended_call(sdp_offer) for _ in range(12)]
+def _race(*, calls_days: str) -> dict[str, int]:
+    """Two `purge_all`s in two processes started at the same moment (every kind due at once; whole
+    calls too if `calls_days`); what they purged, summed."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "iaposte.settings",
         "DEBUG": "true",
         "DATABASE_URL": database_url(),
         **{f"REALTIME_RETAIN_{kind.upper()}_DAYS": "0" for kind in services.PURGE_KINDS},
-        "REALTIME_RETAIN_CALLS_DAYS": "",
+        "REALTIME_RETAIN_CALLS_DAYS": calls_days,
     }
     start = str(time.time() + 3)  # both past Django's start-up, then purging at the same moment
     processes = [
@@ -245,17 +245,35 @@ def test_it_purges_each_kind_of_each_call_once_when_two_processes_race(sdp_offer
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=120) for p in processes]
-
     assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outputs]
     totals: dict[str, int] = {}
     for out, _ in outputs:
         for kind, n in json.loads(out.strip().splitlines()[-1]).items():
             totals[kind] = totals.get(kind, 0) + n
+    return totals
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_purges_each_kind_of_each_call_once_when_two_processes_race(sdp_offer):
+    calls = [_ended_call(sdp_offer) for _ in range(12)]
+
+    totals = _race(calls_days="")
+
     assert totals == dict.fromkeys(services.PURGE_KINDS, len(calls))
     # Each kind of each call named by exactly one purge event, whichever process wrote it.
     named = [(e.call_id, kind) for e in CallEvent.objects.filter(event_type="call.data_purged") for kind in e.data["kinds"]]
     assert sorted(named) == sorted((c.pk, kind) for c in calls for kind in services.PURGE_KINDS)
     assert Call.objects.filter(events_purged_at__isnull=True).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_deletes_each_expired_call_once_when_two_processes_race(sdp_offer):
+    calls = [_ended_call(sdp_offer) for _ in range(12)]
+
+    totals = _race(calls_days="0")
+
+    assert totals["calls"] == len(calls)
+    assert not Call.objects.exists() and not CallEvent.objects.exists()
 
 
 @pytest.mark.django_db
