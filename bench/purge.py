@@ -1,6 +1,7 @@
 """Retention purge in the background while live requests run: p99 of live requests with and without it.
 
     python bench/purge.py [--calls 100000] [--seconds 20] [--runs 3] [--quick]
+    python bench/purge.py --database big.sqlite3 [--seconds 20] [--runs 3]
 
 Seeds a migrated SQLite database with a call history (`bench/seed_scale.py`: ended calls with
 their SDPs, sessions and sideband events), then for each run starts the real server twice on it
@@ -10,7 +11,11 @@ their SDPs, sessions and sideband events), then for each run starts the real ser
   server's start (`realtime.background.run`), with the default batch size and pause;
 and in each, clients create a WebRTC call (answered by the local engine), read it and end it, over
 and over for `--seconds`, recording every request's latency. A run whose purge finished before the
-window closed says so (then the window is not all under purge). Prints both p99s and their ratio
+window closed says so (then the window is not all under purge).
+
+With `--database`, the runs share one history seeded beforehand (`bench/seed_scale.py`, a million
+calls takes a quarter of an hour): a window purges a few hundred calls of the backlog, so each run
+meets practically the same history, and the same history is what the batch's cost must not depend on. Prints both p99s and their ratio
 (goal: purge p99 at most 1.2 × baseline; docs/benchmarks.md).
 """
 
@@ -104,6 +109,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--database", type=Path, help="an already seeded SQLite history to use for every run (kept)")
     parser.add_argument("--quick", action="store_true", help="2,000 calls, 3 s windows, 1 run (the test suite runs it)")
     args = parser.parse_args()
     if args.quick:
@@ -112,13 +118,16 @@ def main() -> None:
 
     offer = asyncio.run(sample_offer())
     print(f"{machine()}; load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    if args.database:
+        args.calls = due(args.database)
     print(f"{args.calls:,} expired calls, {args.clients} clients, {args.seconds:g} s per window, {args.runs} runs")
     print("run  baseline_p99_ms  purge_p99_ms  ratio  requests  calls_purged_in_window  purge_still_running")
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(1, args.runs + 1):
-            db = Path(tmp) / f"purge-{run}.sqlite3"
-            seed(db, args.calls)
+            db = args.database or Path(tmp) / f"purge-{run}.sqlite3"
+            if not args.database:
+                seed(db, args.calls)
             # Alternate which phase comes first, so neither always meets a fresher database.
             if run % 2:
                 base, base_n, _, _ = run_phase(db, KEEP, offer, args.seconds, args.clients)
@@ -128,7 +137,8 @@ def main() -> None:
                 base, base_n, _, _ = run_phase(db, KEEP, offer, args.seconds, args.clients)
             ratios.append(under / base)
             print(f"{run}  {base:.1f}  {under:.1f}  {under / base:.2f}  {base_n}+{under_n}  {during}  {'yes' if running else 'no'}")
-            db.unlink()
+            if not args.database:
+                db.unlink()
     print(f"median ratio {statistics.median(ratios):.2f}")
 
 

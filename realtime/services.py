@@ -54,6 +54,7 @@ from .models import (
     CallWord,
     SipRoute,
     WebhookDelivery,
+    WebhookMessage,
     hash_api_key,
 )
 from .sessions import SessionConfig
@@ -937,13 +938,38 @@ def _purge_events(pks: list[int], kind: str, marker: str) -> None:
     events = CallEvent.objects.filter(call_id__in=pks).exclude(upstream_event_id="")
     if kind == "transcripts":
         events = events.filter(event_type__in=SPEECH_EVENTS)
+    # Read by the calls' index, then split here: a filter on the event type alone would let
+    # SQLite's planner pick the event-type index and read every response of the history.
+    found = list(events.only("pk", "event_type", "data"))
+    responses = [e for e in found if e.event_type == "response.done"]
     # One UPDATE for the content with nothing to keep; responses one by one (their usage stays).
-    events.exclude(event_type="response.done").update(data={"purged": marker})
-    responses = list(events.filter(event_type="response.done").only("pk", "event_type", "data"))
+    CallEvent.objects.filter(pk__in=[e.pk for e in found if e.event_type != "response.done"]).update(data={"purged": marker})
     for event in responses:
         event.data = _purged_event(event, marker)
     if responses:
         CallEvent.objects.bulk_update(responses, ["data"])
+
+
+# The kinds a webhook delivery's payload carries (the call as the API shows it: instructions, the
+# caller's numbers; the transcript of call.transcript.completed): the payload goes with the first.
+WEBHOOK_PAYLOAD_KINDS = ("session", "transcripts", "caller_numbers")
+
+
+def _purge_webhook_payloads(pks: list[int], marker: str) -> None:
+    """Replace the payloads of these calls' webhook deliveries by the marker, whatever their status
+    (a delivery still being retried then carries the marker: the event happened, its data is no
+    longer kept). The delivery log keeps what is not personal: type, time, call id, outcome."""
+    messages = list(WebhookMessage.objects.filter(call_id__in=pks).only("pk", "payload"))
+    for message in messages:
+        old = message.payload if isinstance(message.payload, dict) else {}
+        data = old.get("data")
+        call_id = data.get("call_id") if isinstance(data, dict) else None
+        message.payload = {
+            **{k: old[k] for k in ("type", "timestamp") if k in old},
+            "data": {**({"call_id": call_id} if call_id else {}), "purged": marker},
+        }
+    if messages:
+        WebhookMessage.objects.bulk_update(messages, ["payload"])
 
 
 def calls_purge_data(
@@ -981,6 +1007,8 @@ def calls_purge_data(
                 continue
             Call.objects.filter(pk__in=won).update(**{f"{kind}_purged_at": at}, **_purged_columns(kind, marker))
             _purge_events(won, kind, marker)
+            if kind in WEBHOOK_PAYLOAD_KINDS:
+                _purge_webhook_payloads(won, marker)
             for pk in won:
                 purged.setdefault(pk, []).append(kind)
         CallEvent.objects.bulk_create(
@@ -1016,12 +1044,19 @@ def calls_delete_expired(*, pks: list[int], ended_before: datetime) -> int:
     is kept of it (docs/privacy.md). Returns how many calls were deleted.
     """
     with transaction.atomic():
-        expired = Call.objects.filter(pk__in=pks, ended_at__isnull=False, ended_at__lt=ended_before)
+        expired = Call.objects.filter(pk__in=pks, ended_at__isnull=False, ended_at__lt=ended_before).order_by()
+        if connection.vendor == "postgresql":
+            # The calls' rows first, like the purge of kinds (calls, then their events), or the two
+            # would deadlock; rows another purge holds are skipped, for the next pass.
+            expired = expired.select_for_update(skip_locked=True)
         ids = list(expired.values_list("pk", flat=True))
         if not ids:
             return 0
+        # The deliveries stay in the log (their call link emptied): their copies of the call go.
+        _purge_webhook_payloads(ids, purge_marker(timezone.now()))
         for pk in ids:
             # One call's events at a time: each DELETE reads one range of event_call_idx.
             CallEvent.objects.filter(call_id=pk).delete()
-        Call.objects.filter(pk__in=ids).delete()
-    return len(ids)
+        # Counted from the DELETE itself: another purge may have deleted some since they were read.
+        _, deleted = Call.objects.filter(pk__in=ids).delete()
+    return deleted.get(Call._meta.label, 0)

@@ -135,6 +135,7 @@ POSTGRESQL_FILES = {
     "test_health.py",
     "test_call_filter_plans.py",
     "test_api_call_filters.py",
+    "test_retention.py",
 }
 
 

@@ -4,6 +4,12 @@ whole calls deleted with statistics kept, redaction of transcripts, and the per-
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
 from datetime import datetime, timedelta
 from io import StringIO
 from typing import Any
@@ -11,6 +17,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -18,7 +25,10 @@ from rest_framework.test import APIClient
 from realtime import retention, selectors, services, words
 from realtime.models import AccessAudit, Call, CallEvent, CallWord
 from realtime.sessions import parse_session
+from realtime.webhooks import services as webhook_services
+from realtime.webhooks.models import WebhookMessage
 
+from .conftest import ROOT, database_url
 from .query_plans import capture, problems
 from .test_production_settings import _run
 
@@ -167,6 +177,146 @@ def test_it_purges_each_kind_once_when_two_purges_race(sdp_offer):
 
     assert (first, second) == ({call.pk: ["sdp", "transcripts"]}, {})
     assert CallEvent.objects.filter(call=call, event_type="call.data_purged").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_skips_what_another_purge_holds_and_never_purges_a_kind_twice(sdp_offer):
+    """Two purges in two connections: the second, started while the first holds its claim, gets
+    nothing (PostgreSQL skips the locked rows at once; SQLite waits for the first's commit), and
+    once the first has committed there is nothing left for it either."""
+    calls = [_ended_call(sdp_offer) for _ in range(3)]
+    kinds_by_call = {c.pk: list(services.PURGE_KINDS) for c in calls}
+    now = timezone.now()
+    claimed, second_done = threading.Event(), threading.Event()
+    results: dict[str, Any] = {}
+
+    def purge(name: str, hold: bool) -> None:
+        try:
+            with transaction.atomic():
+                results[name] = services.calls_purge_data(kinds_by_call=kinds_by_call, at=now)
+                if hold:
+                    claimed.set()
+                    # PostgreSQL: the second purge ends while this one still holds its rows.
+                    results["second_done_while_held"] = second_done.wait(10 if connection.vendor == "postgresql" else 0.5)
+        finally:
+            if not hold:
+                second_done.set()
+            connection.close()
+
+    first = threading.Thread(target=purge, args=("first", True))
+    first.start()
+    assert claimed.wait(10)
+    second = threading.Thread(target=purge, args=("second", False))
+    second.start()
+    first.join(20)
+    second.join(20)
+
+    assert results["first"] == kinds_by_call and results["second"] == {}
+    assert results["second_done_while_held"] is (connection.vendor == "postgresql")
+    assert services.calls_purge_data(kinds_by_call=kinds_by_call, at=now) == {}
+    assert CallEvent.objects.filter(event_type="call.data_purged").count() == 3
+
+
+RACE = """
+import json, os, sys, time
+import django
+django.setup()
+from django.utils import timezone
+from realtime import retention
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
+print(json.dumps(retention.purge_all(now=timezone.now(), limit=2).purged))
+"""
+
+
+def _race(*, calls_days: str) -> dict[str, int]:
+    """Two `purge_all`s in two processes started at the same moment (every kind due at once; whole
+    calls too if `calls_days`); what they purged, summed."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "iaposte.settings",
+        "DEBUG": "true",
+        "DATABASE_URL": database_url(),
+        **{f"REALTIME_RETAIN_{kind.upper()}_DAYS": "0" for kind in services.PURGE_KINDS},
+        "REALTIME_RETAIN_CALLS_DAYS": calls_days,
+    }
+    start = str(time.time() + 3)  # both past Django's start-up, then purging at the same moment
+    processes = [
+        subprocess.Popen([sys.executable, "-c", RACE, start], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outputs]
+    totals: dict[str, int] = {}
+    for out, _ in outputs:
+        for kind, n in json.loads(out.strip().splitlines()[-1]).items():
+            totals[kind] = totals.get(kind, 0) + n
+    return totals
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_purges_each_kind_of_each_call_once_when_two_processes_race(sdp_offer):
+    calls = [_ended_call(sdp_offer) for _ in range(12)]
+
+    totals = _race(calls_days="")
+
+    assert totals == dict.fromkeys(services.PURGE_KINDS, len(calls))
+    # Each kind of each call named by exactly one purge event, whichever process wrote it.
+    named = [(e.call_id, kind) for e in CallEvent.objects.filter(event_type="call.data_purged") for kind in e.data["kinds"]]
+    assert sorted(named) == sorted((c.pk, kind) for c in calls for kind in services.PURGE_KINDS)
+    assert Call.objects.filter(events_purged_at__isnull=True).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_deletes_each_expired_call_once_when_two_processes_race(sdp_offer):
+    calls = [_ended_call(sdp_offer) for _ in range(12)]
+
+    totals = _race(calls_days="0")
+
+    assert totals["calls"] == len(calls)
+    assert not Call.objects.exists() and not CallEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_purges_the_calls_webhook_payloads_with_it_keeping_the_delivery_log(settings, sdp_offer):
+    endpoint = webhook_services.endpoint_create(
+        url="http://127.0.0.1:9/hooks", events=["call.ended", "call.transcript.completed"], api_key=None
+    )
+    call = _ended_call(sdp_offer, sip=True)
+    messages = WebhookMessage.objects.filter(endpoint=endpoint).order_by("pk")
+    assert [m.event_type for m in messages] == ["call.ended", "call.transcript.completed"]
+    assert "+33612345678" in json.dumps(messages[0].payload) and "06 12 34 56 78" in json.dumps(messages[1].payload)
+    WebhookMessage.objects.filter(pk=messages[0].pk).update(status="delivered")
+    settings.REALTIME_RETENTION_DAYS = {**KEEP_ALL, "transcripts": 90}
+
+    assert retention.purge_all(now=_later(91)).purged == {"transcripts": 1}
+
+    marker = services.purge_marker(_later(91))
+    for message, status in zip(messages.all(), ["delivered", "pending"], strict=True):
+        assert (message.call_id, message.status) == (call.pk, status)
+        assert message.payload == {
+            "type": message.event_type,
+            "timestamp": message.payload["timestamp"],
+            "data": {"call_id": call.call_id, "purged": marker},
+        }
+
+
+@pytest.mark.django_db
+def test_it_purges_webhook_payloads_of_calls_erased_or_deleted_whole(settings, officer, sdp_offer):
+    webhook_services.endpoint_create(url="http://127.0.0.1:9/hooks", events=["call.ended"], api_key=None)
+    erased, deleted = _ended_call(sdp_offer, sip=True), _ended_call(sdp_offer, sip=True)
+    client = APIClient()
+    client.force_login(officer)
+
+    assert client.delete(f"/api/realtime/calls/{erased.call_id}/data").status_code == 200
+    settings.REALTIME_RETENTION_DAYS = {**KEEP_ALL, "calls": 730}
+    # The erased one goes whole too; its payload was already the marker.
+    assert retention.purge_all(now=_later(731)).purged == {"calls": 2}
+
+    payloads = list(WebhookMessage.objects.order_by("pk").values_list("call_id", "payload"))
+    assert [(call_id, payload["data"]) for call_id, payload in payloads] == [
+        (None, {"call_id": erased.call_id, "purged": services.purge_marker(timezone.now())}),
+        (None, {"call_id": deleted.call_id, "purged": services.purge_marker(timezone.now())}),
+    ]
 
 
 @pytest.mark.django_db
