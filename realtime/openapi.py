@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.urls import reverse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
@@ -472,14 +473,17 @@ sip_webhook_schema = extend_schema(
 
 
 class SipWebhookContract(APIView):
-    """The contract of `realtime.api.sip_webhook`, for the schema only (never routed)."""
+    """The contract of `realtime.api.sip_webhook` for the schema (the route serves the plain view;
+    this one hands the raw request to it, so it answers the same if ever called)."""
 
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
 
     @sip_webhook_schema
     def post(self, request: Any) -> Any:
-        raise NotImplementedError
+        from .api import sip_webhook  # api imports this module for its decorators
+
+        return async_to_sync(sip_webhook)(request._request)
 
 
 def sip_webhook_path(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:

@@ -40,13 +40,14 @@ class RealtimeAccess(BasePermission):
 
 
 class StaffOnly(BasePermission):
-    """Staff with a model permission (or local mode), never API keys: `permission()` names it,
-    `refusal` says who may."""
+    """Staff with a model permission (or local mode), never API keys: `required` (or `permission()`
+    when it depends on the request) names it, `refusal` says who may."""
 
+    required = ""
     refusal = ""
 
     def permission(self, request: Request) -> str:
-        raise NotImplementedError
+        return self.required
 
     def has_permission(self, request: Request, view: Any) -> bool:
         principal = request.auth if isinstance(request.auth, Principal) else None
@@ -75,7 +76,5 @@ class CallDataErase(StaffOnly):
     """Erasing a call's personal data (a person's request) is for staff with the permission
     `realtime.erase_call_data` (or local mode), never for API keys."""
 
+    required = "realtime.erase_call_data"
     refusal = gettext_noop("A call's data is erased by staff with the permission %(permission)s.")
-
-    def permission(self, request: Request) -> str:
-        return "realtime.erase_call_data"
