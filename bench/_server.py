@@ -37,11 +37,12 @@ class Served:
 def server(
     extra_env: dict[str, str] | None = None,
     *,
-    database: Path | None = None,
+    database: Path | str | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
     keep_log: Path | None = None,
 ) -> Iterator[Served]:
-    """Yield the URLs of a fresh server with its own migrated SQLite database.
+    """Yield the URLs of a fresh server with its own migrated SQLite database, or on `database`:
+    a SQLite file or a database URL (`postgres://…`).
 
     `on_start` receives the server process once it answers (to sample its memory, say);
     `keep_log` is where the server's log is copied when it stops.
@@ -55,7 +56,7 @@ def server(
             "DEBUG": "true",
             "SECRET_KEY": "bench-only",
             "OPENAI_API_KEY": "",
-            "DATABASE_URL": f"sqlite:///{db}",
+            "DATABASE_URL": database_url(db),
             "PORT": str(port),
             "LOCALREALTIME_PORT": str(engine_port),
             "LOG_LEVEL": "WARNING",
@@ -100,6 +101,11 @@ def server(
             log.close()
             if keep_log is not None:
                 shutil.copyfile(Path(tmp) / "server.log", keep_log)
+
+
+def database_url(database: Path | str) -> str:
+    """A database given as a SQLite file's path or as a URL, as a URL."""
+    return database if isinstance(database, str) and "://" in database else f"sqlite:///{database}"
 
 
 def rss_kib(pid: int) -> int:

@@ -4,6 +4,8 @@ on an empty database, in the same run (see docs/benchmarks.md, "A million calls"
     DATABASE_URL=sqlite:///big.sqlite3 python manage.py migrate
     DATABASE_URL=sqlite:///big.sqlite3 python bench/seed_scale.py --calls 1000000   # once: minutes
     python bench/scale.py --database big.sqlite3 [--repeat 30]
+    python bench/scale.py --database postgres://user@host:port/big   # PostgreSQL: the empty
+                                   # baseline is the database `big_empty` on the same server, remade
     python bench/scale.py --quick          # seeds 2,000 calls into a temporary file (the suite runs it)
 
 For each database (empty, then the history): a broker server (daphne, no monitors: the passes
@@ -42,7 +44,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import engine, machine, server  # noqa: E402
+from bench._server import database_url, engine, machine, server  # noqa: E402
 from bench.create_concurrency import burst, make_offer, quantile  # noqa: E402
 
 _DJANGO_SETUP = "import django; django.setup()\n"
@@ -63,11 +65,27 @@ def median_ms(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(times) * 1000
 
 
-def django_env(database: Path) -> dict[str, str]:
-    return {**os.environ, "DJANGO_SETTINGS_MODULE": "iaposte.settings", "DEBUG": "true", "DATABASE_URL": f"sqlite:///{database}"}
+Database = Path | str  # a SQLite file, or a database URL
 
 
-def prepare(database: Path) -> dict[str, Any]:
+def django_env(database: Database) -> dict[str, str]:
+    return {**os.environ, "DJANGO_SETTINGS_MODULE": "iaposte.settings", "DEBUG": "true", "DATABASE_URL": database_url(database)}
+
+
+def empty_beside(url: str) -> str:
+    """A fresh database named `<name>_empty` on the server of the PostgreSQL `url` (dropped first)."""
+    import psycopg
+    from psycopg import sql
+
+    base, name = url.rsplit("/", 1)
+    empty = f"{name}_empty"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(empty)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(empty)))
+    return f"{base}/{empty}"
+
+
+def prepare(database: Database) -> dict[str, Any]:
     """Migrate, make a staff user for the admin, and pick the calls the reads will ask for."""
     env = django_env(database)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
@@ -244,14 +262,14 @@ print(json.dumps(out))
 """
 
 
-def passes(database: Path, repeat: int) -> dict[str, float]:
+def passes(database: Database, repeat: int) -> dict[str, float]:
     code = _DJANGO_SETUP + PASSES.replace("REPEAT", str(repeat))
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=django_env(database), check=True, capture_output=True, text=True)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
 
-def measure(database: Path, offer: str, args: argparse.Namespace) -> dict[str, float]:
+def measure(database: Database, offer: str, args: argparse.Namespace) -> dict[str, float]:
     picked = prepare(database)
     figures: dict[str, float] = {}
     no_background = {"REALTIME_MONITORS": "off", "LOCALREALTIME_CONNECT_TIMEOUT": "5"}
@@ -274,7 +292,7 @@ def measure(database: Path, offer: str, args: argparse.Namespace) -> dict[str, f
     return figures
 
 
-def concurrency(database: Path, offer: str, calls: int) -> dict[str, float]:
+def concurrency(database: Database, offer: str, calls: int) -> dict[str, float]:
     env = {"LOCALREALTIME_ANSWER_DELAY_MS": "500", "LOCALREALTIME_CONNECT_TIMEOUT": "5", "REALTIME_MONITORS": "off"}
     with server(env, database=database) as served:
         asyncio.run(burst(served.url, offer, 10))
@@ -289,7 +307,7 @@ def concurrency(database: Path, offer: str, calls: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database", type=Path, help="a seeded SQLite file (bench/seed_scale.py)")
+    parser.add_argument("--database", help="a seeded SQLite file or PostgreSQL URL (bench/seed_scale.py)")
     parser.add_argument("--repeat", type=int, default=30, help="requests per read timing (median)")
     parser.add_argument("--cycles", type=int, default=40, help="create + DELETE cycles for the CPU figures")
     parser.add_argument("--concurrent", type=int, default=200)
@@ -298,8 +316,13 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
     os.environ.setdefault("DEBUG", "true")
     with tempfile.TemporaryDirectory() as tmp:
-        empty = Path(tmp) / "empty.sqlite3"
-        history = args.database
+        given: str | None = args.database
+        history: Database | None = None
+        empty: Database = Path(tmp) / "empty.sqlite3"
+        if given and "://" in given:
+            history, empty = given, empty_beside(given)
+        elif given:
+            history = Path(given)
         if args.quick:
             args.repeat, args.cycles, args.concurrent = 3, 3, 10
             history = Path(tmp) / "history.sqlite3"
