@@ -4,6 +4,7 @@ project, the local engine beside it) or `manage.py localrealtime` (the engine al
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -31,6 +32,26 @@ class Served:
     url: str
     # Where the local engine listens (OpenAI's stand-in): the broker's OPENAI_BASE_URL.
     engine_url: str
+    # What a client sends to be an integrator: nothing in local mode, an API key in production.
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def production_env(engine_v1: str) -> dict[str, str]:
+    """Settings of a production broker (DEBUG off, local mode off, requests with an API key) in
+    front of an engine apart at `engine_v1`, on plain HTTP on loopback: what a benchmark of the
+    production code path runs (DEBUG alone adds the query log's work to every statement)."""
+    return {
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "REALTIME_LOCAL_MODE": "false",
+        "SECURE_SSL_REDIRECT": "false",
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
+        "LOCALREALTIME_ENABLED": "false",
+        "OPENAI_API_KEY": "sk-localrealtime",
+        "OPENAI_BASE_URL": engine_v1,
+    }
 
 
 @contextmanager
@@ -40,12 +61,14 @@ def server(
     database: Path | str | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
     keep_log: Path | None = None,
+    api_key: str | None = None,
 ) -> Iterator[Served]:
     """Yield the URLs of a fresh server with its own migrated SQLite database, or on `database`:
     a SQLite file or a database URL (`postgres://…`).
 
     `on_start` receives the server process once it answers (to sample its memory, say);
-    `keep_log` is where the server's log is copied when it stops.
+    `keep_log` is where the server's log is copied when it stops. With DEBUG off (production_env),
+    requests carry `api_key`, or a key made for the run.
     """
     with tempfile.TemporaryDirectory() as tmp:
         db = database or Path(tmp) / "bench.sqlite3"
@@ -69,6 +92,11 @@ def server(
             **(extra_env or {}),
         }
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+        headers: dict[str, str] = {}
+        if env["DEBUG"] == "false":
+            key = api_key or subprocess.run([sys.executable, "manage.py", "create_api_key", "bench"], cwd=ROOT, env=env, check=True,
+                                 capture_output=True, text=True).stdout.strip()  # fmt: skip
+            headers["Authorization"] = f"Bearer {key}"
         log = open(Path(tmp) / "server.log", "wb")
         process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--port", str(port)],
@@ -82,7 +110,7 @@ def server(
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    if httpx.get(f"{url}/api/realtime/stats", timeout=2).status_code == 200:
+                    if httpx.get(f"{url}/api/realtime/stats", headers=headers, timeout=2).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
@@ -91,7 +119,7 @@ def server(
                 time.sleep(0.2)
             if on_start is not None:
                 on_start(process)
-            yield Served(url, f"http://127.0.0.1:{engine_port}/v1")
+            yield Served(url, env.get("OPENAI_BASE_URL") or f"http://127.0.0.1:{engine_port}/v1", headers)
         finally:
             process.terminate()
             try:

@@ -44,7 +44,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import database_url, engine, machine, server  # noqa: E402
+from bench._server import database_url, engine, machine, production_env, server  # noqa: E402
 from bench.create_concurrency import burst, make_offer, quantile  # noqa: E402
 
 _DJANGO_SETUP = "import django; django.setup()\n"
@@ -104,8 +104,20 @@ from django.contrib.auth.models import User
 from realtime.models import Call
 User.objects.filter(username="bench").delete()
 User.objects.create_superuser("bench", password="bench-only")
-ended = Call.objects.filter(status="ended", has_transcript=True).order_by("-created_at", "-id").first()
-print(json.dumps({"call_id": ended.call_id if ended else "", "upstream_id": ended.upstream_id if ended else "", "pk": ended.pk if ended else 0}))
+from realtime.models import ApiKey
+from realtime.services import API_KEY_PREFIX, API_KEY_VISIBLE_CHARS, hash_api_key
+import secrets
+# An integrator's key among the history's (its secret replaced by one the benchmark knows: only
+# its hash is stored); the reads see that integrator's calls, as theirs would.
+key = ApiKey.objects.filter(revoked_at__isnull=True, expires_at__isnull=True).order_by("pk").first()
+raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
+if key is None:
+    key = ApiKey(name="bench")
+key.prefix, key.key_hash = raw[:API_KEY_VISIBLE_CHARS], hash_api_key(raw)
+key.save()
+ended = Call.objects.filter(status="ended", has_transcript=True, api_key=key).order_by("-created_at", "-id").first()
+print(json.dumps({"call_id": ended.call_id if ended else "", "upstream_id": ended.upstream_id if ended else "", "pk": ended.pk if ended else 0,
+                  "api_key": raw}))
 """
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**django_env(database), "PYTHONPATH": str(ROOT)}, check=True,
@@ -114,9 +126,9 @@ print(json.dumps({"call_id": ended.call_id if ended else "", "upstream_id": ende
     return picked
 
 
-def reads(url: str, picked: dict[str, Any], repeat: int) -> dict[str, float]:
+def reads(url: str, picked: dict[str, Any], repeat: int, headers: dict[str, str]) -> dict[str, float]:
     figures: dict[str, float] = {}
-    with httpx.Client(base_url=url, timeout=60) as http:
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as http:
         first = http.get("/api/realtime/calls").json()
         # A deep page: follow the cursor a few pages in, then time that page.
         cursor = first.get("next_cursor")
@@ -174,12 +186,15 @@ def reads(url: str, picked: dict[str, Any], repeat: int) -> dict[str, float]:
     return figures
 
 
-async def cycles(url: str, offer: str, pid: int, n: int) -> dict[str, float]:
+async def cycles(url: str, offer: str, pid: int, n: int, headers: dict[str, str]) -> dict[str, float]:
     """Broker CPU per create + DELETE (a subscriber on the list feed), per create alone."""
     import websockets
 
     ws_url = url.replace("http://", "ws://") + "/ws/realtime/calls"
-    async with websockets.connect(ws_url, origin=url) as feed, httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with (
+        websockets.connect(ws_url, origin=url, additional_headers=headers) as feed,  # type: ignore[arg-type]
+        httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as http,
+    ):
 
         async def drain() -> None:
             while True:
@@ -204,14 +219,14 @@ async def cycles(url: str, offer: str, pid: int, n: int) -> dict[str, float]:
     return {"broker CPU per create (ms)": (middle - before) / n * 1000, "broker CPU per create + DELETE (ms)": (after - before) / n * 1000}
 
 
-async def latencies(url: str, engine_url: str, offer: str, n: int) -> dict[str, float]:
+async def latencies(url: str, engine_url: str, offer: str, n: int, headers: dict[str, str]) -> dict[str, float]:
     """Create latency through the broker vs a direct SDK call to the same engine (one at a time)."""
     import openai
 
     sdk = openai.AsyncOpenAI(api_key="sk-localrealtime", base_url=f"{engine_url}/v1", max_retries=0)
     session = {"type": "realtime", "model": "gpt-realtime", "audio": {"output": {"voice": "alloy"}}}
     broker, direct = [], []
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as http:
         for i in range(n + 2):
             start = time.perf_counter()
             created = await sdk.realtime.calls.create(sdp=offer, session=session)  # type: ignore[arg-type]
@@ -278,16 +293,20 @@ def measure(database: Database, offer: str, args: argparse.Namespace) -> dict[st
         # The engine as its own process (`manage.py localrealtime`): the broker's CPU is its own.
         engine_v1 = stack.enter_context(engine(no_background))
         engine_url = engine_v1.removesuffix("/v1")
-        url = stack.enter_context(
+        # The broker as in production (DEBUG off, an API key on every request), unless --debug.
+        settings = {"LOCALREALTIME_ENABLED": "false", "OPENAI_BASE_URL": engine_v1} if args.debug else production_env(engine_v1)
+        served = stack.enter_context(
             server(
-                {**no_background, "LOCALREALTIME_ENABLED": "false", "OPENAI_BASE_URL": engine_v1},
+                {**no_background, **settings},
                 database=database,
                 on_start=lambda process: pids.append(process.pid),
+                api_key=picked["api_key"],
             )
-        ).url
-        figures |= reads(url, picked, args.repeat)
-        figures |= asyncio.run(cycles(url, offer, pids[0], args.cycles))
-        figures |= asyncio.run(latencies(url, engine_url, offer, args.cycles))
+        )
+        url, headers = served.url, served.headers
+        figures |= reads(url, picked, args.repeat, headers)
+        figures |= asyncio.run(cycles(url, offer, pids[0], args.cycles, headers))
+        figures |= asyncio.run(latencies(url, engine_url, offer, args.cycles, headers))
     figures |= passes(database, args.repeat)
     return figures
 
@@ -311,6 +330,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30, help="requests per read timing (median)")
     parser.add_argument("--cycles", type=int, default=40, help="create + DELETE cycles for the CPU figures")
     parser.add_argument("--concurrent", type=int, default=200)
+    parser.add_argument("--debug", action="store_true", help="the broker with DEBUG on and in local mode, as `make run`")
     parser.add_argument("--quick", action="store_true", help="seed 2,000 calls into a temporary file; few repetitions")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
