@@ -8,9 +8,10 @@ a create made 20 hops (16 of them middleware hooks), about 3 ms of the broker's 
 
 So this handler:
 - lends each request a thread from a small pool instead of starting one. The request still has
-  its sync thread to itself, as Django requires; a thread that served a request
-  keeps its database connection between requests as WSGI threads do, `close_old_connections` at
-  each request's start and end applying CONN_MAX_AGE as usual;
+  its sync thread to itself, as Django requires (asgiref waits for a cancelled hop's thread work
+  before the request ends, so a returned thread is idle); a thread that served a request keeps its
+  database connection between requests as WSGI threads do, `close_old_connections` at each
+  request's start and end applying CONN_MAX_AGE as usual;
 - runs the hooks of Django's own middleware listed in `LOOP_HOOKS` on the event loop: they only
   read and write the request and the response (headers, cookies, lazy objects), except in the
   cases each entry names, where the hook may reach the database or read a request body, and keeps
