@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
-# Django is set up before anything imports models (the consumers do).
-django_asgi_app = get_asgi_application()
+# Django is set up before anything imports models (the consumers do); as get_asgi_application()
+# does, with Django's handler trimmed of its per-request thread work (realtime/handler.py).
+django.setup(set_prefix=False)
+
+from realtime.handler import RealtimeASGIHandler  # noqa: E402
+
+django_asgi_app = RealtimeASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

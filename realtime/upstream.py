@@ -40,13 +40,22 @@ def api_key() -> str:
     return settings.OPENAI_API_KEY or settings.LOCALREALTIME_API_KEY
 
 
+async def _whole_body(request: Any) -> None:
+    # httpx writes a multipart body to the socket piece by piece as it streams it: a create's two
+    # parts made ten send() calls (boundaries, part headers and contents apart), each a trip through
+    # the kernel's TCP stack on the broker's CPU. Read into memory first (a create is a few KB, an
+    # SDP and a session), the body goes in one write after the headers.
+    await request.aread()
+
+
 def client() -> openai.AsyncOpenAI:
     loop = asyncio.get_running_loop()
     config = (api_key(), settings.OPENAI_BASE_URL, settings.OPENAI_TIMEOUT)
     cached = _clients.get(loop)
     if cached is None or cached[0] != config:
         # max_retries=0: the SDK would retry a timed-out create, which can start a second call.
-        sdk = openai.AsyncOpenAI(api_key=config[0], base_url=config[1], timeout=config[2], max_retries=0)
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [_whole_body]})
+        sdk = openai.AsyncOpenAI(api_key=config[0], base_url=config[1], timeout=config[2], max_retries=0, http_client=http)
         _clients[loop] = (config, sdk)
         return sdk
     return cached[1]

@@ -1,0 +1,132 @@
+"""Requests through the ASGI application (realtime/handler.py): Django's middleware hooks run on
+the event loop unless they may block, and each request borrows its sync thread from a pool."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from asgiref.sync import SyncToAsync
+from asgiref.testing import ApplicationCommunicator
+from django.contrib.auth.models import User
+from django.contrib.sessions.models import Session
+from django.core.signals import request_finished
+
+from iaposte.asgi import application
+from realtime.handler import LOOP_HOOKS
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+async def _request(method: str, path: str, *, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), *(headers or [])],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "http.request", "body": body})
+    start = await communicator.receive_output(5)
+    content = b""
+    while True:
+        message = await communicator.receive_output(5)
+        content += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await communicator.wait(5)
+    return {"status": start["status"], "headers": start["headers"], "body": content}
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """Every function sent to a thread with sync_to_async during the test."""
+    sent: list[Any] = []
+    original = SyncToAsync.__call__
+
+    def record(self: SyncToAsync[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        sent.append(self.func)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", record)
+    yield sent
+
+
+def _cookies(response: dict[str, Any]) -> dict[str, str]:
+    cookies = {}
+    for name, value in response["headers"]:
+        if name.lower() == b"set-cookie":
+            key, _, rest = value.decode().partition("=")
+            cookies[key] = rest.split(";", 1)[0]
+    return cookies
+
+
+async def test_it_runs_no_middleware_hook_in_a_thread_for_an_api_request(settings, hops):
+    settings.REALTIME_LOCAL_MODE = True
+    response = await _request("GET", "/api/realtime/models")
+    assert response["status"] == 200
+    headers = {name.lower() for name, _ in response["headers"]}
+    # Every hook still ran: the security headers, the CSP, the frame options.
+    assert {b"content-security-policy", b"x-content-type-options", b"referrer-policy", b"x-frame-options"} <= headers
+    hooked = [fn for fn in hops if type(getattr(fn, "__self__", None)) in LOOP_HOOKS]
+    assert hooked == []
+    # What remains on the request's thread: the request_started receivers, the (sync) view, the
+    # rendering of its response, and close() (request_finished).
+    assert [getattr(fn, "__name__", "") for fn in hops] == ["sync_send", "ModelViewSet", "render", "close"]
+
+
+async def test_it_lends_one_pooled_thread_to_consecutive_requests(settings):
+    settings.REALTIME_LOCAL_MODE = True
+    threads: list[int] = []
+
+    def finished(**kwargs: Any) -> None:
+        threads.append(threading.get_ident())
+
+    request_finished.connect(finished)
+    try:
+        for _ in range(3):
+            assert (await _request("GET", "/api/realtime/models"))["status"] == 200
+    finally:
+        request_finished.disconnect(finished)
+    assert len(threads) == 3
+    assert len(set(threads)) == 1
+    assert threads[0] != threading.get_ident()
+
+
+async def test_it_refuses_a_form_post_without_its_csrf_token(hops):
+    body = urlencode({"username": "staff", "password": "pw"}).encode()
+    response = await _request("POST", "/admin/login/", body=body, headers=[(b"content-type", b"application/x-www-form-urlencoded")])
+    assert response["status"] == 403
+    # The check reads the form body: that one keeps its thread.
+    assert any(getattr(fn, "__name__", "") == "process_view" for fn in hops)
+
+
+async def test_it_saves_the_session_of_a_sign_in_on_the_thread(hops):
+    await User.objects.acreate(username="staff", is_staff=True, password="")
+    user = await User.objects.aget(username="staff")
+    user.set_password("correct horse battery staple")
+    await user.asave()
+    page = await _request("GET", "/admin/login/")
+    token = _cookies(page)["csrftoken"]
+    body = urlencode(
+        {"username": "staff", "password": "correct horse battery staple", "csrfmiddlewaretoken": token, "next": "/admin/"}
+    ).encode()
+    hops.clear()
+    response = await _request(
+        "POST",
+        "/admin/login/",
+        body=body,
+        headers=[(b"content-type", b"application/x-www-form-urlencoded"), (b"cookie", f"csrftoken={token}".encode())],
+    )
+    assert response["status"] == 302
+    session_key = _cookies(response)["sessionid"]
+    assert await Session.objects.filter(session_key=session_key).aexists()
+    assert any(getattr(fn, "__qualname__", "") == "SessionMiddleware.process_response" for fn in hops)
