@@ -246,6 +246,7 @@ def call_answer(*, call: Call, created: upstream.CreatedCall) -> bool:
     now = timezone.now()
     with transaction.atomic():
         changes = {"status": Call.Status.ACTIVE, "upstream_id": created.upstream_id, "sdp_answer": created.sdp_answer, "answered_at": now}
+        changes["deadline_at"] = now + timedelta(seconds=call.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS)
         old = _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes)
         if old is None:
             return False

@@ -9,6 +9,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from asgiref.sync import async_to_sync
+from django.db.models import F
 from django.utils import timezone
 
 from realtime import services, sweeper
@@ -19,9 +20,12 @@ from .factories import make_call
 from .polling import wait_until
 
 
-def _age(call: Call, *, seconds: float, field: str = "answered_at") -> None:
-    # Time travel by moving the call's own timestamps back, not the clock.
-    Call.objects.filter(pk=call.pk).update(**{field: timezone.now() - timedelta(seconds=seconds)})
+def _age(call: Call, *, seconds: float) -> None:
+    # Time travel by moving the call's own clocks back (created, answered, last speech, the
+    # deadline set at the answer), not the clock: as if it had all happened `seconds` earlier.
+    back = timedelta(seconds=seconds)
+    clocks = ("created_at", "answered_at", "last_activity_at", "deadline_at")
+    Call.objects.filter(pk=call.pk).update(**{name: F(name) - back for name in clocks})
 
 
 def _assert_ended_once(call: Call, reason: str, pushes, asgi_server=None) -> CallEvent:
@@ -112,7 +116,7 @@ def test_it_ends_a_call_that_never_got_set_up(make_call, settings, pushes):
     settings.REALTIME_SETUP_TIMEOUT_SECONDS = 20
     stuck = make_call()  # pending: recorded, never answered (a create that died half-way)
     fresh = make_call()
-    _age(stuck, seconds=21, field="created_at")
+    _age(stuck, seconds=21)
     pushes.clear()
 
     result = async_to_sync(sweeper.sweep_once)()
@@ -155,3 +159,15 @@ def test_it_sweeps_inside_the_server_process(sdp_offer, tmp_path):
         assert server.engine("GET", f"calls/{call.upstream_id}").json()["closed_reason"] == "hangup"
     finally:
         stop_server(server)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_ends_at_most_a_batch_per_reason_and_pass_oldest_first(make_call, settings):
+    settings.REALTIME_SETUP_TIMEOUT_SECONDS = 20
+    stuck = [make_call() for _ in range(3)]
+    for age, call in zip((30, 50, 40), stuck, strict=True):
+        _age(call, seconds=age)
+
+    due = sweeper.due_calls(now=timezone.now(), limit=2)
+
+    assert [(call.pk, reason) for call, reason, _data in due] == [(stuck[1].pk, "setup_timeout"), (stuck[2].pk, "setup_timeout")]
