@@ -104,10 +104,11 @@ def ranged(calls: QuerySet[Call], ranges: dict[str, dict[str, Any]], *, order: s
     """`calls` whose value in one of `ranges`' columns meets all its lookups (`{"duration_seconds":
     {"gte": 300}}`: a range or a prefix of one column, or several such, any of which may match).
 
-    Listed in the `order` of another column, a range has no good plan that SQLite can see: it has
-    no statistics to tell a wide range (`min_duration=300`, `caller=+33`: a good part of the
-    history) from a narrow one, and picks either the column's index (then every match is fetched
-    and sorted to show one page) or the order's (then every call is read when nothing matches). So
+    Listed in the `order` of another column, a range has no good plan that SQLite can see: it
+    keeps no distribution of a column's values, so it cannot tell a wide range (`min_duration=300`,
+    `caller=+33`: a good part of the history) from a narrow one, and picks either the column's
+    index (then every match is fetched and sorted to show one page) or the order's (then every
+    call is read when nothing matches). So
     each range is measured first, from its column's index alone (at most DENSE + 1 entries):
     narrow ones give their calls by id (at most DENSE each to fetch and sort); otherwise each call
     is checked while walking the order's index, which meets a page of matches after about

@@ -37,5 +37,13 @@ class Migration(migrations.Migration):
             model_name='call',
             index=models.Index(fields=['status', 'last_activity_at', 'answered_at'], name='call_idle_idx'),
         ),
+        migrations.RemoveIndex(
+            model_name='call',
+            name='call_monitor_claim_idx',
+        ),
+        migrations.AddIndex(
+            model_name='call',
+            index=models.Index(fields=['status', 'monitor_lease_until'], name='call_monitor_claim_idx'),
+        ),
         migrations.RunPython(backfill_deadlines, migrations.RunPython.noop),
     ]
