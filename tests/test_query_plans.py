@@ -130,7 +130,9 @@ def test_it_finds_calls_past_a_limit_in_index_order(history):
     assert [(call.pk, reason) for call, reason, _data in due] == [(history["calls"][0].pk, Call.EndReason.MAX_DURATION)]
     assert len(queries) == 4  # pending past setup; active past their deadline, idle after speech, idle silent
     assert query_plans.problems(queries) == []
-    assert query_plans.sorts(queries) == []
+    if connection.vendor == "sqlite":
+        # (PostgreSQL weighs a sort of a few rows against an index walk from its statistics.)
+        assert query_plans.sorts(queries) == []
 
 
 def test_it_monitors_through_indexes(history):
@@ -153,8 +155,8 @@ def test_it_claims_and_renews_leases_without_reading_every_active_call(history):
         services.monitor_renew(owner="test", lease_seconds=10, call_ids=ids)
 
     assert query_plans.problems(queries) == []
-    assert query_plans.sorts(queries) == []
     if connection.vendor == "sqlite":
+        assert query_plans.sorts(queries) == []
         plans = query_plans.plans(queries)
         assert all("call_monitor_claim_idx" in plan or "PRIMARY KEY" in plan for plan in plans), plans
 
