@@ -63,10 +63,11 @@ _SWEPT = ("pk", "call_id", "upstream_id", "status", "created_at", "answered_at",
 def due_calls(*, now: datetime, limit: int = SWEEP_BATCH) -> list[tuple[Call, Call.EndReason, dict[str, int]]]:
     """Live calls past a limit, each with the reason to end it and the limit it passed.
 
-    Each reason is one read of an index of live calls, from the oldest due: pending calls by
-    creation (the status index), active calls by their own deadline (call_deadline_idx, set when
-    the call was answered) and by last speech, else answer (call_idle_idx). The settings' limits
-    apply as they are now; a call's own maximum duration was fixed when it was answered.
+    Each reason is one range of an index that starts with the status, read from the oldest due:
+    pending calls by creation (call_status_recent_idx), active calls by their own deadline
+    (call_deadline_idx, set when the call was answered) and by last speech, else answer
+    (call_idle_idx). The settings' limits apply as they are now; a call's own maximum duration
+    was fixed when it was answered.
     """
     due: list[tuple[Call, Call.EndReason, dict[str, int]]] = []
     live = Call.objects.only(*_SWEPT).order_by()

@@ -171,3 +171,35 @@ def test_it_ends_at_most_a_batch_per_reason_and_pass_oldest_first(make_call, set
     due = sweeper.due_calls(now=timezone.now(), limit=2)
 
     assert [(call.pk, reason) for call, reason, _data in due] == [(stuck[1].pk, "setup_timeout"), (stuck[2].pk, "setup_timeout")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_gives_calls_active_before_the_upgrade_their_own_deadline(settings):
+    # The migration that adds `deadline_at` fills it for calls active when it runs (answer + the
+    # call's own limit, else the setting's): the sweeper finds them like any other.
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("realtime", "0012_call_console")], [("realtime", "0013_call_deadline")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps.get_model("realtime", "Call")
+    answered = timezone.now() - timedelta(seconds=100)
+    common = {"model": "gpt-realtime", "voice": "marin", "upstream_model": "gpt-realtime", "sdp_offer": "v=0", "created_at": answered}
+    own = old.objects.create(**common, status="active", answered_at=answered, max_duration_seconds=60).pk
+    default = old.objects.create(**common, status="active", answered_at=answered, max_duration_seconds=None).pk
+    ended = old.objects.create(**common, status="ended", answered_at=answered, max_duration_seconds=60).pk
+    try:
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        deadlines = dict(Call.objects.filter(pk__in=[own, default, ended]).values_list("pk", "deadline_at"))
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert deadlines == {
+        own: answered + timedelta(seconds=60),
+        default: answered + timedelta(seconds=settings.REALTIME_MAX_DURATION_SECONDS),
+        ended: None,
+    }
+    assert {call.pk for call, reason, _data in sweeper.due_calls(now=timezone.now()) if reason == "max_duration"} == {own}
