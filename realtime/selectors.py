@@ -108,12 +108,12 @@ def ranged(calls: QuerySet[Call], ranges: dict[str, dict[str, Any]], *, order: s
     keeps no distribution of a column's values, so it cannot tell a wide range (`min_duration=300`,
     `caller=+33`: a good part of the history) from a narrow one, and picks either the column's
     index (then every match is fetched and sorted to show one page) or the order's (then every
-    call is read when nothing matches). So
-    each range is measured first, from its column's index alone (at most DENSE + 1 entries):
-    narrow ones give their calls by id (at most DENSE each to fetch and sort); otherwise each call
-    is checked while walking the order's index, which meets a page of matches after about
-    page × history / DENSE calls. Unordered (a count), or in the range's own column's order, the
-    range is its index's. PostgreSQL's planner weighs ranges from its statistics."""
+    call is read when nothing matches). So each range is measured first, from its column's index
+    alone (at most DENSE + 1 entries): narrow ones give their calls by id (at most DENSE each to
+    fetch and sort); otherwise each call is checked while walking the order's index, which meets
+    a page of matches after about page × history / DENSE calls. Unordered (a count), or in the
+    range's own column's order, the range is its index's. PostgreSQL's planner weighs ranges
+    from its statistics."""
     conditions = [{f"{field}__{lookup}": value for lookup, value in lookups.items()} for field, lookups in ranges.items()]
     if order is None or order in ranges or connection.vendor != "sqlite":
         return calls.filter(functools.reduce(operator.or_, (Q(**condition) for condition in conditions)))
