@@ -141,6 +141,10 @@ def reads(url: str, picked: dict[str, Any], repeat: int, headers: dict[str, str]
             "GET /calls": ("/api/realtime/calls", {}),
             "GET /calls?status=active": ("/api/realtime/calls", {"status": "active"}),
             "GET /calls?cursor= (7th page)": ("/api/realtime/calls", {"cursor": cursor} if cursor else {}),
+            # Wide ranges (a good part of the history matches), newest first.
+            "GET /calls?min_duration=300": ("/api/realtime/calls", {"min_duration": 300}),
+            "GET /calls?min_cost=0.01": ("/api/realtime/calls", {"min_cost": "0.01"}),
+            "GET /calls?caller=+33": ("/api/realtime/calls", {"caller": "+33"}),
         }
         if picked["call_id"]:
             call = picked["call_id"]
@@ -253,27 +257,45 @@ async def latencies(url: str, engine_url: str, offer: str, n: int, headers: dict
 PASSES = """
 import json, statistics, time
 from django.utils import timezone
-from realtime import idempotency, services, sweeper
+from realtime import idempotency, retention, services, sweeper
 from realtime.models import Call
+from realtime.webhooks.models import WebhookMessage
 def timed(fn, repeat=REPEAT):
+    # Wall time, and this process's CPU time (what a loaded machine does not inflate).
     fn()
-    times = []
+    times, cpu = [], []
     for _ in range(repeat):
-        start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+        start, start_cpu = time.perf_counter(), time.process_time(); fn()
+        times.append(time.perf_counter() - start); cpu.append(time.process_time() - start_cpu)
+    return round(statistics.median(times) * 1000, 3), round(statistics.median(cpu) * 1000, 3)
 now = timezone.now()
 active = Call.objects.filter(status="active").count()
+# The seed's active calls began in the ten minutes before it ended: at that time few are due; by
+# now, every one of them may be (idle), and a pass reads a batch of them.
+seeded = Call.objects.filter(status="active").order_by("-created_at").values_list("created_at", flat=True).first() or now
+purge = retention.due("sdp", now=now)
 out = {
     "sweeper: calls past a limit (ms)": timed(lambda: sweeper.due_calls(now=now)),
+    "sweeper: calls past a limit, at the seed's end (ms)": timed(lambda: sweeper.due_calls(now=seeded)),
     # The query that finds them (claiming changes the history: each claim is a write of its own).
     "sweeper: hangups to retry (ms)": timed(lambda: list(sweeper.due_hangups(now=now).values_list("pk", "hangup_retry_at")[:50])),
     "sweeper: old idempotency keys (ms)": timed(lambda: idempotency.forget_expired(now=now)),
     # A supervisor's tick when it holds nothing new to claim (its calls all held): renew + claim.
     "monitor: renew 100 leases (ms)": timed(lambda: services.monitor_renew(owner="bench", lease_seconds=10, call_ids=list(range(1, 101)))),
     "monitor: calls to claim, first 10 (ms)": timed(lambda: list(Call.objects.filter(status="active", upstream_id__gt="", monitor_lease_until__isnull=True).order_by("monitor_lease_until", "id").values_list("pk", "monitor_owner")[:10])),
+    "monitor: expired leases to claim, first 10 (ms)": timed(lambda: list(Call.objects.filter(status="active", upstream_id__gt="", monitor_lease_until__lt=now).order_by("monitor_lease_until", "id").values_list("pk", "monitor_owner")[:10])),
+    # The retention purge's next batch (SDP kind), and the webhook dispatcher's candidates.
+    "retention: next 100 calls to purge (ms)": timed(lambda: [] if purge is None else list(purge.values_list("pk", flat=True)[:100])),
+    "webhooks: deliveries to claim (ms)": timed(lambda: list(WebhookMessage.objects.filter(status="pending", next_attempt_at__lte=now).order_by("next_attempt_at").values_list("pk", "next_attempt_at", "endpoint_id")[:40])),
     "active calls": active,
 }
-print(json.dumps(out))
+figures = {}
+for label, value in out.items():
+    if isinstance(value, tuple):
+        figures[label], figures[label.replace(" (ms)", " (CPU ms)")] = value
+    else:
+        figures[label] = value
+print(json.dumps(figures))
 """
 
 

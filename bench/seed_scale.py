@@ -99,6 +99,7 @@ CALL_COLUMNS = [
     "hangup_retry_at",
     "max_duration_seconds",
     "last_activity_at",
+    "deadline_at",
     "end_reason",
     "error_message",
     "usage",
@@ -531,6 +532,8 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
                     at(retry_at),
                     limit,
                     at(last if status == Call.Status.ACTIVE else (ended if n_upstream else None)),
+                    # When it reaches its maximum duration (set by the answer, as services do).
+                    at(answered + limit * 1_000_000 if answered is not None else None),
                     reason,
                     error,
                     json.dumps(usage) if usage else "{}",

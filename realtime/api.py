@@ -147,7 +147,8 @@ class CallViewSet(ViewSet):
         """Every call the filters match, streamed as CSV or JSON lines (constant memory)."""
         query = call_query(CallExportQuerySerializer, request)
         file_format, ordering = query.pop("format"), query.pop("ordering")
-        calls = selectors.call_filter(selectors.visible_calls(request_principal(request)), **query)
+        order = selectors.ORDER_FIELDS[ordering.lstrip("-")]
+        calls = selectors.call_filter(selectors.visible_calls(request_principal(request)), **query, order=order)
         return exports.response(calls, ordering=ordering, file_format=file_format)
 
     def retrieve(self, request: Request, call_id: str) -> Response:

@@ -141,6 +141,9 @@ class Call(models.Model):
     max_duration_seconds = models.PositiveIntegerField(_("maximum duration (s)"), null=True, blank=True)
     # Last speech seen from either side (sideband); idle hang-up counts from it, or from the answer.
     last_activity_at = models.DateTimeField(_("last activity at"), null=True, blank=True)
+    # When an active call reaches its own maximum duration (its answer + `max_duration_seconds`),
+    # set by the transition that answers it: the sweeper reads only the calls past it, from an index.
+    deadline_at = models.DateTimeField(_("ends at the latest"), null=True, blank=True, editable=False)
     end_reason = models.CharField(_("end reason"), max_length=20, choices=EndReason.choices, blank=True, default="")
     error_message = models.TextField(_("error"), blank=True, default="")
 
@@ -209,7 +212,15 @@ class Call(models.Model):
             # GET /api/realtime/calls with an API key: that key's calls, newest first.
             models.Index(fields=["api_key", "-created_at", "-id"], name="call_key_recent_idx"),
             # monitors claiming active calls whose lease is free or expired (services.monitor_claim).
-            models.Index(fields=["monitor_lease_until"], condition=models.Q(status="active"), name="call_monitor_claim_idx"),
+            # (Not partial: see call_deadline_idx.)
+            models.Index(fields=["status", "monitor_lease_until"], name="call_monitor_claim_idx"),
+            # the sweeper: active calls past their maximum duration, and calls idle since a time
+            # (last speech, else the answer), oldest first: a pass reads the calls that are due,
+            # however many are live and however long the history. Not partial indexes of active
+            # calls: SQLite uses one only for a query that states its condition as a literal, and
+            # the status is a parameter here.
+            models.Index(fields=["status", "deadline_at"], name="call_deadline_idx"),
+            models.Index(fields=["status", "last_activity_at", "answered_at"], name="call_idle_idx"),
             # the sweeper: ended calls whose upstream side is not confirmed closed (unconfirmed
             # hangups: few, whatever the history). Ended calls that never reached upstream have no
             # upstream id and sort first, so `upstream_id > ''` skips them with one seek. The

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import functools
+import operator
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import connection
-from django.db.models import Avg, Count, Q, QuerySet, Sum
+from django.db.models import Avg, Count, F, Func, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 
 from . import counters, words
@@ -17,6 +19,8 @@ from .exceptions import CallNotFound, InvalidInput
 from .models import ApiKey, Call, CallEvent, CallWord
 
 if TYPE_CHECKING:
+    from django.db.models import Field
+
     from .auth.principals import Principal
 
 # Upstream events a transcript is made of (the monitor stores them as they came).
@@ -60,28 +64,84 @@ _ID = re.compile(r"^[A-Za-z0-9_-]+_[A-Za-z0-9_-]*$")
 _PHONE = re.compile(r"^(?:(?:sip|tel):)?\+?[0-9][0-9 ().-]*$")
 
 
-def prefix(field: str, start: str) -> Q:
-    """Rows whose `field` starts with `start`, answered from the field's index on every database.
+def prefix_lookups(start: str) -> dict[str, str]:
+    """Lookups for values starting with `start`, answered from the column's index on every database.
 
     SQLite does not use an index for LIKE (case-insensitive by default), so it gets the same rows
     as a range; PostgreSQL uses the `varchar_pattern_ops` index for a LIKE prefix."""
     if connection.vendor == "postgresql":
-        return Q(**{f"{field}__startswith": start, f"{field}__gte": start})
+        return {"startswith": start, "gte": start}
     # Everything starting with `start` sorts between it and its last character's successor.
-    return Q(**{f"{field}__gte": start, f"{field}__lt": start[:-1] + chr(ord(start[-1]) + 1)})
+    return {"gte": start, "lt": start[:-1] + chr(ord(start[-1]) + 1)}
 
 
-def call_search(calls: QuerySet[Call], q: str) -> QuerySet[Call]:
+def prefix(field: str, start: str) -> Q:
+    """Rows whose `field` starts with `start` (see `prefix_lookups`)."""
+    return Q(**{f"{field}__{lookup}": value for lookup, value in prefix_lookups(start).items()})
+
+
+class Unindexed(Func):
+    """A column's value as no index answers it (SQLite's unary `+`), so SQLite walks the order's
+    index instead of the column's (see `ranged`). Elsewhere the column itself: PostgreSQL's
+    planner chooses from its statistics."""
+
+    template = "(%(expressions)s)"
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # Through Func's own SQLite rendering: a decimal still compares as a number.
+        return super().as_sqlite(compiler, connection, template="+%(expressions)s", **extra)
+
+
+def unindexed(field: str) -> Unindexed:
+    return Unindexed(F(field), output_field=cast("Field[Any, Any]", Call._meta.get_field(field)))
+
+
+# A range of a column holding more calls than this is wide (see `ranged`).
+DENSE = 2_000
+
+
+def ranged(calls: QuerySet[Call], ranges: dict[str, dict[str, Any]], *, order: str | None) -> QuerySet[Call]:
+    """`calls` whose value in one of `ranges`' columns meets all its lookups (`{"duration_seconds":
+    {"gte": 300}}`: a range or a prefix of one column, or several such, any of which may match).
+
+    Listed in the `order` of another column, a range has no good plan that SQLite can see: it
+    keeps no distribution of a column's values, so it cannot tell a wide range (`min_duration=300`,
+    `caller=+33`: a good part of the history) from a narrow one, and picks either the column's
+    index (then every match is fetched and sorted to show one page) or the order's (then every
+    call is read when nothing matches). So each range is measured first, from its column's index
+    alone (at most DENSE + 1 entries): narrow ones give their calls by id (at most DENSE each to
+    fetch and sort); otherwise each call is checked while walking the order's index, which meets
+    a page of matches after about page × history / DENSE calls. Unordered (a count), or in the
+    range's own column's order, the range is its index's. PostgreSQL's planner weighs ranges
+    from its statistics."""
+    conditions = [{f"{field}__{lookup}": value for lookup, value in lookups.items()} for field, lookups in ranges.items()]
+    if order is None or order in ranges or connection.vendor != "sqlite":
+        return calls.filter(functools.reduce(operator.or_, (Q(**condition) for condition in conditions)))
+    found: list[int] = []
+    for condition in conditions:
+        ids = list(Call.objects.filter(**condition).order_by().values_list("pk", flat=True)[: DENSE + 1])
+        if len(ids) > DENSE:
+            break
+        found += ids
+    else:
+        return calls.filter(pk__in=found)
+    checks = (Q(**{f"walked_{field}__{lookup}": value for lookup, value in lookups.items()}) for field, lookups in ranges.items())
+    return calls.alias(**{f"walked_{field}": unindexed(field) for field in ranges}).filter(functools.reduce(operator.or_, checks))
+
+
+def call_search(calls: QuerySet[Call], q: str, *, order: str | None = None) -> QuerySet[Call]:
     """`q`: an id (call_… or an upstream id, whole or its beginning), a phone number (or its
-    beginning), or words said in the call (every one of them). Each kind is one index."""
+    beginning), or words said in the call (every one of them). Each kind is one index
+    (listed in the `order` of a column: see `ranged`)."""
     term = q.strip()
     if not term:
         return calls
     if _ID.match(term):
-        return calls.filter(prefix("call_id", term) | prefix("upstream_id", term))
+        return ranged(calls, {"call_id": prefix_lookups(term), "upstream_id": prefix_lookups(term)}, order=order)
     if _PHONE.match(term):
         # As stored: the number (the From header's user part), without the URI scheme or separators.
-        return calls.filter(prefix("sip_caller", re.sub(r"^(sip|tel):|[ ().-]", "", term)))
+        number = re.sub(r"^(sip|tel):|[ ().-]", "", term)
+        return ranged(calls, {"sip_caller": prefix_lookups(number)}, order=order)
     found = words.words(term)
     if not found:
         return calls.none()
@@ -107,29 +167,27 @@ def call_filter(
     min_latency: int | None = None,
     caller: str | None = None,
     q: str | None = None,
+    order: str | None = None,
 ) -> QuerySet[Call]:
     """The calls matching every filter given (the list's and the export's query parameters).
 
     Equality filters each have an index beginning with their column then (created_at, id), so
-    the default order reads a page straight from it; ranges have their column's index."""
+    the default order reads a page straight from it; ranges have their column's index, used as
+    `ranged` says when the calls are listed in the `order` of a column."""
     equal = {"status": status, "source": source, "model": model, "voice": voice, "end_reason": end_reason, "api_key_id": api_key}
     calls = calls.filter(**{name: value for name, value in equal.items() if value is not None})
-    if created_after is not None:
-        calls = calls.filter(created_at__gte=created_after)
-    if created_before is not None:
-        calls = calls.filter(created_at__lt=created_before)
-    if min_duration is not None:
-        calls = calls.filter(duration_seconds__gte=min_duration)
-    if max_duration is not None:
-        calls = calls.filter(duration_seconds__lte=max_duration)
-    if min_cost is not None:
-        calls = calls.filter(cost_usd__gte=min_cost)
-    if min_latency is not None:
-        calls = calls.filter(latency_p95_ms__gte=min_latency)
-    if caller:
-        calls = calls.filter(prefix("sip_caller", caller))
+    ranges: dict[str, dict[str, Any]] = {
+        "created_at": {lookup: value for lookup, value in (("gte", created_after), ("lt", created_before)) if value is not None},
+        "duration_seconds": {lookup: value for lookup, value in (("gte", min_duration), ("lte", max_duration)) if value is not None},
+        "cost_usd": {} if min_cost is None else {"gte": min_cost},
+        "latency_p95_ms": {} if min_latency is None else {"gte": min_latency},
+        "sip_caller": prefix_lookups(caller) if caller else {},
+    }
+    for field, lookups in ranges.items():
+        if lookups:
+            calls = ranged(calls, {field: lookups}, order=order)
     if q:
-        calls = call_search(calls, q)
+        calls = call_search(calls, q, order=order)
     return calls
 
 
@@ -144,7 +202,7 @@ def call_list(
     """Calls matching `filters` in `ordering` (newest first by default), without their documents;
     after `cursor` (from `call_cursor`) if given: a deep page costs what the first one does, where
     an offset reads and skips every row before it."""
-    calls = call_filter(visible_calls(principal).defer(*DOCUMENTS), **filters)
+    calls = call_filter(visible_calls(principal).defer(*DOCUMENTS), **filters, order=ORDER_FIELDS[ordering.lstrip("-")])
     return call_order(calls, ordering, after=_decode_cursor(cursor, ordering) if cursor else None)
 
 
@@ -193,7 +251,8 @@ def call_count(*, principal: Principal | None = None, ordering: str = DEFAULT_OR
         if name == "status":
             return int(figures[f"{value}_calls"]), True
         return int(figures[f"calls_by_{name}"].get(value, 0)), True
-    calls = call_list(principal=principal, ordering=ordering, api_key=key, **given)
+    # Counted through the filters' own indexes (a wide range's too: no order to walk).
+    calls = call_order(call_filter(visible_calls(principal), api_key=key, **given), ordering)
     counted = calls.order_by()[: COUNT_CAP + 1].count()
     return min(counted, COUNT_CAP), counted <= COUNT_CAP
 

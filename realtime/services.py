@@ -246,6 +246,7 @@ def call_answer(*, call: Call, created: upstream.CreatedCall) -> bool:
     now = timezone.now()
     with transaction.atomic():
         changes = {"status": Call.Status.ACTIVE, "upstream_id": created.upstream_id, "sdp_answer": created.sdp_answer, "answered_at": now}
+        changes["deadline_at"] = now + timedelta(seconds=call.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS)
         old = _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes)
         if old is None:
             return False
@@ -609,9 +610,14 @@ def monitor_claim(*, owner: str, lease_seconds: float, limit: int) -> list[Claim
     if limit <= 0:
         return []
     now = timezone.now()
-    claimable = Q(status=Call.Status.ACTIVE) & ~Q(upstream_id="") & (Q(monitor_lease_until__isnull=True) | Q(monitor_lease_until__lt=now))
     changes = {"monitor_owner": owner, "monitor_lease_until": now + timedelta(seconds=lease_seconds)}
-    claimed = _claim(claimable=claimable, held_by="monitor_owner", changes=changes, limit=limit, order_by=("monitor_lease_until", "id"))
+    claimed: list[tuple[Call, Any]] = []
+    # Free calls, then expired leases: each a range of call_monitor_claim_idx, so a tick finds
+    # nothing to claim without reading every active call's lease (as the two in one OR would).
+    for lease in (Q(monitor_lease_until__isnull=True), Q(monitor_lease_until__lt=now)):
+        claimable = Q(status=Call.Status.ACTIVE) & ~Q(upstream_id="") & lease
+        order = ("monitor_lease_until", "id")
+        claimed += _claim(claimable=claimable, held_by="monitor_owner", changes=changes, limit=limit - len(claimed), order_by=order)
     return [Claimed(call, previous) for call, previous in claimed]
 
 
@@ -647,9 +653,11 @@ def monitor_renew(*, owner: str, lease_seconds: float, call_ids: list[int]) -> s
         return set()
     now = timezone.now()
     with transaction.atomic():
-        held = Call.objects.filter(pk__in=call_ids, monitor_owner=owner, status=Call.Status.ACTIVE)
+        # By id: the status through no index (SQLite would rather read every active call's entry).
+        held = Call.objects.filter(pk__in=call_ids, monitor_owner=owner).alias(live=selectors.unindexed("status"))
+        held = held.filter(live=Call.Status.ACTIVE)
         held.update(monitor_lease_until=now + timedelta(seconds=lease_seconds))
-        return set(held.values_list("pk", flat=True))
+        return set(held.order_by().values_list("pk", flat=True))
 
 
 def monitor_release(*, owner: str, call_ids: list[int]) -> None:

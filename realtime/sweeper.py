@@ -53,24 +53,41 @@ class SweepResult:
     api_keys_expired: int = 0
 
 
-def due_calls(*, now: datetime) -> list[tuple[Call, Call.EndReason, dict[str, int]]]:
-    """Live calls past a limit, each with the reason to end it and the limit it passed."""
+# Calls ended per reason and pass: a pass reads at most this many of each, oldest due first; the
+# rest wait for the next pass (a pass's cost is then what is due, never what is live or past).
+SWEEP_BATCH = 100
+# What the sweeper reads of a call to end it (never its documents).
+_SWEPT = ("pk", "call_id", "upstream_id", "status", "created_at", "answered_at", "last_activity_at", "max_duration_seconds")
+
+
+def due_calls(*, now: datetime, limit: int = SWEEP_BATCH) -> list[tuple[Call, Call.EndReason, dict[str, int]]]:
+    """Live calls past a limit, each with the reason to end it and the limit it passed.
+
+    Each reason is one range of an index that starts with the status, read from the oldest due:
+    pending calls by creation (call_status_recent_idx), active calls by their own deadline
+    (call_deadline_idx, set when the call was answered) and by last speech, else answer
+    (call_idle_idx). The settings' limits apply as they are now; a call's own maximum duration
+    was fixed when it was answered.
+    """
     due: list[tuple[Call, Call.EndReason, dict[str, int]]] = []
+    live = Call.objects.only(*_SWEPT).order_by()
     setup = settings.REALTIME_SETUP_TIMEOUT_SECONDS
-    pending = Call.objects.filter(status=Call.Status.PENDING, created_at__lt=now - timedelta(seconds=setup))
-    due.extend((call, Call.EndReason.SETUP_TIMEOUT, {"limit_seconds": setup}) for call in pending)
+    pending = live.filter(status=Call.Status.PENDING, created_at__lt=now - timedelta(seconds=setup)).order_by("created_at")
+    due.extend((call, Call.EndReason.SETUP_TIMEOUT, {"limit_seconds": setup}) for call in pending[:limit])
+    active = live.filter(status=Call.Status.ACTIVE)
+    for call in active.filter(deadline_at__lte=now).order_by("deadline_at")[:limit]:
+        limit_seconds = call.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS
+        due.append((call, Call.EndReason.MAX_DURATION, {"limit_seconds": limit_seconds}))
     idle = settings.REALTIME_IDLE_TIMEOUT_SECONDS
-    # Active calls are few (REALTIME_MAX_ACTIVE_CALLS): deciding in Python keeps the per-call
-    # limit arithmetic portable across SQLite and PostgreSQL.
-    for call in Call.objects.filter(status=Call.Status.ACTIVE).only(
-        "pk", "call_id", "upstream_id", "status", "created_at", "answered_at", "last_activity_at", "max_duration_seconds"
-    ):
-        started = call.answered_at or call.created_at
-        limit = call.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS
-        if (now - started).total_seconds() >= limit:
-            due.append((call, Call.EndReason.MAX_DURATION, {"limit_seconds": limit}))
-        elif idle and (now - (call.last_activity_at or started)).total_seconds() >= idle:
-            due.append((call, Call.EndReason.IDLE_TIMEOUT, {"limit_seconds": idle}))
+    if idle:
+        since = now - timedelta(seconds=idle)
+        spoke = active.filter(last_activity_at__lte=since).order_by("last_activity_at")[:limit]
+        silent = active.filter(last_activity_at__isnull=True, answered_at__lte=since).order_by("answered_at")[:limit]
+        # A call past both limits ends at its maximum duration (the first reason found).
+        seen = {call.pk for call, _reason, _data in due}
+        for call in [*spoke, *silent]:
+            if call.pk not in seen:
+                due.append((call, Call.EndReason.IDLE_TIMEOUT, {"limit_seconds": idle}))
     return due
 
 

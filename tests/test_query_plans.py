@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -120,6 +121,20 @@ def test_it_sweeps_through_indexes(history):
     _assert_indexed(passes)
 
 
+def test_it_finds_calls_past_a_limit_in_index_order(history):
+    # Each reason's calls come oldest first from an index: read in order, never every live call
+    # sorted (a pass costs what is due, not what is live).
+    with query_plans.capture() as queries:
+        due = sweeper.due_calls(now=timezone.now() + timedelta(hours=2))
+
+    assert [(call.pk, reason) for call, reason, _data in due] == [(history["calls"][0].pk, Call.EndReason.MAX_DURATION)]
+    assert len(queries) == 4  # pending past setup; active past their deadline, idle after speech, idle silent
+    assert query_plans.problems(queries) == []
+    if connection.vendor == "sqlite":
+        # (PostgreSQL weighs a sort of a few rows against an index walk from its statistics.)
+        assert query_plans.sorts(queries) == []
+
+
 def test_it_monitors_through_indexes(history):
     def passes() -> None:
         claimed = services.monitor_claim(owner="test", lease_seconds=10, limit=10)
@@ -129,6 +144,21 @@ def test_it_monitors_through_indexes(history):
         services.monitor_release(owner="test", call_ids=ids)
 
     _assert_indexed(passes)
+
+
+def test_it_claims_and_renews_leases_without_reading_every_active_call(history):
+    # Each query reads the calls it claims or renews, from an index in order or by id: a tick
+    # that finds nothing to claim costs the same with ten thousand active calls as with one.
+    with query_plans.capture() as queries:
+        ids = [claimed.call.pk for claimed in services.monitor_claim(owner="test", lease_seconds=10, limit=10)]
+        assert services.monitor_claim(owner="other", lease_seconds=10, limit=10) == []
+        services.monitor_renew(owner="test", lease_seconds=10, call_ids=ids)
+
+    assert query_plans.problems(queries) == []
+    if connection.vendor == "sqlite":
+        assert query_plans.sorts(queries) == []
+        plans = query_plans.plans(queries)
+        assert all("call_monitor_claim_idx" in plan or "PRIMARY KEY" in plan for plan in plans), plans
 
 
 @pytest.fixture
@@ -192,3 +222,17 @@ def test_the_check_fails_a_query_that_reads_the_whole_history(history):
         list(CallEvent.objects.filter(event_type__endswith=".done"))
 
     assert len(query_plans.problems(queries)) == 2
+
+
+def test_the_check_fails_a_range_sorted_in_another_order(history):
+    # A page of the newest calls among a range of durations: the LIMIT stops nothing, every
+    # call in the range is read to be sorted by date.
+    with query_plans.capture() as queries:
+        list(Call.objects.filter(duration_seconds__gt=10, duration_seconds__lt=20).order_by("-created_at", "-id")[:5])
+
+    if connection.vendor == "sqlite":
+        (problem,) = query_plans.problems(queries)
+        assert "sorts every match of a range of realtime_call" in problem and "call_duration_idx" in problem
+    else:
+        # PostgreSQL weighs the range from its statistics (the check is SQLite's): still indexed.
+        assert query_plans.problems(queries) == []

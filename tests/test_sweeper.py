@@ -9,6 +9,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from asgiref.sync import async_to_sync
+from django.db.models import F
 from django.utils import timezone
 
 from realtime import services, sweeper
@@ -19,9 +20,12 @@ from .factories import make_call
 from .polling import wait_until
 
 
-def _age(call: Call, *, seconds: float, field: str = "answered_at") -> None:
-    # Time travel by moving the call's own timestamps back, not the clock.
-    Call.objects.filter(pk=call.pk).update(**{field: timezone.now() - timedelta(seconds=seconds)})
+def _age(call: Call, *, seconds: float) -> None:
+    # Time travel by moving the call's own clocks back (created, answered, last speech, the
+    # deadline set at the answer), not the clock: as if it had all happened `seconds` earlier.
+    back = timedelta(seconds=seconds)
+    clocks = ("created_at", "answered_at", "last_activity_at", "deadline_at")
+    Call.objects.filter(pk=call.pk).update(**{name: F(name) - back for name in clocks})
 
 
 def _assert_ended_once(call: Call, reason: str, pushes, asgi_server=None) -> CallEvent:
@@ -112,7 +116,7 @@ def test_it_ends_a_call_that_never_got_set_up(make_call, settings, pushes):
     settings.REALTIME_SETUP_TIMEOUT_SECONDS = 20
     stuck = make_call()  # pending: recorded, never answered (a create that died half-way)
     fresh = make_call()
-    _age(stuck, seconds=21, field="created_at")
+    _age(stuck, seconds=21)
     pushes.clear()
 
     result = async_to_sync(sweeper.sweep_once)()
@@ -155,3 +159,47 @@ def test_it_sweeps_inside_the_server_process(sdp_offer, tmp_path):
         assert server.engine("GET", f"calls/{call.upstream_id}").json()["closed_reason"] == "hangup"
     finally:
         stop_server(server)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_ends_at_most_a_batch_per_reason_and_pass_oldest_first(make_call, settings):
+    settings.REALTIME_SETUP_TIMEOUT_SECONDS = 20
+    stuck = [make_call() for _ in range(3)]
+    for age, call in zip((30, 50, 40), stuck, strict=True):
+        _age(call, seconds=age)
+
+    due = sweeper.due_calls(now=timezone.now(), limit=2)
+
+    assert [(call.pk, reason) for call, reason, _data in due] == [(stuck[1].pk, "setup_timeout"), (stuck[2].pk, "setup_timeout")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_gives_calls_active_before_the_upgrade_their_own_deadline(settings):
+    # The migration that adds `deadline_at` fills it for calls active when it runs (answer + the
+    # call's own limit, else the setting's): the sweeper finds them like any other.
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("realtime", "0012_call_console")], [("realtime", "0013_call_deadline")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps.get_model("realtime", "Call")
+    answered = timezone.now() - timedelta(seconds=100)
+    common = {"model": "gpt-realtime", "voice": "marin", "upstream_model": "gpt-realtime", "sdp_offer": "v=0", "created_at": answered}
+    own = old.objects.create(**common, status="active", answered_at=answered, max_duration_seconds=60).pk
+    default = old.objects.create(**common, status="active", answered_at=answered, max_duration_seconds=None).pk
+    ended = old.objects.create(**common, status="ended", answered_at=answered, max_duration_seconds=60).pk
+    try:
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        deadlines = dict(Call.objects.filter(pk__in=[own, default, ended]).values_list("pk", "deadline_at"))
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert deadlines == {
+        own: answered + timedelta(seconds=60),
+        default: answered + timedelta(seconds=settings.REALTIME_MAX_DURATION_SECONDS),
+        ended: None,
+    }
+    assert {call.pk for call, reason, _data in sweeper.due_calls(now=timezone.now()) if reason == "max_duration"} == {own}
