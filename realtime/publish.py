@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import logging
 import threading
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -34,6 +36,7 @@ from .models import Call, CallEvent
 from .serializers import CallEventSerializer, CallSerializer, represent
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CALLS_GROUP = "realtime.calls"
 STATS_PUSH_DELAY = 0.2
@@ -161,8 +164,67 @@ def send(*, call_id: str, event: dict[str, Any], call: dict[str, Any] | None, ap
     `api_key_id` (the key that created the call) lets the list feed show a key only its own calls.
     """
     layer = get_channel_layer()
-    if layer is not None:
+    if layer is None:
+        return
+    pending: Pending | None = getattr(_pending, "current", None)
+    if pending is not None:
+        pending.jobs.append(functools.partial(_deliver, layer, call_id, event, call, api_key_id))
+    else:
         async_to_sync(_deliver)(layer, call_id, event, call, api_key_id)
+
+
+# The pushes a database-thread call (services.in_db_thread) made, while it runs on that thread.
+_pending = threading.local()
+
+
+class Pending:
+    """The pushes one call on the database thread makes after its commits, delivered by its
+    caller on the caller's event loop when the call returns: the thread does not stop to hop to
+    the loop and wait there for each push (two thread switches per transition), and the pushes
+    still go out after their commits, in order.
+
+    Should the caller be cancelled while the thread runs (its client went away), nobody would
+    deliver them: the thread then does, as any other thread does (`async_to_sync`).
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[Callable[[], Awaitable[None]]] = []
+        self._lock = threading.Lock()
+        self._finished = False
+        self._abandoned = False
+
+    def collect(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (on the database thread), keeping the pushes it makes for the caller."""
+        _pending.current = self
+        try:
+            return fn()
+        finally:
+            _pending.current = None
+            with self._lock:
+                self._finished = True
+                abandoned = self._abandoned
+            if abandoned:
+                for job in self.jobs:
+                    async_to_sync(job)()
+
+    async def deliver(self) -> None:
+        """Deliver the pushes, in order (on the caller's loop, once the thread has finished)."""
+        for job in self.jobs:
+            await job()
+
+    def abandon(self) -> None:
+        """The caller was cancelled: the pushes are delivered all the same, by whoever finishes last."""
+        with self._lock:
+            if not self._finished:
+                self._abandoned = True
+                return
+        task = asyncio.ensure_future(self.deliver())
+        _deliveries.add(task)
+        task.add_done_callback(_deliveries.discard)
+
+
+# Deliveries left running by a cancelled caller, held until done.
+_deliveries: set[asyncio.Future[None]] = set()
 
 
 async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: dict[str, Any] | None, api_key_id: int | None) -> None:

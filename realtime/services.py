@@ -19,6 +19,7 @@ transaction, usage and cost summed onto the call) and hold calls through `monito
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -88,18 +89,37 @@ _db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="realtime-db")
 
 
 def in_db_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """`fn` as a coroutine that runs on the database thread (see `_db_thread`)."""
+    """`fn` as a coroutine that runs on the database thread (see `_db_thread`).
+
+    The pushes `fn` schedules after its commits are delivered here, on the caller's loop, once it
+    returns (`publish.Pending`), rather than by the database thread hopping to the loop for each.
+    """
     if not settings.REALTIME_DB_THREAD:
         return sync_to_async(fn)
-    return sync_to_async(_with_fresh_connection(fn), thread_sensitive=False, executor=_db_thread)
+    on_thread = sync_to_async(_with_fresh_connection(fn), thread_sensitive=False, executor=_db_thread)
 
-
-def _with_fresh_connection(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        pending = publish.Pending()
+        try:
+            result = await on_thread(pending, *args, **kwargs)
+        except asyncio.CancelledError:
+            pending.abandon()
+            raise
+        except BaseException:
+            await pending.deliver()
+            raise
+        await pending.deliver()
+        return result
+
+    return run
+
+
+def _with_fresh_connection(fn: Callable[P, R]) -> Callable[..., R]:
+    def run(pending: publish.Pending, *args: P.args, **kwargs: P.kwargs) -> R:
         # As Django does around a request: drop the connection if it broke or outlived CONN_MAX_AGE.
         close_old_connections()
-        return fn(*args, **kwargs)
+        return pending.collect(functools.partial(fn, *args, **kwargs))
 
     return run
 
