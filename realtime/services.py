@@ -41,7 +41,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import pricing, publish, redaction, selectors, upstream, words
+from . import pricing, publish, redaction, selectors, statements, upstream, words
 from .auth.lockout import client_address
 from .counters import Tally, hour_of, latency_change, micros
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
@@ -133,7 +133,8 @@ def _record(
 ) -> CallEvent:
     """Write the event, count it (with whatever else the transition changes in the statistics),
     and schedule its push."""
-    event = CallEvent.objects.create(call=call, event_type=event_type, actor=actor, data=data, created_at=at)
+    event = CallEvent(call=call, event_type=event_type, actor=actor, data=data, created_at=at)
+    statements.insert(event)
     (tally or Tally(call.api_key_id)).events(1).save()
     publish.event_recorded(event=event, call=call, lifecycle=lifecycle)
     if lifecycle:
@@ -158,8 +159,13 @@ def _transition(*, call: Call, allowed: tuple[str, ...], changes: dict[str, Any]
     two racing transitions still produce exactly one change. `call` gets the changes it made.
     """
     seen = call.__dict__.get("status")
+    plain = not any(hasattr(value, "resolve_expression") for value in changes.values())
     for status in sorted(allowed, key=lambda s: s != seen):
-        if Call.objects.filter(pk=call.pk, status=status).update(**changes):
+        if plain:
+            changed = statements.update_if(Call, call.pk, {"status": status}, changes)
+        else:
+            changed = Call.objects.filter(pk=call.pk, status=status).update(**changes)
+        if changed:
             for name, value in changes.items():
                 setattr(call, name, value)
             return status
@@ -190,7 +196,7 @@ def call_open(
     with transaction.atomic():
         if check_capacity:
             _check_capacity(api_key=api_key)
-        call = Call.objects.create(
+        call = Call(
             **(fields or {}),
             source=source,
             status=Call.Status.PENDING,
@@ -208,6 +214,7 @@ def call_open(
             api_key=api_key,
             max_duration_seconds=session.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS,
         )
+        statements.insert(call)
         payload: dict[str, Any] = {"model": session.model, "voice": session.voice, "source": source, **(data or {})}
         if session.notes:
             # What we could not pass on as asked (a seed model alias, temperature): noted, not hidden.
@@ -334,7 +341,7 @@ def call_note_upstream_closed(*, call: Call, hung_up: bool) -> None:
     """OpenAI confirmed the hangup (or no longer knew the call): nothing runs upstream any more."""
     now = timezone.now()
     with transaction.atomic():
-        if Call.objects.filter(pk=call.pk, upstream_closed_at__isnull=True).update(upstream_closed_at=now):
+        if statements.update_if(Call, call.pk, {"upstream_closed_at": None}, {"upstream_closed_at": now}):
             call.upstream_closed_at = now
             data = {"upstream_id": call.upstream_id, "already_gone": not hung_up}
             _record(call=call, event_type="upstream.hangup", actor=CallEvent.Actor.SYSTEM, data=data, at=now, lifecycle=False)
