@@ -35,7 +35,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.db.models import Case, Count, F, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils import timezone
@@ -248,12 +248,18 @@ def _check_capacity(*, api_key: ApiKey | None) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CAPACITY_LOCK])
     live = Call.objects.filter(status__in=Call.ENDABLE)
-    total = live.count() if limit else 0
+    # Both counts in one read of the live calls (the key's among them) when both are needed.
+    if api_key is None:
+        total, mine = (live.count() if limit else 0), 0
+    elif limit:
+        counts = live.aggregate(total=Count("id"), mine=Count("id", filter=Q(api_key=api_key)))
+        total, mine = counts["total"], counts["mine"]
+    else:
+        total, mine = 0, live.filter(api_key=api_key).count()
     if limit and total >= limit:
         raise TooManyCalls(_("Too many calls in progress (at most %(n)d); try again later.") % {"n": limit}, details={"limit": limit})
     if api_key is None:
         return
-    mine = live.filter(api_key=api_key).count()
     if per_key and mine >= per_key:
         raise TooManyCalls(
             _("Too many calls in progress for this API key (at most %(n)d); try again later.") % {"n": per_key},
