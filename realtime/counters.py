@@ -25,6 +25,7 @@ often the metrics are rewritten, and a recount sums the calls' histograms.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -194,21 +195,26 @@ def add_bucket_rows(rows: dict[BucketKey, dict[str, float]]) -> None:
 def _upsert(
     table_name: str, keys: tuple[str, ...], amounts: tuple[str, ...], ordered: list[tuple[tuple[Any, ...], dict[str, float]]]
 ) -> None:
-    table, quote = quote_name(table_name), connection.ops.quote_name
-    columns = (*keys, *amounts)
-    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    updates = ", ".join(f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in amounts)
     for start in range(0, len(ordered), 500):
         batch = ordered[start : start + 500]
         params: list[Any] = []
         for key, row in batch:
             params += [*key, *(row.get(name, 0) for name in amounts)]
-        sql = (
-            f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES {', '.join([placeholders] * len(batch))} "
-            f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {updates}"
-        )
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(_upsert_sql(connection.vendor, table_name, keys, amounts, len(batch)), params)
+
+
+@functools.cache
+def _upsert_sql(vendor: str, table_name: str, keys: tuple[str, ...], amounts: tuple[str, ...], rows: int) -> str:
+    """The upsert of `rows` rows, built once per shape (every transition runs one or two)."""
+    table, quote = quote_name(table_name), connection.ops.quote_name
+    columns = (*keys, *amounts)
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    updates = ", ".join(f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in amounts)
+    return (
+        f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES {', '.join([placeholders] * rows)} "
+        f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {updates}"
+    )
 
 
 def quote_name(name: str) -> str:

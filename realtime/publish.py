@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import logging
 import threading
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -31,9 +33,10 @@ from django.db import transaction
 
 from . import selectors
 from .models import Call, CallEvent
-from .serializers import CallEventSerializer, CallSerializer, represent
+from .serializers import CallSerializer, represent
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CALLS_GROUP = "realtime.calls"
 STATS_PUSH_DELAY = 0.2
@@ -83,29 +86,31 @@ def event_recorded(*, event: CallEvent, call: Call, lifecycle: bool) -> None:
     """Schedule, for after commit, the push of one recorded event (and of the call if it changed)."""
     # Serialise now, inside the transaction, and round-trip through JSON so that a payload that
     # cannot be sent fails here rather than in an on-commit hook (Zulip's habit).
-    event_payload = json.loads(json.dumps(represent(CallEventSerializer, event)))
+    event_payload = json.loads(json.dumps(event_body(event, call.call_id)))
     call_payload = json.loads(json.dumps(represent(CallSerializer, call))) if lifecycle else None
     api_key_id = call.api_key_id
     transaction.on_commit(lambda: send(call_id=call.call_id, event=event_payload, call=call_payload, api_key_id=api_key_id))
+
+
+def event_body(event: CallEvent, call_id: str) -> dict[str, Any]:
+    """An event as the API shows it (CallEventSerializer's fields and values), built by hand: a
+    monitor stores thousands of events a second, and every transition pushes one, and the
+    serializer would cost more than the rest of the push."""
+    return {
+        "id": event.pk,
+        "call_id": call_id,
+        "event_type": event.event_type,
+        "timestamp": int(event.created_at.timestamp()),
+        "event_data": event.data,
+        "actor": event.actor,
+    }
 
 
 def events_recorded(*, events: list[CallEvent], call: Call) -> None:
     """Schedule, for after commit, the push of a batch of upstream events to the call's subscribers."""
     if not events:
         return
-    # Built by hand rather than through CallEventSerializer: a monitor stores thousands of events a
-    # second and the serializer would dominate. Same fields, same values.
-    payloads = [
-        {
-            "id": event.pk,
-            "call_id": call.call_id,
-            "event_type": event.event_type,
-            "timestamp": int(event.created_at.timestamp()),
-            "event_data": event.data,
-            "actor": event.actor,
-        }
-        for event in events
-    ]
+    payloads = [event_body(event, call.call_id) for event in events]
     # No JSON round-trip check here (unlike event_recorded): these payloads were parsed from JSON
     # a moment ago and hold nothing else, and at thousands of events a second the check would
     # cost as much as storing them.
@@ -161,8 +166,67 @@ def send(*, call_id: str, event: dict[str, Any], call: dict[str, Any] | None, ap
     `api_key_id` (the key that created the call) lets the list feed show a key only its own calls.
     """
     layer = get_channel_layer()
-    if layer is not None:
+    if layer is None:
+        return
+    pending: Pending | None = getattr(_pending, "current", None)
+    if pending is not None:
+        pending.jobs.append(functools.partial(_deliver, layer, call_id, event, call, api_key_id))
+    else:
         async_to_sync(_deliver)(layer, call_id, event, call, api_key_id)
+
+
+# The pushes a database-thread call (services.in_db_thread) made, while it runs on that thread.
+_pending = threading.local()
+
+
+class Pending:
+    """The pushes one call on the database thread makes after its commits, delivered by its
+    caller on the caller's event loop when the call returns: the thread does not stop to hop to
+    the loop and wait there for each push (two thread switches per transition), and the pushes
+    still go out after their commits, in order.
+
+    Should the caller be cancelled while the thread runs (its client went away), nobody would
+    deliver them: the thread then does, as any other thread does (`async_to_sync`).
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[Callable[[], Awaitable[None]]] = []
+        self._lock = threading.Lock()
+        self._finished = False
+        self._abandoned = False
+
+    def collect(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (on the database thread), keeping the pushes it makes for the caller."""
+        _pending.current = self
+        try:
+            return fn()
+        finally:
+            _pending.current = None
+            with self._lock:
+                self._finished = True
+                abandoned = self._abandoned
+            if abandoned:
+                for job in self.jobs:
+                    async_to_sync(job)()
+
+    async def deliver(self) -> None:
+        """Deliver the pushes, in order (on the caller's loop, once the thread has finished)."""
+        for job in self.jobs:
+            await job()
+
+    def abandon(self) -> None:
+        """The caller was cancelled: the pushes are delivered all the same, by whoever finishes last."""
+        with self._lock:
+            if not self._finished:
+                self._abandoned = True
+                return
+        task = asyncio.ensure_future(self.deliver())
+        _deliveries.add(task)
+        task.add_done_callback(_deliveries.discard)
+
+
+# Deliveries left running by a cancelled caller, held until done.
+_deliveries: set[asyncio.Future[None]] = set()
 
 
 async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: dict[str, Any] | None, api_key_id: int | None) -> None:

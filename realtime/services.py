@@ -19,6 +19,7 @@ transaction, usage and cost summed onto the call) and hold calls through `monito
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -34,13 +35,13 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.db.models import Case, Count, F, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import pricing, publish, redaction, selectors, upstream, words
+from . import pricing, publish, redaction, selectors, statements, upstream, words
 from .auth.lockout import client_address
 from .counters import Tally, hour_of, latency_change, micros
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
@@ -88,18 +89,37 @@ _db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="realtime-db")
 
 
 def in_db_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """`fn` as a coroutine that runs on the database thread (see `_db_thread`)."""
+    """`fn` as a coroutine that runs on the database thread (see `_db_thread`).
+
+    The pushes `fn` schedules after its commits are delivered here, on the caller's loop, once it
+    returns (`publish.Pending`), rather than by the database thread hopping to the loop for each.
+    """
     if not settings.REALTIME_DB_THREAD:
         return sync_to_async(fn)
-    return sync_to_async(_with_fresh_connection(fn), thread_sensitive=False, executor=_db_thread)
+    on_thread = sync_to_async(_with_fresh_connection(fn), thread_sensitive=False, executor=_db_thread)
 
-
-def _with_fresh_connection(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        pending = publish.Pending()
+        try:
+            result = await on_thread(pending, *args, **kwargs)
+        except asyncio.CancelledError:
+            pending.abandon()
+            raise
+        except BaseException:
+            await pending.deliver()
+            raise
+        await pending.deliver()
+        return result
+
+    return run
+
+
+def _with_fresh_connection(fn: Callable[P, R]) -> Callable[..., R]:
+    def run(pending: publish.Pending, *args: P.args, **kwargs: P.kwargs) -> R:
         # As Django does around a request: drop the connection if it broke or outlived CONN_MAX_AGE.
         close_old_connections()
-        return fn(*args, **kwargs)
+        return pending.collect(functools.partial(fn, *args, **kwargs))
 
     return run
 
@@ -113,7 +133,8 @@ def _record(
 ) -> CallEvent:
     """Write the event, count it (with whatever else the transition changes in the statistics),
     and schedule its push."""
-    event = CallEvent.objects.create(call=call, event_type=event_type, actor=actor, data=data, created_at=at)
+    event = CallEvent(call=call, event_type=event_type, actor=actor, data=data, created_at=at)
+    statements.insert(event)
     (tally or Tally(call.api_key_id)).events(1).save()
     publish.event_recorded(event=event, call=call, lifecycle=lifecycle)
     if lifecycle:
@@ -138,8 +159,13 @@ def _transition(*, call: Call, allowed: tuple[str, ...], changes: dict[str, Any]
     two racing transitions still produce exactly one change. `call` gets the changes it made.
     """
     seen = call.__dict__.get("status")
+    plain = not any(hasattr(value, "resolve_expression") for value in changes.values())
     for status in sorted(allowed, key=lambda s: s != seen):
-        if Call.objects.filter(pk=call.pk, status=status).update(**changes):
+        if plain:
+            changed = statements.update_if(Call, call.pk, {"status": status}, changes)
+        else:
+            changed = Call.objects.filter(pk=call.pk, status=status).update(**changes)
+        if changed:
             for name, value in changes.items():
                 setattr(call, name, value)
             return status
@@ -170,7 +196,7 @@ def call_open(
     with transaction.atomic():
         if check_capacity:
             _check_capacity(api_key=api_key)
-        call = Call.objects.create(
+        call = Call(
             **(fields or {}),
             source=source,
             status=Call.Status.PENDING,
@@ -188,6 +214,7 @@ def call_open(
             api_key=api_key,
             max_duration_seconds=session.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS,
         )
+        statements.insert(call)
         payload: dict[str, Any] = {"model": session.model, "voice": session.voice, "source": source, **(data or {})}
         if session.notes:
             # What we could not pass on as asked (a seed model alias, temperature): noted, not hidden.
@@ -221,12 +248,18 @@ def _check_capacity(*, api_key: ApiKey | None) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CAPACITY_LOCK])
     live = Call.objects.filter(status__in=Call.ENDABLE)
-    total = live.count() if limit else 0
+    # Both counts in one read of the live calls (the key's among them) when both are needed.
+    if api_key is None:
+        total, mine = (live.count() if limit else 0), 0
+    elif limit:
+        counts = live.aggregate(total=Count("id"), mine=Count("id", filter=Q(api_key=api_key)))
+        total, mine = counts["total"], counts["mine"]
+    else:
+        total, mine = 0, live.filter(api_key=api_key).count()
     if limit and total >= limit:
         raise TooManyCalls(_("Too many calls in progress (at most %(n)d); try again later.") % {"n": limit}, details={"limit": limit})
     if api_key is None:
         return
-    mine = live.filter(api_key=api_key).count()
     if per_key and mine >= per_key:
         raise TooManyCalls(
             _("Too many calls in progress for this API key (at most %(n)d); try again later.") % {"n": per_key},
@@ -315,7 +348,7 @@ def call_note_upstream_closed(*, call: Call, hung_up: bool) -> None:
     """OpenAI confirmed the hangup (or no longer knew the call): nothing runs upstream any more."""
     now = timezone.now()
     with transaction.atomic():
-        if Call.objects.filter(pk=call.pk, upstream_closed_at__isnull=True).update(upstream_closed_at=now):
+        if statements.update_if(Call, call.pk, {"upstream_closed_at": None}, {"upstream_closed_at": now}):
             call.upstream_closed_at = now
             data = {"upstream_id": call.upstream_id, "already_gone": not hung_up}
             _record(call=call, event_type="upstream.hangup", actor=CallEvent.Actor.SYSTEM, data=data, at=now, lifecycle=False)

@@ -6,12 +6,12 @@ event nor its rows. `realtime.services` calls `enqueue` for each lifecycle event
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
 
 from .models import TEST_EVENT, EventType, WebhookEndpoint, WebhookMessage
 
@@ -38,12 +38,34 @@ def _window(at: datetime) -> datetime:
     return at + timedelta(hours=settings.REALTIME_WEBHOOK_RETRY_HOURS)
 
 
-def in_scope(call: Call) -> list[WebhookEndpoint]:
-    """Enabled endpoints that may hear about this call: unscoped ones, and the call's key's."""
-    scope = Q(api_key__isnull=True)
-    if call.api_key_id is not None:
-        scope |= Q(api_key_id=call.api_key_id)
-    return list(WebhookEndpoint.objects.filter(scope, enabled=True).only("pk", "events"))
+class Subscriber(NamedTuple):
+    """An enabled endpoint, as a call event's deliveries need it."""
+
+    pk: int
+    events: list[str]
+
+
+@functools.cache
+def _in_scope_sql(vendor: str, with_key: bool) -> str:
+    table, quote = WebhookEndpoint._meta.db_table, connection.ops.quote_name
+    scope = f"{quote('api_key_id')} IS NULL" + (f" OR {quote('api_key_id')} = %s" if with_key else "")
+    return f"SELECT {quote('id')}, {quote('events')} FROM {quote(table)} WHERE {quote('enabled')} AND ({scope})"
+
+
+def in_scope(call: Call) -> list[Subscriber]:
+    """Enabled endpoints that may hear about this call: unscoped ones, and the call's key's.
+
+    Read at every call event, in its transaction: endpoints change at any time, in any process,
+    and each event is owed to the endpoints enabled when it commits, so nothing is cached. One
+    small indexed read, in SQL written once: building it through the ORM cost ten times what
+    running it costs, at every transition.
+    """
+    params = [] if call.api_key_id is None else [call.api_key_id]
+    with connection.cursor() as cursor:
+        cursor.execute(_in_scope_sql(connection.vendor, bool(params)), params)
+        rows = cursor.fetchall()
+    events = WebhookEndpoint._meta.get_field("events")
+    return [Subscriber(pk, events.from_db_value(value, events.cached_col, connection)) for pk, value in rows]
 
 
 def enqueue(*, call: Call, event_type: str, at: datetime) -> int:
@@ -69,13 +91,19 @@ def enqueue(*, call: Call, event_type: str, at: datetime) -> int:
     return written
 
 
-def _write(*, call: Call, event_type: str, at: datetime, endpoints: list[WebhookEndpoint], extra: dict[str, Any] | None = None) -> int:
+def _write(*, call: Call, event_type: str, at: datetime, endpoints: list[Subscriber], extra: dict[str, Any] | None = None) -> int:
     if not endpoints:
         return 0
     body = payload(event_type=event_type, at=at, data={**call_data(call), **(extra or {})})
     rows = [
         WebhookMessage(
-            endpoint=e, call_id=call.pk, event_type=event_type, payload=body, created_at=at, next_attempt_at=at, give_up_at=_window(at)
+            endpoint_id=e.pk,
+            call_id=call.pk,
+            event_type=event_type,
+            payload=body,
+            created_at=at,
+            next_attempt_at=at,
+            give_up_at=_window(at),
         )
         for e in endpoints
     ]

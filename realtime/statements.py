@@ -1,0 +1,63 @@
+"""The two statements every call transition runs, written without the ORM's per-statement work.
+
+Building a statement through the ORM (resolving lookups, joins, ordering, compiling) cost, on the
+call-setup path, several times what running it costs, for every INSERT of a call or an event and
+every conditional UPDATE of a transition (docs/benchmarks.md, "A million calls"). These build
+the SQL once per table and column set and prepare each value with its own field
+(`get_db_prep_save`: JSON, datetimes, decimals, as each database wants them), as the ORM does,
+so the rows written are the same. Expressions, several rows, anything else: the ORM.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, cast
+
+from django.db import connection
+from django.db.models import Field, Model
+
+
+@functools.cache
+def _insert_sql(vendor: str, table: str, columns: tuple[str, ...]) -> str:
+    quote = connection.ops.quote_name
+    values = ", ".join(["%s"] * len(columns))
+    return f"INSERT INTO {quote(table)} ({', '.join(map(quote, columns))}) VALUES ({values}) RETURNING {quote('id')}"
+
+
+def insert(obj: Model) -> None:
+    """Save a new model instance (one INSERT; its primary key set from the database), as
+    `obj.save()` would: every concrete field, defaults applied (`pre_save`). No signals are sent
+    (none is connected to the models this is used for)."""
+    meta = obj._meta
+    fields = [f for f in meta.local_concrete_fields if not f.primary_key]
+    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    sql = _insert_sql(connection.vendor, meta.db_table, tuple(f.column for f in fields))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        obj.pk = cursor.fetchone()[0]
+    obj._state.adding = False
+    obj._state.db = connection.alias
+
+
+@functools.cache
+def _update_sql(vendor: str, table: str, columns: tuple[str, ...], where: tuple[tuple[str, bool], ...]) -> str:
+    quote = connection.ops.quote_name
+    sets = ", ".join(f"{quote(column)} = %s" for column in columns)
+    conditions = " AND ".join(f"{quote(column)} IS NULL" if is_null else f"{quote(column)} = %s" for column, is_null in where)
+    return f"UPDATE {quote(table)} SET {sets} WHERE {quote('id')} = %s AND {conditions}"
+
+
+def update_if(model: type[Model], pk: int, where: dict[str, Any], changes: dict[str, Any]) -> int:
+    """`model.objects.filter(pk=pk, **where).update(**changes)` for plain values (a None in
+    `where` means IS NULL); returns the number of rows changed (0 or 1)."""
+    meta = model._meta
+    fields = [cast(Field, meta.get_field(name)) for name in changes]
+    conditions = [(cast(Field, meta.get_field(name)), value) for name, value in where.items()]
+    params = [f.get_db_prep_save(value, connection) for f, value in zip(fields, changes.values(), strict=True)]
+    params.append(pk)
+    params += [f.get_db_prep_value(value, connection) for f, value in conditions if value is not None]
+    shape = tuple((f.column, value is None) for f, value in conditions)
+    sql = _update_sql(connection.vendor, meta.db_table, tuple(f.column for f in fields), shape)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
