@@ -408,6 +408,11 @@ REALTIME_MONITOR_FLUSH_MS = env.int("REALTIME_MONITOR_FLUSH_MS", default=100)
 # Reconnection attempts before a call whose sideband cannot be reached is ended as upstream_error.
 REALTIME_MONITOR_RECONNECT_ATTEMPTS = env.int("REALTIME_MONITOR_RECONNECT_ATTEMPTS", default=6)
 
+# --- event-loop pauses: the garbage collector ------------------------------------------------
+# Whether a server freezes its start-up heap once it listens (realtime.heap): full collections then
+# walk only what was allocated since, instead of pausing the loop for 60-450 ms (docs/benchmarks.md).
+REALTIME_GC_FREEZE = env.bool("REALTIME_GC_FREEZE", default=True)
+
 # --- limits: every call ends, with a reason -----------------------------------------------------
 # OpenAI ends a realtime session after 60 minutes; our limit stays below it so the end is ours.
 OPENAI_MAX_SESSION_SECONDS = 3600

@@ -1,0 +1,58 @@
+"""Start-up objects out of the garbage collector's way: a long-lived server's event loop must
+not stop for a full collection over everything it imported.
+
+CPython's cyclic collector walks every tracked object in a full (generation 2) collection. A
+server process holds a few hundred thousand of them from start-up (Django, DRF, the OpenAI SDK's
+pydantic types, aiortc, the engine) that never become garbage, and a full collection over them
+holds the GIL, and so daphne's loop, for 60–450 ms (measured: docs/benchmarks.md, "Phone calls
+(SIP)"). Every request, webhook, RTP packet and sideband frame waiting on the loop waits that long.
+
+`settle()` runs once the process listens: it imports what the first call would import lazily
+(the SDK's realtime and webhook types and resources, its WebSocket client), builds the SDK's
+client (and its TLS context) for this loop, collects once, then `gc.freeze()`s what is left, so
+later collections walk only what was allocated since. Frozen objects are never collected: that
+is the start-up heap, which lives as long as the process anyway.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+import time
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# Imported by the first webhook (its types), accept or refer (the calls resource) and sideband
+# (the realtime connection, its event types, the WebSocket client): at start-up rather than on
+# the loop mid-call, and before the freeze so that they are frozen too.
+LAZY_MODULES = (
+    "openai.resources.realtime",
+    "openai.resources.webhooks",
+    "openai.types.realtime",
+    "openai.types.webhooks",
+    "openai.lib._realtime",
+    "websockets.asyncio.client",
+)
+
+
+def settle() -> None:
+    """Import what calls import lazily, then freeze the start-up heap (REALTIME_GC_FREEZE)."""
+    if not settings.REALTIME_GC_FREEZE:
+        return
+    started = time.perf_counter()
+    for name in LAZY_MODULES:
+        importlib.import_module(name)
+    try:
+        from . import upstream
+
+        sdk = upstream.client()
+        # The SDK builds its resources on first use (cached properties).
+        _ = sdk.realtime.calls, sdk.webhooks
+    except RuntimeError:
+        pass  # no running loop (a command without one): the first call builds the client
+    gc.collect()
+    gc.freeze()
+    logger.info("Start-up heap frozen: %d objects in %.0f ms", gc.get_freeze_count(), (time.perf_counter() - started) * 1000)

@@ -1,0 +1,47 @@
+"""The start-up heap frozen once a server listens (realtime.heap): full collections then skip it."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from realtime import heap, upstream
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.asyncio
+async def test_it_imports_what_calls_import_lazily_and_freezes_the_heap(unfrozen, settings):
+    settings.REALTIME_GC_FREEZE = True
+    assert gc.get_freeze_count() == 0
+    heap.settle()
+    assert gc.get_freeze_count() > 0
+    assert all(name in sys.modules for name in heap.LAZY_MODULES)
+    # The SDK client of this loop exists (built, with its TLS context, before the first call).
+    assert asyncio.get_running_loop() in upstream._clients
+    # What is allocated afterwards is collected as before.
+    garbage: list[object] = []
+    garbage.append(garbage)
+    del garbage
+    assert gc.collect() >= 1
+
+
+def test_it_leaves_the_heap_alone_when_turned_off(unfrozen, settings):
+    settings.REALTIME_GC_FREEZE = False
+    heap.settle()
+    assert gc.get_freeze_count() == 0
+
+
+def test_it_freezes_without_a_running_loop(unfrozen, settings):
+    settings.REALTIME_GC_FREEZE = True
+    heap.settle()
+    assert gc.get_freeze_count() > 0
