@@ -207,7 +207,7 @@ def main() -> None:
                     f"{result.over_50ms} over 50 ms; baseline p99 {result.baseline_p99:.1f} ms; "
                     f"server CPU {result.cpu_ms_per_call:.1f} ms per call (SIPp exit {result.sipp_exit}; load {os.getloadavg()[0]:.2f})"
                 )
-                if args.monitors == "off" or freeze != variants[-1]:
+                if args.monitors == "off" or args.concurrent == 0 or freeze != variants[-1]:
                     continue  # the concurrency measure needs monitors to record the calls' events; once per run
                 concurrent = concurrency(url, sip_port, args.concurrent)
                 results.append(concurrent)
