@@ -21,6 +21,7 @@ import importlib
 import logging
 import time
 
+import openai
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -45,14 +46,17 @@ def settle() -> None:
     started = time.perf_counter()
     for name in LAZY_MODULES:
         importlib.import_module(name)
-    try:
-        from . import upstream
+    from . import upstream
 
+    try:
         sdk = upstream.client()
         # The SDK builds its resources on first use (cached properties).
         _ = sdk.realtime.calls, sdk.webhooks
     except RuntimeError:
         pass  # no running loop (a command without one): the first call builds the client
+    except openai.OpenAIError as exc:
+        # No credentials configured, say: the first call reports it, in the API's error shape.
+        logger.info("The OpenAI client was not built at start-up: %s", exc)
     gc.collect()
     gc.freeze()
     logger.info("Start-up heap frozen: %d objects in %.0f ms", gc.get_freeze_count(), (time.perf_counter() - started) * 1000)

@@ -45,3 +45,14 @@ def test_it_freezes_without_a_running_loop(unfrozen, settings):
     settings.REALTIME_GC_FREEZE = True
     heap.settle()
     assert gc.get_freeze_count() > 0
+
+
+@pytest.mark.asyncio
+async def test_it_still_freezes_when_the_sdk_client_cannot_be_built(unfrozen, settings):
+    settings.REALTIME_GC_FREEZE = True
+    settings.OPENAI_API_KEY = ""
+    settings.LOCALREALTIME_API_KEY = ""
+    upstream._clients.pop(asyncio.get_running_loop(), None)
+    heap.settle()
+    assert gc.get_freeze_count() > 0
+    assert asyncio.get_running_loop() not in upstream._clients
