@@ -1,5 +1,5 @@
-"""Start-up objects out of the garbage collector's way: a long-lived server's event loop must
-not stop for a full collection over everything it imported.
+"""What keeps a server's event loop waiting on its own process: the garbage collector's full
+collections over the start-up heap, and the GIL held by the process's other threads.
 
 CPython's cyclic collector walks every tracked object in a full (generation 2) collection. A
 server process holds a few hundred thousand of them from start-up (Django, DRF, the OpenAI SDK's
@@ -12,6 +12,11 @@ holds the GIL, and so daphne's loop, for 60–450 ms (measured: docs/benchmarks.
 client (and its TLS context) for this loop, collects once, then `gc.freeze()`s what is left, so
 later collections walk only what was allocated since. Frozen objects are never collected: that
 is the start-up heap, which lives as long as the process anyway.
+
+`share_the_gil()` shortens how long a thread may keep the GIL while another waits for it
+(REALTIME_GIL_SWITCH_MS, Python's default 5 ms). The loop thread gives the GIL up at every
+`select()` and socket call; with call setup's database thread or Django's sync threads busy, it
+waits up to the whole interval to get it back, many times per request.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
+import sys
 import time
 
 import openai
@@ -60,3 +66,9 @@ def settle() -> None:
     gc.collect()
     gc.freeze()
     logger.info("Start-up heap frozen: %d objects in %.0f ms", gc.get_freeze_count(), (time.perf_counter() - started) * 1000)
+
+
+def share_the_gil() -> None:
+    """Apply REALTIME_GIL_SWITCH_MS (0: keep Python's default)."""
+    if settings.REALTIME_GIL_SWITCH_MS > 0:
+        sys.setswitchinterval(settings.REALTIME_GIL_SWITCH_MS / 1000)

@@ -56,3 +56,22 @@ async def test_it_still_freezes_when_the_sdk_client_cannot_be_built(unfrozen, se
     heap.settle()
     assert gc.get_freeze_count() > 0
     assert asyncio.get_running_loop() not in upstream._clients
+
+
+@pytest.fixture
+def switch_interval() -> Iterator[float]:
+    before = sys.getswitchinterval()
+    yield before
+    sys.setswitchinterval(before)
+
+
+def test_it_shortens_the_gil_switch_interval(switch_interval, settings):
+    settings.REALTIME_GIL_SWITCH_MS = 1.0
+    heap.share_the_gil()
+    assert sys.getswitchinterval() == pytest.approx(0.001)
+
+
+def test_it_keeps_pythons_switch_interval_when_set_to_zero(switch_interval, settings):
+    settings.REALTIME_GIL_SWITCH_MS = 0
+    heap.share_the_gil()
+    assert sys.getswitchinterval() == switch_interval

@@ -134,6 +134,7 @@ class Command(BaseCommand):
             self.stdout.flush()
             # Once everything listens, before the first call: on the loop, which it then spares.
             heap.settle()
+            heap.share_the_gil()
 
         def start() -> None:
             # Called by daphne once its listeners are set up, just before its loop runs: the
