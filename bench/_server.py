@@ -136,6 +136,12 @@ def database_url(database: Path | str) -> str:
     return database if isinstance(database, str) and "://" in database else f"sqlite:///{database}"
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far (utime + stime, /proc/PID/stat), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

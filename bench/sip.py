@@ -8,7 +8,13 @@
 2. Concurrency: SIPp places N calls at once (G.711 audio from a pcap, a DTMF digit, then BYE).
    Goal for N = 50: all answered, audio echoed, recorded (speech events stored) and ended, 0 errors.
 
-Usage: python bench/sip.py [--calls 100] [--concurrent 50] [--runs 3] [--monitors embedded|off] [--quick]
+Beside the latencies, each run reports the server's CPU time per brief call (utime + stime from
+/proc, which a busy machine does not inflate the way it does wall-clock times) and how many
+decisions took more than 50 ms. `--gc-freeze both` runs each measure twice in turn, with the
+start-up heap frozen (REALTIME_GC_FREEZE, the default) and without, so both meet the same load.
+
+Usage: python bench/sip.py [--calls 100] [--concurrent 50] [--runs 3] [--monitors embedded|off]
+                           [--gc-freeze on|off|both] [--quick]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +35,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._server import free_port, machine, server
+from bench._server import cpu_seconds, free_port, machine, server
 from bench._sip import sipp_command
 
 ENGINE_KEY = "sk-localrealtime"
@@ -84,20 +91,39 @@ def ignored_webhook_ms(http: httpx.Client, secret: str, samples: int) -> list[fl
     return timings
 
 
-def latency(url: str, sip_port: int, calls: int) -> tuple[float, float, float, int]:
-    """Brief calls, 10 a second; returns (p50, p99 of decision ms, baseline p99 ms, SIPp exit code)."""
+@dataclass
+class Latency:
+    p50: float
+    p99: float
+    over_50ms: int  # decisions that took more than 50 ms
+    baseline_p99: float
+    cpu_ms_per_call: float  # the server's CPU time during the measured calls, per call
+    sipp_exit: int
+
+
+def latency(url: str, sip_port: int, calls: int, pid: int) -> Latency:
+    """Brief calls, 10 a second, then the baseline."""
     from django.conf import settings
 
     with tempfile.TemporaryDirectory() as workdir, httpx.Client(base_url=url, timeout=30) as http:
         # Warm-up (imports, the SDK client, connection pools): not measured, and older than the rest.
         sipp(sip_port, "uac_brief.xml", calls=3, rate=10, workdir=Path(workdir))
+        cpu = cpu_seconds(pid)
         code, output = sipp(sip_port, "uac_brief.xml", calls=calls, rate=10, workdir=Path(workdir))
+        cpu = cpu_seconds(pid) - cpu
         if code != 0:
             print(output)
         decisions = [engine(http, c["upstream_id"])["sip"]["decision_ms"] for c in sip_calls(http, calls)]
         decisions = [d for d in decisions if d is not None]
         baseline = ignored_webhook_ms(http, settings.LOCALREALTIME_WEBHOOK_SECRET, calls)
-    return quantile(decisions, 0.5), quantile(decisions, 0.99), quantile(baseline, 0.99), code
+    return Latency(
+        p50=quantile(decisions, 0.5),
+        p99=quantile(decisions, 0.99),
+        over_50ms=sum(d > 50 for d in decisions),
+        baseline_p99=quantile(baseline, 0.99),
+        cpu_ms_per_call=cpu * 1000 / calls,
+        sipp_exit=code,
+    )
 
 
 def concurrency(url: str, sip_port: int, calls: int) -> dict[str, int]:
@@ -144,6 +170,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a smoke run: few calls, one run")
     parser.add_argument("--monitors", default="embedded", choices=["embedded", "off"], help="off: no sideband writes (latency only)")
+    parser.add_argument(
+        "--gc-freeze", default="on", choices=["on", "off", "both"], help="REALTIME_GC_FREEZE; both: each run twice, off then on"
+    )
     args = parser.parse_args()
     if args.quick:
         args.calls, args.concurrent, args.runs = 10, 3, 1
@@ -153,42 +182,51 @@ def main() -> None:
 
     django.setup()
     print(f"machine: {machine()}; load: {os.getloadavg()[0]:.2f}")
+    variants = {"on": ["true"], "off": ["false"], "both": ["false", "true"]}[args.gc_freeze]
     failed = False
-    p50s, p99s, baselines = [], [], []
+    measured: dict[str, list[Latency]] = {v: [] for v in variants}
     results = []
     for _ in range(args.runs):
-        sip_port = free_port()
-        env = {"LOCALREALTIME_SIP_PORT": str(sip_port), "REALTIME_MONITORS": args.monitors}
-        with server(env) as served:
-            global ENGINE_URL
-            url, ENGINE_URL = served.url, served.engine_url
-            deadline = time.monotonic() + 10
-            while httpx.post(f"{ENGINE_URL}/_local/sip", json={}, headers={"Authorization": f"Bearer {ENGINE_KEY}"}).status_code != 200:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the SIP endpoint did not start")
-                time.sleep(0.2)
-            p50, p99, baseline, code = latency(url, sip_port, args.calls)
-            p50s.append(p50)
-            p99s.append(p99)
-            baselines.append(baseline)
-            print(
-                f"  decision latency: {args.calls} calls, p50 {p50:.1f} ms, p99 {p99:.1f} ms; baseline p99 {baseline:.1f} ms (SIPp exit {code})"
-            )
-            if args.monitors == "off":
-                continue  # nothing would record the calls' events: the concurrency measure needs monitors
-            result = concurrency(url, sip_port, args.concurrent)
-            results.append(result)
-            print(f"  {args.concurrent} concurrent calls: {result}")
-            failed |= code != 0 or result["sipp_exit"] != 0
-            failed |= any(result[k] != args.concurrent for k in ("calls", "answered", "echoed", "recorded", "ended"))
-    if not results:
-        print(f"median of {args.runs} runs: decision p50 {statistics.median(p50s):.1f} ms, p99 {statistics.median(p99s):.1f} ms")
-        sys.exit(1 if failed else 0)
-    print(
-        f"median of {args.runs} runs: decision p50 {statistics.median(p50s):.1f} ms, p99 {statistics.median(p99s):.1f} ms "
-        f"(goal < 50 ms), baseline p99 {statistics.median(baselines):.1f} ms; "
-        f"{args.concurrent} concurrent: {sum(r['ended'] == args.concurrent for r in results)}/{args.runs} runs all answered, echoed, recorded and ended"
-    )
+        for freeze in variants:
+            sip_port = free_port()
+            env = {"LOCALREALTIME_SIP_PORT": str(sip_port), "REALTIME_MONITORS": args.monitors, "REALTIME_GC_FREEZE": freeze}
+            started: list[subprocess.Popen[bytes]] = []
+            with server(env, on_start=started.append) as served:
+                global ENGINE_URL
+                url, ENGINE_URL = served.url, served.engine_url
+                deadline = time.monotonic() + 10
+                while httpx.post(f"{ENGINE_URL}/_local/sip", json={}, headers={"Authorization": f"Bearer {ENGINE_KEY}"}).status_code != 200:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the SIP endpoint did not start")
+                    time.sleep(0.2)
+                result = latency(url, sip_port, args.calls, started[0].pid)
+                measured[freeze].append(result)
+                failed |= result.sipp_exit != 0
+                print(
+                    f"  gc freeze {freeze}: decision latency: {args.calls} calls, p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms, "
+                    f"{result.over_50ms} over 50 ms; baseline p99 {result.baseline_p99:.1f} ms; "
+                    f"server CPU {result.cpu_ms_per_call:.1f} ms per call (SIPp exit {result.sipp_exit}; load {os.getloadavg()[0]:.2f})"
+                )
+                if args.monitors == "off" or args.concurrent == 0 or freeze != variants[-1]:
+                    continue  # the concurrency measure needs monitors to record the calls' events; once per run
+                concurrent = concurrency(url, sip_port, args.concurrent)
+                results.append(concurrent)
+                print(f"  {args.concurrent} concurrent calls: {concurrent}")
+                failed |= concurrent["sipp_exit"] != 0
+                failed |= any(concurrent[k] != args.concurrent for k in ("calls", "answered", "echoed", "recorded", "ended"))
+    for freeze, runs in measured.items():
+        print(
+            f"median of {args.runs} runs, gc freeze {freeze}: decision p50 {statistics.median(r.p50 for r in runs):.1f} ms, "
+            f"p99 {statistics.median(r.p99 for r in runs):.1f} ms (goal < 50 ms), "
+            f"over 50 ms {statistics.median(r.over_50ms for r in runs):g} of {args.calls}, "
+            f"baseline p99 {statistics.median(r.baseline_p99 for r in runs):.1f} ms, "
+            f"server CPU {statistics.median(r.cpu_ms_per_call for r in runs):.1f} ms per call"
+        )
+    if results:
+        print(
+            f"{args.concurrent} concurrent: {sum(r['ended'] == args.concurrent for r in results)}/{args.runs} runs "
+            "all answered, echoed, recorded and ended"
+        )
     print(f"load after: {os.getloadavg()[0]:.2f}")
     sys.exit(1 if failed else 0)
 

@@ -408,6 +408,16 @@ REALTIME_MONITOR_FLUSH_MS = env.int("REALTIME_MONITOR_FLUSH_MS", default=100)
 # Reconnection attempts before a call whose sideband cannot be reached is ended as upstream_error.
 REALTIME_MONITOR_RECONNECT_ATTEMPTS = env.int("REALTIME_MONITOR_RECONNECT_ATTEMPTS", default=6)
 
+# --- event-loop pauses: the garbage collector, the GIL ----------------------------------------
+# Whether a server freezes its start-up heap once it listens (realtime.heap): full collections then
+# walk only what was allocated since, instead of pausing the loop for 60-450 ms (docs/benchmarks.md).
+REALTIME_GC_FREEZE = env.bool("REALTIME_GC_FREEZE", default=True)
+# How long (ms) a thread of `manage.py serve` may keep the GIL while another waits (Python's default
+# is 5): the loop thread waits that long, at worst, each time it gets the GIL back from call
+# setup's database thread or Django's threads. 1 ms: phone-call decision p50 and p99 lower in 4 of
+# 4 paired runs, for 1-3 ms more CPU per call (docs/benchmarks.md). 0 keeps Python's default.
+REALTIME_GIL_SWITCH_MS = env.float("REALTIME_GIL_SWITCH_MS", default=1.0)
+
 # --- limits: every call ends, with a reason -----------------------------------------------------
 # OpenAI ends a realtime session after 60 minutes; our limit stays below it so the end is ours.
 OPENAI_MAX_SESSION_SECONDS = 3600

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from realtime import background
+from realtime import background, heap
 from realtime.monitor import Supervisor
 
 
@@ -31,6 +31,7 @@ class Command(BaseCommand):
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         supervisor = Supervisor()
+        heap.settle()  # its loop carries every monitored call's sideband: no long GC pauses there either
         self.stdout.write(f"realtime_worker {supervisor.owner} started")
         self.stdout.flush()
         await background.run(stop, supervisor=supervisor)

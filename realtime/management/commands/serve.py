@@ -30,7 +30,7 @@ from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 
 from iaposte.asgi import application
-from realtime import background
+from realtime import background, heap
 
 # daphne (Twisted) listens with a backlog of 50: a burst of call setups overflows it and the
 # kernel drops SYNs, which clients see as one-second stalls. 1024 absorbs the bursts we measure.
@@ -132,6 +132,9 @@ class Command(BaseCommand):
         def ready(engine: tuple[str, int] | None = None) -> None:
             self.stdout.write(banner(options["host"], port, engine=engine))
             self.stdout.flush()
+            # Once everything listens, before the first call: on the loop, which it then spares.
+            heap.settle()
+            heap.share_the_gil()
 
         def start() -> None:
             # Called by daphne once its listeners are set up, just before its loop runs: the
@@ -140,7 +143,7 @@ class Command(BaseCommand):
             loop = asyncio.get_event_loop()
             loop.call_soon(lambda: work.append(loop.create_task(_background(stop, with_engine=with_engine, fail=fail, ready=ready))))
             if not with_engine:
-                ready()
+                loop.call_soon(ready)
 
         def fail(exc: BaseException) -> None:
             failures.append(exc)
