@@ -1,10 +1,12 @@
 """Lean WebSocket subscribers for fan-out benchmarks, in processes of their own.
 
 Each process holds its share of the sockets on one event loop. A socket is an asyncio `Protocol`
-driving websockets' Sans-I/O `ClientProtocol` (the library's own handshake and frame parser), with
-no task, queue or future per socket: the full asyncio client (`websockets.connect`) costs several
-times more CPU per received frame, and with 2,000 sockets on the same two cores as the servers
-that client work ends up in the servers' latency figures.
+with no task, queue or future of its own: websockets' Sans-I/O `ClientProtocol` makes the opening
+handshake, then frames are read straight from the bytes (a server's frames are unmasked, and ours
+sends each push as one unfragmented text frame). With 2,000 sockets on the same two cores as the
+servers, the client's work ends up in the servers' latency figures: websockets' asyncio client,
+and even its Sans-I/O parser, cost several times more CPU per frame than this reading does
+(docs/benchmarks.md, "Scaled topology").
 
 What is timed is the same as with the full client: for each socket, the CLOCK_MONOTONIC time at
 which the frame announcing a given call's event (`call.changed`, `call_id`, `event_type`) was read
@@ -12,8 +14,9 @@ from it. Frames are decoded as JSON only when they name that call and that event
 
 The parent talks to each process through two queues: it sends ("watch", call_id, event_type) and
 gets ("watching",) once the sockets look for it, then ("received", [monotonic_ns per socket],
-cpu_ms), where cpu_ms is the process's own CPU
-time (user + system) from the command to the last socket's frame; ("stop",) ends the process.
+cpu_ms, frames), where cpu_ms is the process's own CPU time (user + system) from the command to
+the last socket's frame and frames the text frames its sockets read meanwhile; ("stop",) ends
+the process.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class _Watch:
         self.event_type = event_type
         self.needle = f'"{event_type}"'.encode()
         self.received: dict[int, int] = {}
+        self.frames = 0  # every text frame read while watching, on every socket
         self.sockets = sockets
         self.done = asyncio.get_running_loop().create_future()
 
@@ -63,6 +67,7 @@ class _Subscriber(asyncio.Protocol):
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.watching = watching
         self.transport: asyncio.Transport | None = None
+        self.buffer: bytearray | None = None  # once open: bytes not yet parsed into frames
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -71,6 +76,10 @@ class _Subscriber(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        if self.buffer is not None:
+            self._read_frames(data)
+            return
+        # The opening handshake, and any frame that came with its answer, through websockets.
         self.protocol.receive_data(data)
         for event in self.protocol.events_received():
             if isinstance(event, Response):
@@ -78,12 +87,44 @@ class _Subscriber(asyncio.Protocol):
                     self.opened.set_exception(self.protocol.handshake_exc)
                 else:
                     self.opened.set_result(None)
+                    self.buffer = bytearray()
             elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                # Our server sends each push as one unfragmented text frame.
-                watch = self.watching[0]
-                if watch is not None:
-                    watch.frame(self.index, bytes(event.data))
+                self._text(bytes(event.data))
         self._flush()
+
+    def _read_frames(self, data: bytes) -> None:
+        """Server frames, parsed from the bytes (RFC 6455 §5.2): never masked, and our server sends
+        each push as one unfragmented text frame. Pings are answered; a close frame closes."""
+        assert self.buffer is not None and self.transport is not None
+        buffer = self.buffer
+        buffer += data
+        offset = 0
+        while len(buffer) - offset >= 2:
+            first, length, head = buffer[offset], buffer[offset + 1], 2
+            assert not length & 0x80, "a server frame is never masked"
+            if length == 126:
+                length, head = int.from_bytes(buffer[offset + 2 : offset + 4], "big"), 4
+            elif length == 127:
+                length, head = int.from_bytes(buffer[offset + 2 : offset + 10], "big"), 10
+            end = offset + head + length
+            if len(buffer) < end or len(buffer) - offset < head:
+                break
+            payload, opcode = bytes(buffer[offset + head : end]), first & 0x0F
+            offset = end
+            if opcode == Opcode.TEXT.value:
+                assert first & 0x80, "a push is one unfragmented frame"
+                self._text(payload)
+            elif opcode == Opcode.PING.value:
+                self.transport.write(_client_frame(Opcode.PONG, payload))
+            elif opcode == Opcode.CLOSE.value:
+                self.transport.close()
+        del buffer[:offset]
+
+    def _text(self, data: bytes) -> None:
+        watch = self.watching[0]
+        if watch is not None:
+            watch.frames += 1
+            watch.frame(self.index, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
@@ -98,8 +139,16 @@ class _Subscriber(asyncio.Protocol):
                 self.transport.write_eof()
 
     def close(self) -> None:
-        self.protocol.send_close()
-        self._flush()
+        assert self.transport is not None
+        if not self.transport.is_closing():
+            self.transport.write(_client_frame(Opcode.CLOSE, (1000).to_bytes(2, "big")))
+            self.transport.close()
+
+
+def _client_frame(opcode: Opcode, payload: bytes) -> bytes:
+    """A short control frame from the client: final, masked (with a zero key, which RFC 6455 allows)."""
+    assert len(payload) < 126
+    return bytes([0x80 | opcode.value, 0x80 | len(payload)]) + bytes(4) + payload
 
 
 def _cpu_ms() -> float:
@@ -135,7 +184,7 @@ async def _hold(url: str, count: int, commands: Any, results: Any) -> None:
         results.put(("watching",))
         await asyncio.wait_for(watch.done, timeout=120)
         watching[0] = None
-        results.put(("received", [watch.received[i] for i in range(count)], _cpu_ms() - cpu_before))
+        results.put(("received", [watch.received[i] for i in range(count)], _cpu_ms() - cpu_before, watch.frames))
     for sock in sockets:
         sock.close()
     await asyncio.sleep(0.5)
@@ -166,15 +215,18 @@ class Subscribers:
         for _, results in self.queues:
             results.get(timeout=60)
 
-    def received(self) -> tuple[list[int], float]:
-        """Each socket's monotonic_ns for the watched frame, and the client processes' CPU ms."""
+    def received(self) -> tuple[list[int], float, int]:
+        """Each socket's monotonic_ns for the watched frame, the client processes' CPU ms, and how
+        many frames all sockets read until then (other pushes than the one watched included)."""
         times: list[int] = []
         cpu = 0.0
+        frames = 0
         for _, results in self.queues:
-            _, received, cpu_ms = results.get(timeout=180)
+            _, received, cpu_ms, count = results.get(timeout=180)
             times += received
             cpu += cpu_ms
-        return times, cpu
+            frames += count
+        return times, cpu, frames
 
     def stop(self) -> None:
         for commands, _ in self.queues:

@@ -291,7 +291,7 @@ class LeanClients:
     async def watch(self, call_id: str, event_type: str) -> None:
         await asyncio.to_thread(self.subscribers.watch, call_id, event_type)
 
-    async def received(self) -> tuple[list[int], float]:
+    async def received(self) -> tuple[list[int], float, int]:
         return await asyncio.to_thread(self.subscribers.received)
 
     async def stop(self) -> None:
@@ -306,6 +306,7 @@ class AsyncioClients:
         self.sockets = sockets
         self.pending: asyncio.Future[list[int]] | None = None
         self.cpu_before = 0.0
+        self.frames = 0
 
     @classmethod
     async def start(cls, url: str, count: int, processes: int) -> AsyncioClients:
@@ -320,19 +321,20 @@ class AsyncioClients:
         async def heard(sock: Any) -> int:
             while True:
                 message = json.loads(await asyncio.wait_for(sock.recv(), timeout=60))
+                self.frames += 1
                 if message["type"] != "call.changed" or message["event"]["event_type"] != event_type:
                     continue
                 if not call_id or message["call"]["call_id"] == call_id:
                     return time.monotonic_ns()
 
-        self.cpu_before = _own_cpu_ms()
+        self.cpu_before, self.frames = _own_cpu_ms(), 0
         self.pending = asyncio.ensure_future(asyncio.gather(*(heard(sock) for sock in self.sockets)))
         await asyncio.sleep(0)
 
-    async def received(self) -> tuple[list[int], float]:
+    async def received(self) -> tuple[list[int], float, int]:
         assert self.pending is not None
         times = await self.pending
-        return times, _own_cpu_ms() - self.cpu_before
+        return times, _own_cpu_ms() - self.cpu_before, self.frames
 
     async def stop(self) -> None:
         await asyncio.gather(*(sock.close() for sock in self.sockets), return_exceptions=True)
@@ -400,7 +402,7 @@ async def fanout(topology: scaled.Topology, offer: str, args: argparse.Namespace
         cpu_before = tree_cpu_ms(pids)
         started = time.monotonic_ns()
         ended = asyncio.ensure_future(client.delete(f"{topology.url}/api/realtime/calls/{call_id}"))
-        times, client_cpu = await subscribers.received()
+        times, client_cpu, frames = await subscribers.received()
         cpu = cpu_spent(cpu_before, tree_cpu_ms(pids))
         await ended
         await asyncio.sleep(1)
@@ -411,6 +413,9 @@ async def fanout(topology: scaled.Topology, offer: str, args: argparse.Namespace
             "max_ms": round(max(delays), 1),
             "web_cpu_ms": round(cpu["web1"] + cpu["web2"], 1),
             "client_cpu_ms": round(client_cpu, 1),
+            # More than 1: other pushes reached the sockets in the same window (a call's quality
+            # figures, pushed when its monitor stops), and their cost is in the CPU figures too.
+            "frames_per_subscriber": round(frames / len(times), 2),
             "cpu_ms": cpu,
         }
 
@@ -446,12 +451,20 @@ async def pgcpu(topology: scaled.Topology, offer: str, args: argparse.Namespace)
     process of the server: backends, ended ones included, and its background processes), over
     --creates sequential creates through nginx, then their DELETEs. The same run measures an idle
     spell first, to show what the servers spend when nothing is asked of them."""
-    pids = server_pids(topology)
+    import psycopg
 
-    async def timed(requests: Any) -> tuple[dict[str, float], float]:
-        before, started = tree_cpu_ms(pids), time.monotonic()
+    pids = server_pids(topology)
+    # Backends PostgreSQL started (pg_stat_database.sessions), read on one connection held throughout.
+    stats = await psycopg.AsyncConnection.connect(topology.env["DATABASE_URL"], autocommit=True)
+
+    async def sessions() -> int:
+        row = await (await stats.execute("SELECT sum(sessions) FROM pg_stat_database")).fetchone()
+        return int(row[0]) if row else 0
+
+    async def timed(requests: Any) -> tuple[dict[str, float], float, int]:
+        before, started, opened = tree_cpu_ms(pids), time.monotonic(), await sessions()
         await requests
-        return cpu_spent(before, tree_cpu_ms(pids)), time.monotonic() - started
+        return cpu_spent(before, tree_cpu_ms(pids)), time.monotonic() - started, await sessions() - opened
 
     async def creates(client: httpx.AsyncClient, count: int, ids: list[str]) -> None:
         for _ in range(count):
@@ -466,22 +479,31 @@ async def pgcpu(topology: scaled.Topology, offer: str, args: argparse.Namespace)
     def per(cpu: dict[str, float], count: int) -> dict[str, float]:
         return {name: round(ms / count, 2) for name, ms in cpu.items()}
 
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with stats, httpx.AsyncClient(timeout=60) as client:
         warm: list[str] = []
         await creates(client, 5, warm)  # pools filled, caches warm: not reported
         await deletes(client, warm)
-        idle, idle_s = await timed(asyncio.sleep(3))
+        idle, idle_s, _ = await timed(asyncio.sleep(5))
         ids: list[str] = []
-        created, created_s = await timed(creates(client, args.creates, ids))
-        ended, ended_s = await timed(deletes(client, ids))
+        created, created_s, created_sessions = await timed(creates(client, args.creates, ids))
+        ended, ended_s, ended_sessions = await timed(deletes(client, ids))
+
+    def net(cpu: dict[str, float], seconds: float) -> dict[str, float]:
+        """Less what the process spends idle over as long (a worker's polling, PostgreSQL's own)."""
+        return per({name: ms - idle[name] / idle_s * seconds for name, ms in cpu.items()}, args.creates)
+
     return {
         "creates": args.creates,
         "pool": not args.no_pool,
         "idle_cpu_ms_per_s": {name: round(ms / idle_s, 2) for name, ms in idle.items()},
         "cpu_ms_per_create": per(created, args.creates),
+        "net_cpu_ms_per_create": net(created, created_s),
         "creates_per_s": round(args.creates / created_s, 1),
+        "backends_started_per_create": round(created_sessions / args.creates, 2),
         "cpu_ms_per_delete": per(ended, args.creates),
+        "net_cpu_ms_per_delete": net(ended, ended_s),
         "deletes_per_s": round(args.creates / ended_s, 1),
+        "backends_started_per_delete": round(ended_sessions / args.creates, 2),
     }
 
 
