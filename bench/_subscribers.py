@@ -14,9 +14,9 @@ from it. Frames are decoded as JSON only when they name that call and that event
 
 The parent talks to each process through two queues: it sends ("watch", call_id, event_type) and
 gets ("watching",) once the sockets look for it, then ("received", [monotonic_ns per socket],
-cpu_ms, frames), where cpu_ms is the process's own CPU time (user + system) from the command to
-the last socket's frame and frames the text frames its sockets read meanwhile; ("stop",) ends
-the process.
+cpu_ms, frames, pings), where cpu_ms is the process's own CPU time (user + system) from the
+command to the last socket's frame, frames and pings what its sockets read meanwhile; ("stop",)
+ends the process.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class _Watch:
         self.needle = f'"{event_type}"'.encode()
         self.received: dict[int, int] = {}
         self.frames = 0  # every text frame read while watching, on every socket
+        self.pings = 0  # and every ping (the server's keepalive, every 20 s per socket by default)
         self.sockets = sockets
         self.done = asyncio.get_running_loop().create_future()
 
@@ -116,6 +117,8 @@ class _Subscriber(asyncio.Protocol):
                 self._text(payload)
             elif opcode == Opcode.PING.value:
                 self.transport.write(_client_frame(Opcode.PONG, payload))
+                if self.watching[0] is not None:
+                    self.watching[0].pings += 1
             elif opcode == Opcode.CLOSE.value:
                 self.transport.close()
         del buffer[:offset]
@@ -184,7 +187,7 @@ async def _hold(url: str, count: int, commands: Any, results: Any) -> None:
         results.put(("watching",))
         await asyncio.wait_for(watch.done, timeout=120)
         watching[0] = None
-        results.put(("received", [watch.received[i] for i in range(count)], _cpu_ms() - cpu_before, watch.frames))
+        results.put(("received", [watch.received[i] for i in range(count)], _cpu_ms() - cpu_before, watch.frames, watch.pings))
     for sock in sockets:
         sock.close()
     await asyncio.sleep(0.5)
@@ -215,18 +218,19 @@ class Subscribers:
         for _, results in self.queues:
             results.get(timeout=60)
 
-    def received(self) -> tuple[list[int], float, int]:
+    def received(self) -> tuple[list[int], float, int, int]:
         """Each socket's monotonic_ns for the watched frame, the client processes' CPU ms, and how
-        many frames all sockets read until then (other pushes than the one watched included)."""
+        many text frames and pings all sockets read until then."""
         times: list[int] = []
         cpu = 0.0
-        frames = 0
+        frames = pings = 0
         for _, results in self.queues:
-            _, received, cpu_ms, count = results.get(timeout=180)
+            _, received, cpu_ms, count, ping_count = results.get(timeout=180)
             times += received
             cpu += cpu_ms
             frames += count
-        return times, cpu, frames
+            pings += ping_count
+        return times, cpu, frames, pings
 
     def stop(self) -> None:
         for commands, _ in self.queues:
