@@ -6,14 +6,21 @@ Scenarios (each measures its baseline in the same run, before the load):
 - churn:   create, hold 1 s, end, at --rate calls/s for --seconds; 5xx, leaked calls, p99, memory
 - body:    a 300 MiB anonymous body through nginx; web processes' memory, other requests' latency
 - slow:    --slow connections trickling header bytes (one per --trickle s); other clients' latency
-- fanout:  --subscribers WebSocket feeds through nginx (spread over the two web processes); the
-           delay from a DELETE to each subscriber's call.ended push, p50/p99
+- fanout:  --subscribers WebSocket feeds through nginx (spread over the two web processes), held by
+           --clients client processes; the delay from a DELETE to each subscriber's call.ended
+           push, p50/p99, and the CPU each server process and the clients spent on it
+- pgcpu:   --creates sequential creates, then their DELETEs; CPU per create and per DELETE of each
+           server process, PostgreSQL's (backends included) above all; with --no-pool to compare
 
     .venv/bin/python bench/scaled.py --scenarios burst --delay-ms 500 --runs 5
     .venv/bin/python bench/scaled.py --scenarios churn --rate 50 --seconds 60 --delay-ms 0
+    .venv/bin/python bench/scaled.py --scenarios fanout --subscribers 2000 --runs 3 --delay-ms 0
+    .venv/bin/python bench/scaled.py --scenarios pgcpu --creates 200 --delay-ms 0 [--no-pool]
     .venv/bin/python bench/scaled.py --quick          # every scenario, small (tests/test_bench_scaled.py)
 
-Clients run in this process on the same 2 cores as the servers: the figures include their work.
+Clients run on the same 2 cores as the servers (in this process; fan-out's subscribers in their
+own processes): latencies include their work; CPU times (utime + stime from /proc, what each
+server process spent) do not, and hold on a loaded machine.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from websockets.typing import Origin
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import _subscribers  # noqa: E402
 from deploy import scaled, servers  # noqa: E402
 
 
@@ -270,59 +278,240 @@ async def slow(topology: scaled.Topology, offer: str, args: argparse.Namespace) 
     }
 
 
-async def fanout(topology: scaled.Topology, offer: str, args: argparse.Namespace) -> dict[str, Any]:
-    ws_url = topology.url.replace("http://", "ws://") + "/ws/realtime/calls"
-    sockets: list[Any] = []
+class LeanClients:
+    """Subscribers in client processes of their own (bench/_subscribers.py)."""
 
-    async def connect(count: int) -> None:
+    def __init__(self, subscribers: _subscribers.Subscribers) -> None:
+        self.subscribers = subscribers
+
+    @classmethod
+    async def start(cls, url: str, count: int, processes: int) -> LeanClients:
+        return cls(await asyncio.to_thread(_subscribers.Subscribers, url, count, processes))
+
+    async def watch(self, call_id: str, event_type: str) -> None:
+        await asyncio.to_thread(self.subscribers.watch, call_id, event_type)
+
+    async def received(self) -> tuple[list[int], float, int, int]:
+        return await asyncio.to_thread(self.subscribers.received)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.subscribers.stop)
+
+
+class AsyncioClients:
+    """Subscribers in this process, with websockets' asyncio client (one task per socket per
+    push, every frame decoded as JSON): what this bench used first, kept to compare."""
+
+    def __init__(self, sockets: list[Any]) -> None:
+        self.sockets = sockets
+        self.pending: asyncio.Future[list[int]] | None = None
+        self.cpu_before = 0.0
+        self.frames = 0
+
+    @classmethod
+    async def start(cls, url: str, count: int, processes: int) -> AsyncioClients:
+        ws_url = url.replace("http://", "ws://") + "/ws/realtime/calls"
+        sockets: list[Any] = []
         for i in range(0, count, 100):
-            sockets.extend(
-                await asyncio.gather(
-                    *(
-                        websockets.connect(ws_url, origin=Origin(topology.url), open_timeout=60, max_queue=None)
-                        for _ in range(min(100, count - i))
-                    )
-                )
-            )
+            batch = (websockets.connect(ws_url, origin=Origin(url), open_timeout=60, max_queue=None) for _ in range(min(100, count - i)))
+            sockets += await asyncio.gather(*batch)
+        return cls(sockets)
 
-    async def heard(sock: Any, call_id: str, event_type: str) -> float:
-        while True:
-            message = json.loads(await asyncio.wait_for(sock.recv(), timeout=60))
-            if message["type"] == "call.changed" and message["call"]["call_id"] == call_id and message["event"]["event_type"] == event_type:
-                return time.monotonic()
+    async def watch(self, call_id: str, event_type: str) -> None:
+        async def heard(sock: Any) -> int:
+            while True:
+                message = json.loads(await asyncio.wait_for(sock.recv(), timeout=60))
+                self.frames += 1
+                if message["type"] != "call.changed" or message["event"]["event_type"] != event_type:
+                    continue
+                if not call_id or message["call"]["call_id"] == call_id:
+                    return time.monotonic_ns()
 
-    async def measure(client: httpx.AsyncClient) -> dict[str, float]:
+        self.cpu_before, self.frames = _own_cpu_ms(), 0
+        self.pending = asyncio.ensure_future(asyncio.gather(*(heard(sock) for sock in self.sockets)))
+        await asyncio.sleep(0)
+
+    async def received(self) -> tuple[list[int], float, int, int]:
+        assert self.pending is not None
+        times = await self.pending
+        # websockets answers pings itself, out of sight: not counted.
+        return times, _own_cpu_ms() - self.cpu_before, self.frames, 0
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(sock.close() for sock in self.sockets), return_exceptions=True)
+
+
+def _own_cpu_ms() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def _proc_stats() -> dict[int, list[str]]:
+    """Every process's /proc/PID/stat fields after the command name (field 3 onwards)."""
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return stats
+
+
+def tree_cpu_ms(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) used so far by each named process and all its descendants, ended
+    ones included (their time is in their parent's cutime/cstime once reaped): what a server costs
+    whatever the machine's load. A PostgreSQL or nginx pid covers its backends or workers."""
+    stats = _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def total(pid: int) -> int:
+        fields = stats.get(pid)
+        own = sum(int(value) for value in fields[11:15]) if fields else 0
+        return own + sum(total(child) for child in children.get(pid, []))
+
+    return {name: total(pid) * 1000 / tick for name, pid in pids.items()}
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before[name], 1) for name in before}
+
+
+SERVERS = ("web1", "web2", "nginx", "redis", "postgres", "worker", "engine")
+
+
+def server_pids(topology: scaled.Topology) -> dict[str, int]:
+    pids = topology.groups[0].pids()
+    return {name: pids[name] for name in SERVERS if name in pids}
+
+
+async def fanout(topology: scaled.Topology, offer: str, args: argparse.Namespace) -> dict[str, Any]:
+    """From sending a DELETE to each subscriber reading its call.ended push, and what it costs in
+    CPU: each server process (from the DELETE until the last subscriber has its frame) and the
+    client processes. 10 subscribers first (the baseline), then --subscribers."""
+    pids = server_pids(topology)
+
+    async def measure(client: httpx.AsyncClient, subscribers: Any) -> dict[str, Any]:
+        await subscribers.watch("", "call.answered")
         response = await client.post(f"{topology.url}/api/realtime/calls", json={"sdp": offer})
         call_id = response.json()["call_id"]
-        await asyncio.gather(*(heard(sock, call_id, "call.answered") for sock in sockets))
-        # From sending the DELETE to each subscriber's call.ended push.
-        started = time.monotonic()
+        await subscribers.received()  # every socket idle before the DELETE
+        await subscribers.watch(call_id, "call.ended")
+        cpu_before = tree_cpu_ms(pids)
+        started = time.monotonic_ns()
         ended = asyncio.ensure_future(client.delete(f"{topology.url}/api/realtime/calls/{call_id}"))
-        times = await asyncio.gather(*(heard(sock, call_id, "call.ended") for sock in sockets))
+        times, client_cpu, frames, pings = await subscribers.received()
+        cpu = cpu_spent(cpu_before, tree_cpu_ms(pids))
         await ended
         await asyncio.sleep(1)
-        delays = [(t - started) * 1000 for t in times]
-        return {"p50_ms": round(pct(delays, 0.5), 1), "p99_ms": round(pct(delays, 0.99), 1), "max_ms": round(max(delays), 1)}
-
-    try:
-        async with httpx.AsyncClient(timeout=60) as client:
-            # Baseline, same run: the same measure with 10 subscribers.
-            await connect(min(10, args.subscribers))
-            baseline = [await measure(client) for _ in range(args.runs)]
-            await connect(args.subscribers - len(sockets))
-            runs = [await measure(client) for _ in range(args.runs)]
+        delays = [(t - started) / 1e6 for t in times]
         return {
-            "subscribers": len(sockets),
-            "baseline_10_median_p99_ms": statistics.median(r["p99_ms"] for r in baseline),
-            "median_p50_ms": statistics.median(r["p50_ms"] for r in runs),
-            "median_p99_ms": statistics.median(r["p99_ms"] for r in runs),
-            "runs": runs,
+            "p50_ms": round(pct(delays, 0.5), 1),
+            "p99_ms": round(pct(delays, 0.99), 1),
+            "max_ms": round(max(delays), 1),
+            "web_cpu_ms": round(cpu["web1"] + cpu["web2"], 1),
+            "client_cpu_ms": round(client_cpu, 1),
+            # More than 1: other pushes reached the sockets in the same window (a call's quality
+            # figures, pushed when its monitor stops), and their cost is in the CPU figures too.
+            "frames_per_subscriber": round(frames / len(times), 2),
+            # daphne pings each socket every 20 s; those that land in the window cost the same
+            # write path as a push (lean clients only).
+            "pings_per_subscriber": round(pings / len(times), 2) if args.client == "lean" else None,
+            "cpu_ms": cpu,
         }
-    finally:
-        await asyncio.gather(*(sock.close() for sock in sockets), return_exceptions=True)
+
+    def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {key: statistics.median(r[key] for r in runs) for key in ("p50_ms", "p99_ms", "web_cpu_ms", "client_cpu_ms")}
+
+    clients = LeanClients if args.client == "lean" else AsyncioClients
+    async with httpx.AsyncClient(timeout=60) as client:
+        # Baseline, same run: the same measure with 10 subscribers.
+        few = await clients.start(topology.url, min(10, args.subscribers), 1)
+        try:
+            await measure(client, few)  # warm-up (the first DELETE of a process costs more), not reported
+            baseline = [await measure(client, few) for _ in range(args.runs)]
+        finally:
+            await few.stop()
+        many = await clients.start(topology.url, args.subscribers, args.clients)
+        try:
+            runs = [await measure(client, many) for _ in range(args.runs)]
+        finally:
+            await many.stop()
+    return {
+        "subscribers": args.subscribers,
+        "client": args.client,
+        "client_processes": args.clients if args.client == "lean" else "this one",
+        "baseline_10": summary(baseline),
+        "median": summary(runs),
+        "runs": runs,
+    }
 
 
-SCENARIOS = {"burst": burst, "churn": churn, "body": body, "slow": slow, "fanout": fanout}
+async def pgcpu(topology: scaled.Topology, offer: str, args: argparse.Namespace) -> dict[str, Any]:
+    """CPU per create and per DELETE of each server process, PostgreSQL's above all (every
+    process of the server: backends, ended ones included, and its background processes), over
+    --creates sequential creates through nginx, then their DELETEs. The same run measures an idle
+    spell first, to show what the servers spend when nothing is asked of them."""
+    import psycopg
+
+    pids = server_pids(topology)
+    # Backends PostgreSQL started (pg_stat_database.sessions), read on one connection held throughout.
+    stats = await psycopg.AsyncConnection.connect(topology.env["DATABASE_URL"], autocommit=True)
+
+    async def sessions() -> int:
+        row = await (await stats.execute("SELECT sum(sessions) FROM pg_stat_database")).fetchone()
+        return int(row[0]) if row else 0
+
+    async def timed(requests: Any) -> tuple[dict[str, float], float, int]:
+        before, started, opened = tree_cpu_ms(pids), time.monotonic(), await sessions()
+        await requests
+        return cpu_spent(before, tree_cpu_ms(pids)), time.monotonic() - started, await sessions() - opened
+
+    async def creates(client: httpx.AsyncClient, count: int, ids: list[str]) -> None:
+        for _ in range(count):
+            response = await client.post(f"{topology.url}/api/realtime/calls", json={"sdp": offer})
+            response.raise_for_status()
+            ids.append(response.json()["call_id"])
+
+    async def deletes(client: httpx.AsyncClient, ids: list[str]) -> None:
+        for call_id in ids:
+            (await client.delete(f"{topology.url}/api/realtime/calls/{call_id}")).raise_for_status()
+
+    def per(cpu: dict[str, float], count: int) -> dict[str, float]:
+        return {name: round(ms / count, 2) for name, ms in cpu.items()}
+
+    async with stats, httpx.AsyncClient(timeout=60) as client:
+        warm: list[str] = []
+        await creates(client, 5, warm)  # pools filled, caches warm: not reported
+        await deletes(client, warm)
+        idle, idle_s, _ = await timed(asyncio.sleep(5))
+        ids: list[str] = []
+        created, created_s, created_sessions = await timed(creates(client, args.creates, ids))
+        ended, ended_s, ended_sessions = await timed(deletes(client, ids))
+
+    def net(cpu: dict[str, float], seconds: float) -> dict[str, float]:
+        """Less what the process spends idle over as long (a worker's polling, PostgreSQL's own)."""
+        return per({name: ms - idle[name] / idle_s * seconds for name, ms in cpu.items()}, args.creates)
+
+    return {
+        "creates": args.creates,
+        "pool": not args.no_pool,
+        "idle_cpu_ms_per_s": {name: round(ms / idle_s, 2) for name, ms in idle.items()},
+        "cpu_ms_per_create": per(created, args.creates),
+        "net_cpu_ms_per_create": net(created, created_s),
+        "creates_per_s": round(args.creates / created_s, 1),
+        "backends_started_per_create": round(created_sessions / args.creates, 2),
+        "cpu_ms_per_delete": per(ended, args.creates),
+        "net_cpu_ms_per_delete": net(ended, ended_s),
+        "deletes_per_s": round(args.creates / ended_s, 1),
+        "backends_started_per_delete": round(ended_sessions / args.creates, 2),
+    }
+
+
+SCENARIOS = {"burst": burst, "churn": churn, "body": body, "slow": slow, "fanout": fanout, "pgcpu": pgcpu}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -350,7 +539,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", default="burst,churn,body,slow,fanout")
+    parser.add_argument("--scenarios", default="burst,churn,body,slow,fanout,pgcpu")
     parser.add_argument("--calls", type=int, default=200, help="burst: concurrent creates")
     parser.add_argument("--delay-ms", type=int, default=500, help="the local engine's answer delay")
     parser.add_argument("--runs", type=int, default=5)
@@ -360,12 +549,15 @@ def main() -> None:
     parser.add_argument("--slow", type=int, default=1100, help="slow-header connections")
     parser.add_argument("--trickle", type=float, default=10.0, help="seconds between two header bytes")
     parser.add_argument("--subscribers", type=int, default=2000)
+    parser.add_argument("--creates", type=int, default=200, help="pgcpu: sequential creates")
+    parser.add_argument("--client", choices=("lean", "asyncio"), default="lean", help="fanout: the subscribers' client (see fanout())")
+    parser.add_argument("--clients", type=int, default=2, help="fanout: lean client processes")
     parser.add_argument("--no-pool", action="store_true", help="PostgreSQL without the connection pool (for comparison)")
     parser.add_argument("--quick", action="store_true", help="every scenario, small (the test suite runs it)")
     args = parser.parse_args()
     if args.quick:
         args.calls, args.runs, args.rate, args.seconds = 10, 1, 5.0, 3.0
-        args.body_mib, args.slow, args.trickle, args.subscribers = 20, 30, 2.0, 20
+        args.body_mib, args.slow, args.trickle, args.subscribers, args.creates = 20, 30, 2.0, 20, 10
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
     report = asyncio.run(run(args))

@@ -8,6 +8,7 @@ subscriber, the time from sending the DELETE to receiving the `call.ended` push.
     .venv/bin/python bench/ws_fanout.py --subscribers 1000 --runs 7
     .venv/bin/python bench/ws_fanout.py --variant stock-layer,no-encode-cache   # what the home-made parts replace
     .venv/bin/python bench/ws_fanout.py --parts                                 # the parts alone, CPU per push
+    .venv/bin/python bench/ws_fanout.py --parts --redis-url redis://127.0.0.1:PORT/0   # and the pub/sub layers
     .venv/bin/python bench/ws_fanout.py --quick                                 # smoke run (tests/test_bench.py)
 
 Subscribers run in client processes (`--clients`, one by default); every timestamp is
@@ -188,18 +189,20 @@ def one_run(url: str, offer: str, queues: list[tuple[Any, Any]], pid: int) -> di
 # --- the home-made parts alone, in this process (CPU per push, robust to a loaded machine) ------
 
 
-def measure_parts(subscribers: int, repeats: int) -> None:
+def measure_parts(subscribers: int, repeats: int, redis_url: str = "") -> None:
     """CPU per push to `subscribers` members: delivery through the forked in-memory layer vs
-    Channels' own, and encoding with the consumers' cache vs once per socket. Minimum of `repeats`."""
+    Channels' own, and encoding with the consumers' cache vs once per socket; with `redis_url`,
+    delivery and encoding through our Redis pub/sub layer vs channels_redis'. Minimum of `repeats`."""
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
     os.environ.setdefault("DEBUG", "true")
     django.setup()
     from channels.layers import InMemoryChannelLayer
+    from channels_redis.pubsub import RedisPubSubChannelLayer
 
     from realtime import consumers
-    from realtime.layers import FanOutInMemoryChannelLayer
+    from realtime.layers import FanOutInMemoryChannelLayer, FanOutRedisPubSubChannelLayer
 
     call: dict[str, Any] = {
         "call_id": "call_" + "a" * 32,
@@ -231,15 +234,38 @@ def measure_parts(subscribers: int, repeats: int) -> None:
                 json.dumps({"type": received["type"], "event": received["event"], "call": received["call"]})
         return (time.perf_counter() - started) * 1000
 
+    async def deliver_pubsub(layer_class: Any) -> float:
+        """One process's members on one layer, the push from another (another web process), over a
+        real Redis; delivery and encoding per member, as the consumers do (CPU of this process)."""
+        receiving, sending = layer_class(hosts=[redis_url]), layer_class(hosts=[redis_url])
+        try:
+            members = [await receiving.new_channel() for _ in range(subscribers)]
+            for channel in members:
+                await receiving.group_add("feed", channel)
+            await asyncio.sleep(0.2)  # subscribed before the PUBLISH
+            started = time.process_time()
+            await sending.group_send("feed", message)
+            for received in await asyncio.gather(*(receiving.receive(channel) for channel in members)):
+                consumers._encode(received, ("event", "call"))
+            return (time.process_time() - started) * 1000
+        finally:
+            await receiving.flush()
+            await sending.flush()
+
     rows = {
         "delivery, realtime.layers.FanOutInMemoryChannelLayer": lambda: asyncio.run(deliver(FanOutInMemoryChannelLayer())),
         "delivery, channels.layers.InMemoryChannelLayer": lambda: asyncio.run(deliver(InMemoryChannelLayer())),
         "encoding, the consumers' cache": lambda: encode(True),
         "encoding, once per socket": lambda: encode(False),
     }
+    if redis_url:
+        rows["delivery + encoding, realtime.layers.FanOutRedisPubSubChannelLayer"] = lambda: asyncio.run(
+            deliver_pubsub(FanOutRedisPubSubChannelLayer)
+        )
+        rows["delivery + encoding, channels_redis RedisPubSubChannelLayer"] = lambda: asyncio.run(deliver_pubsub(RedisPubSubChannelLayer))
     print(f"CPU per push to {subscribers} subscribers, ms (minimum of {repeats}):")
     for name, run in rows.items():
-        print(f"  {name:<55} {min(run() for _ in range(repeats)):8.2f}")
+        print(f"  {name:<70} {min(run() for _ in range(repeats)):8.2f}")
 
 
 def main() -> None:
@@ -253,14 +279,14 @@ def main() -> None:
         default="",
         help="swap home-made parts for what they replace: stock-layer, no-encode-cache, redis (comma-separated; see _variant_server.py)",
     )
-    parser.add_argument("--redis-url", default="", help="Redis for --variant redis")
+    parser.add_argument("--redis-url", default="", help="Redis for --variant redis, and for --parts' pub/sub rows")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20 subscribers, 1 run (the test suite runs it)")
     parser.add_argument("--parts", action="store_true", help="measure the home-made parts alone, in this process, and stop")
     args = parser.parse_args()
     if args.quick:
         args.subscribers, args.runs = 20, 1
     if args.parts:
-        measure_parts(args.subscribers, 3 if args.quick else 15)
+        measure_parts(args.subscribers, 3 if args.quick else 15, args.redis_url)
         return
     _raise_fd_limit(args.subscribers + 256)
 

@@ -188,10 +188,11 @@ if env.str("REDIS_URL", default=""):
     # is one PUBLISH that each web process receives once and hands to its own subscribers,
     # instead of one Redis write per subscriber (2,000 feeds timed out on the latter; see
     # docs/benchmarks.md, "Scaled topology"). Pushes are not stored: a feed that is not
-    # connected has nothing to catch up on anyway.
+    # connected has nothing to catch up on anyway. Our subclass decodes a push once per process
+    # rather than once per subscriber (realtime.layers).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "realtime.layers.FanOutRedisPubSubChannelLayer",
             "CONFIG": {"hosts": [env.str("REDIS_URL")]},
         }
     }

@@ -132,10 +132,11 @@ class _Feed(AsyncJsonWebsocketConsumer):
             await self.send(text_data=_encode(message, ("stats",)))
 
 
-# The last push encoded, keyed by the identity of its first payload object. The embedded channel layer
-# hands every member of a group the same nested objects (realtime.layers), so a push to 1,000
-# sockets is encoded once, not 1,000 times. Holding the object keeps its id from being reused;
-# with layers that copy per member (Redis) the identity never matches and each socket encodes.
+# The last push encoded, keyed by the identity of its first payload object. Our channel layers
+# (realtime.layers: in-memory, and Redis pub/sub, which decodes a push once per process) hand
+# every member of a group the same nested objects, so a push to 1,000 sockets is encoded once,
+# not 1,000 times. Holding the object keeps its id from being reused; with a layer that copies
+# per member the identity never matches and each socket encodes.
 # Why it stays: encoding a call.changed push for 1,000 sockets costs about 23 ms of CPU without it
 # and 0.3 ms with it (`bench/ws_fanout.py --parts`), per push, on the loop that serves everything.
 _last_encoded: tuple[str, object, str] = ("", None, "")

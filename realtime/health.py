@@ -93,7 +93,8 @@ def database() -> dict[str, Any]:
 
 def channel_layer() -> dict[str, Any]:
     layer = get_channel_layer()
-    backend = "redis" if type(layer).__module__.startswith("channels_redis") else "in-memory"
+    # channels_redis' layers, or ours built on them (realtime.layers).
+    backend = "redis" if any(cls.__module__.startswith("channels_redis") for cls in type(layer).__mro__) else "in-memory"
 
     async def round_trip() -> bool:
         # A message through the layer and back: Redis answering PING would not prove the layer works.

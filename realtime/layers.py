@@ -1,4 +1,5 @@
-"""The channel layer of the embedded (single-process) setup.
+"""Our channel layers: `FanOutInMemoryChannelLayer` for the embedded (single-process) setup, and
+`FanOutRedisPubSubChannelLayer` for the scaled one (REDIS_URL; its reasons are on the class).
 
 Channels' `InMemoryChannelLayer` does two things per push that grow with the number of sockets,
 measured with bench/ws_fanout.py at 1,000 subscribers:
@@ -17,7 +18,7 @@ costs about 50 ms of CPU here against about 1,000 ms with the stock layer (`benc
 --parts`, medians of four sessions), and a call's DELETE with 1,000 subscribers costs the server
 720 ms of CPU against 1,110 ms with the stock layer (`--variant stock-layer`).
 Channels' maintainers call the stock layer test-only; this fork exists for the one-process
-default only. Redis deployments (REDIS_URL) use channels_redis and are unaffected.
+default only.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from copy import deepcopy
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer
+from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer, RedisSingleShardConnection
 
 
 class FanOutInMemoryChannelLayer(InMemoryChannelLayer):
@@ -54,3 +56,54 @@ class FanOutInMemoryChannelLayer(InMemoryChannelLayer):
             except asyncio.QueueFull:
                 # As upstream: a member that cannot keep up misses the message (clients re-fetch).
                 continue
+
+
+class FanOutRedisPubSubChannelLayer(RedisPubSubChannelLayer):
+    """channels_redis' pub/sub layer, decoding a group message once per process, not once per member.
+
+    A push to a group is one PUBLISH, received once by each process subscribed to the group (the
+    stock layer already does that). The stock layer then queues the raw bytes for every member,
+    and every member's `receive` decodes them again: 1,000 msgpack decodes per push per process,
+    and 1,000 distinct dicts, so the consumers' encode cache (realtime.consumers._encode) never
+    hits and each socket JSON-encodes the push again. Here the shard decodes a group message once
+    and queues the same dict for every member; `receive` hands each member its own shallow copy,
+    as `FanOutInMemoryChannelLayer` does (members may change the top-level keys, must treat
+    nested values as read-only).
+
+    Why it stays: docs/benchmarks.md, "Scaled topology" (web processes' CPU per fan-out push to
+    2,000 subscribers, with and without it).
+    """
+
+    def deserialize(self, message: Any) -> dict[str, Any]:
+        if isinstance(message, dict):
+            # Already decoded by _Shard._receive_message (one group message for many members).
+            return dict(message)
+        decoded: dict[str, Any] = super().deserialize(message)
+        return decoded
+
+    def _get_layer(self) -> RedisPubSubLoopLayer:
+        loop = asyncio.get_running_loop()
+        layer: RedisPubSubLoopLayer | None = self._layers.get(loop)
+        if layer is None:
+            layer = super()._get_layer()
+            # Shards connect lazily: replacing them before first use is safe.
+            layer._shards = [_Shard(shard.host, layer) for shard in layer._shards]
+        return layer
+
+
+class _Shard(RedisSingleShardConnection):
+    def _receive_message(self, message: dict[str, Any] | None) -> None:
+        if message is None:
+            return
+        name, data = message["channel"], message["data"]
+        if isinstance(name, bytes):
+            name = name.decode()
+        layer = self.channel_layer
+        if name in layer.channels:
+            layer.channels[name].put_nowait(data)
+        elif name in layer.groups:
+            decoded = layer.channel_layer.deserialize(data)
+            for channel_name in layer.groups[name]:
+                queue = layer.channels.get(channel_name)
+                if queue is not None:
+                    queue.put_nowait(decoded)

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from deploy import servers
+
 from .conftest import ROOT
 
 
@@ -29,6 +31,24 @@ def test_it_measures_the_fan_out_parts_alone():
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
     # Four rows (two layers, two encodings), each a figure in milliseconds.
     assert len(rows) == 4 and all(float(row[-1]) >= 0 for row in rows)
+
+
+def test_it_measures_the_pub_sub_layers_alone_on_a_real_redis(tmp_path):
+    redis = servers.start_redis(tmp_path)
+    try:
+        command = [sys.executable, "bench/ws_fanout.py", "--parts", "--quick", "--redis-url", redis.url]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        redis.stop()
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {" ".join(line.split()[:-1]): float(line.split()[-1]) for line in result.stdout.splitlines()[1:]}
+    # The four in-memory rows, then ours and channels_redis' pub/sub layer, each a figure in milliseconds.
+    assert len(rows) == 6 and all(figure > 0 for name, figure in rows.items() if "delivery" in name)
+    assert {
+        "delivery + encoding, realtime.layers.FanOutRedisPubSubChannelLayer",
+        "delivery + encoding, channels_redis RedisPubSubChannelLayer",
+    } < set(rows)
 
 
 def test_it_runs_the_webhooks_bench():

@@ -24,3 +24,6 @@ def test_it_runs_every_scenario_of_the_scaled_benchmark():
     assert report["body"]["status"] == 413 and report["body"]["others_during"]["failed"] == 0
     assert report["slow"]["opened"] >= 30 and report["slow"]["others_during"]["failed"] == 0
     assert report["fanout"]["subscribers"] == 20 and len(report["fanout"]["runs"]) == 1
+    assert set(report["fanout"]["runs"][0]["cpu_ms"]) == {"web1", "web2", "nginx", "redis", "postgres", "worker", "engine"}
+    assert report["pgcpu"]["creates"] == 10 and report["pgcpu"]["pool"] is True
+    assert report["pgcpu"]["cpu_ms_per_create"]["postgres"] > 0 and report["pgcpu"]["cpu_ms_per_delete"]["postgres"] > 0

@@ -1,12 +1,15 @@
-"""realtime.layers: the embedded in-memory channel layer, tuned for fan-out."""
+"""realtime.layers: the channel layers tuned for fan-out (in memory; Redis pub/sub, on a real Redis)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from realtime.layers import FanOutInMemoryChannelLayer
+from deploy import servers
+from realtime.layers import FanOutInMemoryChannelLayer, FanOutRedisPubSubChannelLayer
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,3 +60,41 @@ async def test_it_skips_a_full_member_and_serves_the_others():
     assert (await layer.receive(fast))["type"] == "second"
     assert (await layer.receive(slow))["type"] == "first"
     assert layer.channels.get(slow) is None
+
+
+# --- the scaled setup's layer: Redis pub/sub, decoding a push once per process -------------------
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A real Redis on a free loopback port (needs the redis-server Debian package)."""
+    redis = servers.start_redis(tmp_path)
+    yield redis.url
+    redis.stop()
+
+
+async def test_it_decodes_a_group_message_once_for_every_member_of_a_process(redis_url):
+    # Two layers, as two web processes would hold: members in one, the sender in the other.
+    receiving, sending = FanOutRedisPubSubChannelLayer(hosts=[redis_url]), FanOutRedisPubSubChannelLayer(hosts=[redis_url])
+    members = [await receiving.new_channel() for _ in range(3)]
+    for channel in members:
+        await receiving.group_add("g", channel)
+    message = {"type": "call.changed", "event": {"id": 1}, "call": {"call_id": "call_1"}}
+    try:
+        await asyncio.sleep(0.2)  # the subscription reaches Redis before the PUBLISH
+        await sending.group_send("g", message)
+        received = [await asyncio.wait_for(receiving.receive(channel), 5) for channel in members]
+        direct = await receiving.new_channel()
+        await sending.send(direct, {"type": "one", "n": 1})
+        alone = await asyncio.wait_for(receiving.receive(direct), 5)
+    finally:
+        await receiving.flush()
+        await sending.flush()
+
+    assert received == [message] * 3
+    # One decoded message per process: members share its nested values, each owns its top level.
+    assert received[0]["event"] is received[1]["event"] is received[2]["event"]
+    received[0]["type"] = "changed by a member"
+    assert received[1]["type"] == "call.changed"
+    # A message to one channel is decoded for it alone, as upstream does.
+    assert alone == {"type": "one", "n": 1}

@@ -100,7 +100,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 async def test_it_closes_a_socket_held_by_another_process_within_seconds(make_key, redis_url, tmp_path, settings):
     server = await sync_to_async(start_server)(tmp_path, extra_env={"REDIS_URL": redis_url, "REALTIME_MONITORS": "off"})
     # The layer the server uses with REDIS_URL (iaposte/settings.py), here too.
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [redis_url]}}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.layers.FanOutRedisPubSubChannelLayer", "CONFIG": {"hosts": [redis_url]}}}
     channel_layers.backends.clear()
     try:
         key, raw = await sync_to_async(make_key)("remote")
