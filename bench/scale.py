@@ -44,15 +44,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import database_url, engine, machine, production_env, server  # noqa: E402
+from bench._server import cpu_seconds, database_url, engine, machine, production_env, server  # noqa: E402
 from bench.create_concurrency import burst, make_offer, quantile  # noqa: E402
 
 _DJANGO_SETUP = "import django; django.setup()\n"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def median_ms(fn: Callable[[], Any], repeat: int) -> float:

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 from . import selectors
@@ -243,8 +243,11 @@ async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: dict[s
 def _has_subscribers(layer: Any) -> bool:
     """Whether anyone listens to the list feed. Known for in-memory layers (one process holds every
     socket); assumed for the others, whose subscribers may be in any process."""
-    groups = getattr(layer, "groups", None)
-    return not isinstance(groups, dict) or bool(groups.get(CALLS_GROUP))
+    # Only an in-memory layer's `groups` are this feed's subscribers: the Redis pub/sub layer's hold
+    # its own prefixed keys for this process's sockets alone.
+    if isinstance(layer, InMemoryChannelLayer):
+        return bool(layer.groups.get(CALLS_GROUP))
+    return True
 
 
 def _schedule_stats(layer: Any) -> None:

@@ -57,3 +57,17 @@ async def test_it_computes_one_snapshot_for_a_burst_of_changes(computed, monkeyp
     assert pushed[-1]["stats"]["ended_calls"] == 5
     assert computed == [1]
     await feed.disconnect()
+
+
+def test_it_assumes_subscribers_in_other_processes_with_the_redis_layer():
+    # The pub/sub layer's `groups` hold this process's sockets under its own prefixed keys, never
+    # the feed's name: read as the in-memory layer's, statistics would never be pushed when scaled.
+    from realtime.layers import FanOutInMemoryChannelLayer, FanOutRedisPubSubChannelLayer
+
+    redis = FanOutRedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1/0"])
+    memory = FanOutInMemoryChannelLayer()
+
+    assert publish._has_subscribers(redis) is True
+    assert publish._has_subscribers(memory) is False
+    memory.groups[publish.CALLS_GROUP] = {"specific.channel": 0.0}
+    assert publish._has_subscribers(memory) is True

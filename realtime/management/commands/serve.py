@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import gc
 import os
 import sys
 from collections.abc import Callable
@@ -160,11 +159,6 @@ class Command(BaseCommand):
         reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
         self.stdout.write(f"Serving on http://{options['host']}:{port}/ (pid {os.getpid()})")
         self.stdout.flush()
-        # What is loaded by now (Django, the apps, daphne, Twisted) lives as long as the process:
-        # kept out of the cyclic collector's passes, which otherwise walk all of it on each full
-        # pass: 185 to 300 ms of CPU per pass with 1,000 sockets held, 40 to 100 ms once frozen
-        # (docs/benchmarks.md, "Scaled topology").
-        gc.freeze()
         server.run()
         if failures:
             raise CommandError(str(failures[0]))
