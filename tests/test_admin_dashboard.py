@@ -291,7 +291,8 @@ def test_it_answers_every_dashboard_query_from_an_index(staff_client, query):
     assert response.status_code == 200
     # The period's sums, its hours, its models' hours, its latency histograms, and the slowest calls.
     assert query_plans.checked(queries) == 5
-    assert query_plans.problems(queries) == []
+    # The slowest calls: the period's range is sorted only when the counters say it is small.
+    assert query_plans.problems(queries, counted_ranges=True) == []
 
 
 @pytest.mark.django_db
@@ -307,4 +308,4 @@ def test_it_reads_the_slowest_calls_the_cheaper_way_through_an_index(in_period, 
 
     # Slowest first, ten at most, only measured calls; either way from an index.
     assert [c.latency_max_ms for c in slowest] == [1100, 1000, 900, 800, 700, 600, 500, 400, 300, 200]
-    assert query_plans.checked(queries) == 1 and query_plans.problems(queries) == []
+    assert query_plans.checked(queries) == 1 and query_plans.problems(queries, counted_ranges=in_period < in_history // 1000) == []

@@ -3,9 +3,12 @@ never starts two upstream calls, and a call nobody can receive is hung up."""
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -28,8 +31,19 @@ def slow_server(tmp_path: Path) -> Iterator[Server]:
 
 
 def _give_up_mid_create(server: Server, offer: str, headers: dict[str, str]) -> None:
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{server.url}/api/realtime/calls", json={"sdp": offer}, headers=headers, timeout=httpx.Timeout(10, read=0.3))
+    """Send a create, wait until it has reached the upstream (the engine counts it, then takes
+    ANSWER_DELAY_MS to answer), then close the connection: mid-create whatever the machine's load."""
+    before = _creates(server)
+    body = json.dumps({"sdp": offer}).encode()
+    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+    lines = ["POST /api/realtime/calls HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", *(f"{name}: {value}" for name, value in headers.items())]  # fmt: skip
+    with socket.create_connection((host, port), timeout=10) as client:
+        client.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        deadline = time.monotonic() + 15
+        while _creates(server) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _creates(server) == before + 1, "the create never reached the upstream"
 
 
 def _creates(server: Server) -> int:
