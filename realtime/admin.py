@@ -120,11 +120,12 @@ class UpstreamHangupFilter(admin.SimpleListFilter):
         # Ended (or failed) calls that reached upstream.
         ended = Q(upstream_id__gt="", ended_at__isnull=False)
         if self.value() == "unconfirmed":
-            # The few unconfirmed come from their partial index (call_hangup_retry_idx), in a
-            # subquery: asked directly, planners would walk the newest-first index past every
-            # confirmed call looking for them.
-            unconfirmed = Call.objects.filter(ended, upstream_closed_at__isnull=True).order_by().values("pk")
-            return queryset.filter(pk__in=unconfirmed)
+            # The few unconfirmed come from their partial index (call_hangup_retry_idx), read
+            # first: asked directly, or in a subquery that PostgreSQL turns into a join, planners
+            # walk the newest-first index past every confirmed call looking for them (2.7 s at a
+            # million calls). As many as the list ever counts (its paginator stops there).
+            found = Call.objects.filter(ended, upstream_closed_at__isnull=True).order_by().values_list("pk", flat=True)
+            return queryset.filter(pk__in=list(found[: BoundedPaginator.COUNT_CAP + 1]))
         if self.value() == "confirmed":
             # Nearly every call: read newest first, never through the upstream id's index (a
             # range holding the whole history, then sorted).

@@ -212,8 +212,9 @@ class Call(models.Model):
             # GET /api/realtime/calls with an API key: that key's calls, newest first.
             models.Index(fields=["api_key", "-created_at", "-id"], name="call_key_recent_idx"),
             # monitors claiming active calls whose lease is free or expired (services.monitor_claim).
-            # (Not partial: see call_deadline_idx.)
-            models.Index(fields=["status", "monitor_lease_until"], name="call_monitor_claim_idx"),
+            # (Not partial: see call_deadline_idx.) The id last: the claim's order, so that among
+            # thousands of free calls (all with no lease) PostgreSQL reads ten, not all, to sort them.
+            models.Index(fields=["status", "monitor_lease_until", "id"], name="call_monitor_claim_idx"),
             # the sweeper: active calls past their maximum duration, and calls idle since a time
             # (last speech, else the answer), oldest first: a pass reads the calls that are due,
             # however many are live and however long the history. Not partial indexes of active

@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='call',
-            index=models.Index(fields=['status', 'monitor_lease_until'], name='call_monitor_claim_idx'),
+            index=models.Index(fields=['status', 'monitor_lease_until', 'id'], name='call_monitor_claim_idx'),
         ),
         migrations.RunPython(backfill_deadlines, migrations.RunPython.noop),
     ]
