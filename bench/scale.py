@@ -63,6 +63,12 @@ def median_ms(fn: Callable[[], Any], repeat: int) -> float:
 Database = Path | str  # a SQLite file, or a database URL
 
 
+# The servers measured keep what they hold (the retention purge is timed apart, with the passes):
+# the seeded history is 90 days that were never purged, where a real one is purged as it ages, so
+# a server would otherwise spend its purge share (REALTIME_PURGE_SHARE) on that backlog meanwhile.
+NO_PURGE = {f"REALTIME_RETAIN_{kind}_DAYS": "" for kind in ("SDP", "SESSION", "TRANSCRIPTS", "CALLER_NUMBERS", "EVENTS", "CALLS")}
+
+
 def django_env(database: Database) -> dict[str, str]:
     return {**os.environ, "DJANGO_SETTINGS_MODULE": "iaposte.settings", "DEBUG": "true", "DATABASE_URL": database_url(database)}
 
@@ -304,7 +310,7 @@ def passes(database: Database, repeat: int) -> dict[str, float]:
 def measure(database: Database, offer: str, args: argparse.Namespace) -> dict[str, float]:
     picked = prepare(database)
     figures: dict[str, float] = {}
-    no_background = {"REALTIME_MONITORS": "off", "LOCALREALTIME_CONNECT_TIMEOUT": "5"}
+    no_background = {"REALTIME_MONITORS": "off", "LOCALREALTIME_CONNECT_TIMEOUT": "5", **NO_PURGE}
     with ExitStack() as stack:
         pids: list[int] = []
         # The engine as its own process (`manage.py localrealtime`): the broker's CPU is its own.
@@ -329,7 +335,7 @@ def measure(database: Database, offer: str, args: argparse.Namespace) -> dict[st
 
 
 def concurrency(database: Database, offer: str, calls: int) -> dict[str, float]:
-    env = {"LOCALREALTIME_ANSWER_DELAY_MS": "500", "LOCALREALTIME_CONNECT_TIMEOUT": "5", "REALTIME_MONITORS": "off"}
+    env = {"LOCALREALTIME_ANSWER_DELAY_MS": "500", "LOCALREALTIME_CONNECT_TIMEOUT": "5", "REALTIME_MONITORS": "off", **NO_PURGE}
     with server(env, database=database) as served:
         asyncio.run(burst(served.url, offer, 10))
         total, latencies, statuses = asyncio.run(burst(served.url, offer, calls))
