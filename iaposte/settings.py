@@ -401,6 +401,11 @@ if REALTIME_MONITORS not in ("embedded", "worker", "off"):
 # A monitor holds its call through a lease it renews every third of it; when its process dies,
 # another one takes the call over once the lease has run out.
 REALTIME_MONITOR_LEASE_SECONDS = env.float("REALTIME_MONITOR_LEASE_SECONDS", default=10.0)
+# How often a supervisor looks for calls to claim (one indexed read), whatever the lease: a
+# monitor joins a new call within this time, before the caller's first turn, and calls answered
+# meanwhile are claimed a few at a time rather than in a burst every third of a lease (a burst that
+# held up phone-call decisions: docs/benchmarks.md, "Phone calls (SIP)").
+REALTIME_MONITOR_CLAIM_SECONDS = env.float("REALTIME_MONITOR_CLAIM_SECONDS", default=0.5)
 # Calls one monitor process watches at most.
 REALTIME_MONITOR_MAX_CALLS = env.int("REALTIME_MONITOR_MAX_CALLS", default=500)
 # Events are stored in batches: at most this many per transaction, at least every this many ms.

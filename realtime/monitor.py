@@ -12,8 +12,8 @@ that stays unreachable, ends it as `upstream_error`. Both go through `services.c
 records `call.ended` exactly once whoever gets there first.
 
 A `Supervisor` decides which calls this process watches: it claims active calls through a
-lease in the database (`services.monitor_claim`), renews its leases every third of their length,
-and stops a monitor whose lease it lost. A process that dies stops renewing, and another
+lease in the database (`services.monitor_claim`) every REALTIME_MONITOR_CLAIM_SECONDS, renews its
+leases every third of their length, and stops a monitor whose lease it lost. A process that dies stops renewing, and another
 supervisor claims its calls once the leases run out.
 
 Where supervisors run (settings.REALTIME_MONITORS), always through `realtime.background.run`:
@@ -245,17 +245,18 @@ class Supervisor:
         self.started = timezone.now()
         self.monitors: dict[int, asyncio.Task[None]] = {}
 
-    async def tick(self) -> None:
+    async def tick(self, *, renew: bool = True) -> None:
         for pk, task in list(self.monitors.items()):
             if task.done():
                 del self.monitors[pk]
                 if not task.cancelled() and task.exception() is not None:
                     logger.error("Monitor of call %s failed", pk, exc_info=task.exception())
-        await sync_to_async(health.beat)(Heartbeat.Role.MONITORS, self.owner)
-        held = await sync_to_async(services.monitor_renew)(owner=self.owner, lease_seconds=self.lease, call_ids=list(self.monitors))
-        for pk in set(self.monitors) - held:
-            # Lost the lease (ended, or taken over after a stall): another monitor has it now.
-            self.monitors.pop(pk).cancel()
+        if renew:
+            await sync_to_async(health.beat)(Heartbeat.Role.MONITORS, self.owner)
+            held = await sync_to_async(services.monitor_renew)(owner=self.owner, lease_seconds=self.lease, call_ids=list(self.monitors))
+            for pk in set(self.monitors) - held:
+                # Lost the lease (ended, or taken over after a stall): another monitor has it now.
+                self.monitors.pop(pk).cancel()
         room = settings.REALTIME_MONITOR_MAX_CALLS - len(self.monitors)
         for claimed in await sync_to_async(services.monitor_claim)(owner=self.owner, lease_seconds=self.lease, limit=room):
             call = claimed.call
@@ -269,16 +270,22 @@ class Supervisor:
 
     async def run(self, stop: asyncio.Event) -> None:
         logger.info("Call monitor supervisor %s started", self.owner)
+        loop = asyncio.get_running_loop()
+        renewed = float("-inf")
         try:
             while not stop.is_set():
+                # Claims at every tick; the heartbeat and the renewal every third of a lease.
+                renew = loop.time() - renewed >= self.lease / 3
                 try:
-                    await self.tick()
+                    await self.tick(renew=renew)
+                    if renew:
+                        renewed = loop.time()
                 except Exception:
                     # A database hiccup must not stop monitoring; the next tick retries.
                     logger.exception("Monitor supervisor tick failed")
                     await sync_to_async(close_old_connections)()
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=self.lease / 3)
+                    await asyncio.wait_for(stop.wait(), timeout=min(settings.REALTIME_MONITOR_CLAIM_SECONDS, self.lease / 3))
                 except TimeoutError:
                     pass
         finally:

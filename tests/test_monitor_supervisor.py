@@ -1,0 +1,67 @@
+"""The monitor supervisor's rhythm: it claims new calls every REALTIME_MONITOR_CLAIM_SECONDS and
+renews its leases every third of a lease (real supervisor, real database; the upstream is a
+closed port, so each claimed call's monitor keeps trying to join its sideband meanwhile)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from realtime import monitor, services, upstream
+from realtime.models import Call
+from realtime.sessions import parse_session
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answered_call(upstream_id: str) -> Call:
+    call = services.call_open(offer="v=0", session=parse_session({}), source="webrtc", actor="api")
+    services.call_answer(call=call, created=upstream.CreatedCall(upstream_id=upstream_id, sdp_answer="v=0"))
+    return call
+
+
+def _lease(call: Call) -> tuple[str, Any]:
+    return Call.objects.filter(pk=call.pk).values_list("monitor_owner", "monitor_lease_until").get()
+
+
+async def _until(check: Any, within: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_it_claims_a_new_call_at_the_next_claim_not_a_third_of_a_lease_later(settings):
+    settings.OPENAI_BASE_URL = f"http://127.0.0.1:{_closed_port()}/v1"
+    settings.REALTIME_MONITOR_LEASE_SECONDS = 30.0  # renewals every 10 s: none in this test
+    settings.REALTIME_MONITOR_CLAIM_SECONDS = 0.1
+    supervisor, stop = monitor.Supervisor(owner="sup-test"), asyncio.Event()
+    running = asyncio.ensure_future(supervisor.run(stop))
+    try:
+        await asyncio.sleep(0.3)  # its first ticks: nothing to claim yet
+        call = await sync_to_async(_answered_call)("rtc_claimed_soon")
+
+        async def claimed() -> bool:
+            return (await sync_to_async(_lease)(call))[0] == "sup-test"
+
+        assert await _until(claimed, within=3.0), "not claimed within 3 s (a third of the lease is 10 s)"
+        owner, lease = await sync_to_async(_lease)(call)
+        await asyncio.sleep(0.5)  # several more claim ticks: the lease is not renewed at each
+        assert await sync_to_async(_lease)(call) == (owner, lease)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+    # A clean stop gives the call back for another monitor.
+    assert await sync_to_async(_lease)(call) == ("", None)
