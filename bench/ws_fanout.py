@@ -38,6 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._server import cpu_seconds  # noqa: E402
+
 
 def _raise_fd_limit(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -146,8 +148,7 @@ async def _offer() -> str:
 
 def _cpu_ms(pid: int) -> float:
     """CPU time (user + system) a process has used so far: the server's work, whatever the load."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(pid) * 1000
 
 
 def one_run(url: str, offer: str, queues: list[tuple[Any, Any]], pid: int) -> dict[str, float]:

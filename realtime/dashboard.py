@@ -149,6 +149,11 @@ def usd(cost_micros: float) -> float:
     return round(cost_micros / 1_000_000, 2)
 
 
+def reads_period_first(*, in_period: int, in_history: int) -> bool:
+    """Whether `slowest_calls` sorts the period's calls (few) rather than walking the latency index."""
+    return in_period * in_period <= SLOWEST * in_history
+
+
 def slowest_calls(period: Period, *, in_period: int, in_history: int) -> QuerySet[Call]:
     """The calls of `period` with the slowest turns (at most ten), slowest first, read the cheaper of
     two ways given how many calls the period and the history hold (from the counters):
@@ -161,7 +166,7 @@ def slowest_calls(period: Period, *, in_period: int, in_history: int) -> QuerySe
     Whichever is smaller, at most sqrt(10 x history) rows: about 3,200 at a million calls.
     """
     calls = Call.objects.filter(latency_max_ms__isnull=False)
-    if in_period * in_period <= SLOWEST * in_history:
+    if reads_period_first(in_period=in_period, in_history=in_history):
         calls = calls.filter(created_at__gte=period.start, created_at__lt=period.end)
     else:
         calls = calls.alias(created=Coalesce("created_at", "created_at")).filter(created__gte=period.start, created__lt=period.end)
