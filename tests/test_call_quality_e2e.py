@@ -17,8 +17,9 @@ The caller's interval is longer by parts that are not the turn's latency, each m
   channel's own delay adds to the first and takes from the second, so their sum is the audio's
   round trip. Medians over the call: one constant for every turn.
 Less these, the caller's interval must equal the stored one within the issue's 20 ms, plus, on a
-turn whose audio path ran late on the loaded machine, that delay as the caller observed it (one
-turn of six may miss by at most 50 ms more: a process running late).
+turn whose audio path ran late on the loaded machine, that delay as the caller observed it (two
+turns of six may miss by at most 50 ms more: a process running late, while the median turn
+holds).
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ async def _speak_turns(server: Server, count: int) -> tuple[str, list[Turn], dic
             await caller.accept(created.json()["sdp_answer"])
             await caller.wait_for(caller.connected.is_set, within=20)
             await wait_until(lambda: CallEvent.objects.filter(call__call_id=call_id, event_type="session.created").exists())
+            # The engine's audio timeline starts with the media: a first sound less than the prefix
+            # padding into it gets its `audio_start_ms` clipped at 0 (seen on an idle machine).
+            await asyncio.sleep(2 * PREFIX_MS / 1000)
             for turn in range(count):
                 heard = len(caller.heard_at)
                 tone_ms = 500 + 100 * (turn % 5)
@@ -187,12 +191,17 @@ def test_it_stores_turn_latencies_equal_to_what_the_caller_measures(monitored_se
     # The engine's thinking delay is at least 150 ms: real, non-zero figures.
     assert min(server) >= 150
     assert all(t.tail == 20 for t in turns)
-    # The goal, turn by turn: within 20 ms (plus the audio path's observed delay). A process
-    # running late (the caller's, or the server's where the monitor notes arrivals) may make one
-    # turn of six miss, by at most 50 ms more; a wrong definition (counting the VAD's silence, the
-    # prefix padding, a wrong event) is off by 300 ms or more on every turn.
+    # The goal, turn by turn: within 20 ms (plus the audio path's observed delay), and so for the
+    # call's median turn. A process running late (the caller's, or the server's where
+    # the monitor notes arrivals; with three test workers on two cores, a server's loop was seen 60 ms
+    # late on two turns of six) may make up to two turns miss, by at most 50 ms more; a wrong
+    # definition (counting the VAD's silence, the prefix padding, a wrong event) is off by 300 ms or
+    # more on every turn, so the median and the bounds fail it.
     misses = [d for d, bound in zip(differences, bounds, strict=True) if abs(d) > bound]
-    assert len(misses) <= 1, (differences, bounds)
+    assert len(misses) <= 2, (differences, bounds)
+    # Each turn's difference beyond its audio path's observed delay: the median turn has none past 20 ms.
+    excess = [max(0.0, abs(d) - (bound - TOLERANCE_MS)) for d, bound in zip(differences, bounds, strict=True)]
+    assert percentile(excess, 0.5) <= TOLERANCE_MS, (differences, bounds)
     assert all(abs(d) <= bound + 50 for d, bound in zip(differences, bounds, strict=True)), (differences, bounds)
     # The stored figures are exactly those turns' statistics (to the rounding): they agree with the
     # caller as the turns do.
