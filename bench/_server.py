@@ -3,6 +3,7 @@ project, the local engine beside it) or `manage.py localrealtime` (the engine al
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -192,7 +193,10 @@ def engine(extra_env: dict[str, str] | None = None) -> Iterator[str]:
 def fresh_database_env(**extra: str) -> Path:
     """Point this process's Django at a fresh SQLite file (production settings, debug on, no
     OpenAI key unless given): for benchmarks that run the project's code in-process. Returns the file."""
-    database = Path(tempfile.mkdtemp()) / "bench.sqlite3"
+    folder = Path(tempfile.mkdtemp(prefix="iaposte-bench-"))
+    # The file (and its WAL) is this process's only: removed when it exits.
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    database = folder / "bench.sqlite3"
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "iaposte.settings",

@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -535,6 +536,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return report
     finally:
         await asyncio.to_thread(topology.stop)
+        # The servers' data (PostgreSQL's cluster, logs) is this run's only: nothing to keep.
+        shutil.rmtree(var, ignore_errors=True)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -51,10 +52,14 @@ def test_it_measures_the_pub_sub_layers_alone_on_a_real_redis(tmp_path):
     } < set(rows)
 
 
-def test_it_runs_the_webhooks_bench():
-    result = subprocess.run([sys.executable, "bench/webhooks.py", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_it_runs_the_webhooks_bench(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    command = [sys.executable, "bench/webhooks.py", "--quick"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
 
     assert result.returncode == 0, result.stderr[-3000:]
+    # Its database went with it.
+    assert list(tmp_path.iterdir()) == []
     # 10 calls, 3 events each, to 3 endpoints: every delivery arrived.
     assert "90 deliveries received" in result.stdout
     assert float(result.stdout.splitlines()[-1].split()[-1]) > 0
