@@ -122,7 +122,7 @@ def stop_server(server: Server) -> None:
 
 
 # The tests of what PostgreSQL does differently (the advisory-lock capacity check, conditional
-# UPDATE transitions under races, monitor leases, crash recovery): `make test` runs them a second
+# UPDATE transitions under races, monitor leases, crash recovery, and every query plan check): `make test` runs them a second
 # time on a real PostgreSQL (`-m postgresql`, DATABASE_URL set by deploy/servers.py).
 POSTGRESQL_FILES = {
     "test_concurrency_limit.py",
@@ -136,6 +136,11 @@ POSTGRESQL_FILES = {
     "test_call_filter_plans.py",
     "test_api_call_filters.py",
     "test_retention.py",
+    "test_query_plans.py",
+    "test_webhooks_query_plans.py",
+    "test_admin_dashboard.py",
+    "test_api_call_export.py",
+    "test_call_quality.py",
 }
 
 

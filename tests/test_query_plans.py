@@ -216,9 +216,10 @@ def test_it_shows_a_call_and_its_events_in_the_admin_through_indexes(history, st
 
 
 def test_the_check_fails_a_query_that_reads_the_whole_history(history):
-    # The checker itself: a filter no index serves is reported.
+    # The checker itself: a filter no index serves is reported (a suffix match reads every row on
+    # SQLite and PostgreSQL alike).
     with query_plans.capture() as queries:
-        list(Call.objects.filter(duration_seconds__gt=10))
+        list(Call.objects.filter(voice__endswith="n"))
         list(CallEvent.objects.filter(event_type__endswith=".done"))
 
     assert len(query_plans.problems(queries)) == 2
