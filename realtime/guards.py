@@ -19,6 +19,7 @@ import logging
 
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, JsonResponse
+from django.utils import translation
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.translation import gettext as _
 
@@ -34,6 +35,11 @@ class ApiRequestGuardMiddleware(MiddlewareMixin):
     def process_request(self, request: HttpRequest) -> JsonResponse | None:
         if not request.path.startswith("/api/"):
             return None
+        # Before LocaleMiddleware: the thread still speaks its previous request's language.
+        with translation.override(translation.get_language_from_request(request)):
+            return self._refusal(request)
+
+    def _refusal(self, request: HttpRequest) -> JsonResponse | None:
         try:
             request.get_host()
         except DisallowedHost as exc:

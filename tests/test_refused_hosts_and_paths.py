@@ -22,6 +22,17 @@ def test_it_answers_a_bad_host_under_the_api_with_our_json_400(client):
     }
 
 
+@pytest.mark.django_db
+def test_it_answers_a_bad_host_in_the_language_asked_not_the_previous_requests(client):
+    client.get("/api/realtime/stats", HTTP_ACCEPT_LANGUAGE="fr")
+
+    english = client.get("/api/realtime/calls", HTTP_HOST="rebind.attacker.example", HTTP_ACCEPT_LANGUAGE="en")
+    french = client.get("/api/realtime/calls", HTTP_HOST="rebind.attacker.example", HTTP_ACCEPT_LANGUAGE="fr")
+
+    assert english.json()["error"]["message"] == "This server does not answer to that host name."
+    assert french.json()["error"]["message"] == "Ce serveur ne répond pas à ce nom d’hôte."
+
+
 @pytest.mark.django_db(transaction=True)
 def test_it_logs_a_bad_host_without_a_traceback_on_the_real_server(asgi_server):
     start = len(asgi_server.log.read_text(errors="replace"))
