@@ -19,18 +19,27 @@ So this handler:
 
 The hooks run unchanged (the same methods, in the same order, with the same arguments), so the
 security headers, CSRF, sessions, locale and messages behave as before; only the thread differs.
+
+- renders a view's response where the view ran, rather than in a hop of its own: Django's async
+  handler renders a response that has a `render` method (every DRF response) with one more
+  `sync_to_async` after the view, unless that method is a coroutine function. A sync view's
+  response is rendered on the view's own thread, right after it (what Django would do next there),
+  and the JSON of an async view's DRF response on the loop (JSONRenderer: `json.dumps`, no I/O).
+  Measured on a create (production settings, engine apart): the hop cost 0.3 ms of the broker's
+  11.6 ms. Not when a middleware has `process_template_response`: it runs between the two.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext, iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
@@ -42,6 +51,8 @@ from django.middleware.common import CommonMiddleware
 from django.middleware.csrf import CsrfViewMiddleware
 from django.middleware.locale import LocaleMiddleware
 from django.middleware.security import SecurityMiddleware
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
 
 from .guards import ApiRequestGuardMiddleware
 
@@ -127,6 +138,30 @@ def _on_the_loop(middleware: Any, hooks: LoopHooks) -> Callable[[HttpRequest], A
     return acall
 
 
+# Renderers whose `render` only encodes (no template, no database): safe on the event loop.
+LOOP_RENDERERS = frozenset({JSONRenderer})
+
+
+def _render_now(response: Any) -> None:
+    """Render `response` here, and leave Django's handler an async no-op to await in its place."""
+    response.render()
+
+    async def rendered() -> Any:
+        # The class's own (no-op now) render again, for any later caller and for pickling.
+        del response.render
+        return response
+
+    response.render = rendered
+
+
+def _renders_on_the_loop(response: Any) -> bool:
+    return (
+        isinstance(response, Response)
+        and type(getattr(response, "accepted_renderer", None)) in LOOP_RENDERERS
+        and not getattr(response, "_post_render_callbacks", None)
+    )
+
+
 class _RequestThreads:
     """Single-thread executors lent to one request at a time."""
 
@@ -166,6 +201,30 @@ class RealtimeASGIHandler(ASGIHandler):
             if hooks is not None and getattr(middleware, "async_mode", False):
                 middleware.__acall__ = _on_the_loop(middleware, hooks)
             handler = getattr(middleware, "get_response", None)
+
+    def make_view_atomic(self, view: Any) -> Any:
+        view = super().make_view_atomic(view)
+        if self._template_response_middleware:  # type: ignore[attr-defined]  # their hooks run before rendering
+            return view
+        if iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_view_rendered(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                response = await view(request, *args, **kwargs)
+                if _renders_on_the_loop(response):
+                    _render_now(response)
+                return response
+
+            return async_view_rendered
+
+        @functools.wraps(view)
+        def view_rendered(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            response = view(request, *args, **kwargs)
+            if callable(getattr(response, "render", None)):
+                _render_now(response)
+            return response
+
+        return view_rendered
 
     def adapt_method_mode(self, is_async: bool, method: Any, *args: Any, **kwargs: Any) -> Any:
         if is_async and getattr(method, "__func__", None) is CsrfViewMiddleware.process_view:

@@ -3,6 +3,8 @@ the event loop unless they may block, and each request borrows its sync thread f
 
 from __future__ import annotations
 
+import json
+import pickle
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +18,7 @@ from django.contrib.sessions.models import Session
 from django.core.signals import request_finished
 
 from iaposte.asgi import application
-from realtime.handler import LOOP_HOOKS
+from realtime.handler import LOOP_HOOKS, RealtimeASGIHandler
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -78,9 +80,38 @@ async def test_it_runs_no_middleware_hook_in_a_thread_for_an_api_request(setting
     assert {b"content-security-policy", b"x-content-type-options", b"referrer-policy", b"x-frame-options"} <= headers
     hooked = [fn for fn in hops if type(getattr(fn, "__self__", None)) in LOOP_HOOKS]
     assert hooked == []
-    # What remains on the request's thread: the request_started receivers, the (sync) view, the
+    # What remains on the request's thread: the request_started receivers, the (sync) view with the
     # rendering of its response, and close() (request_finished).
-    assert [getattr(fn, "__name__", "") for fn in hops] == ["sync_send", "ModelViewSet", "render", "close"]
+    assert [getattr(fn, "__name__", "") for fn in hops] == ["sync_send", "ModelViewSet", "close"]
+    assert json.loads(response["body"])["success"] is True
+
+
+async def test_it_renders_an_async_views_json_on_the_loop(settings, hops):
+    settings.REALTIME_LOCAL_MODE = True
+    response = await _request("DELETE", "/api/realtime/calls/call_unknown")
+    assert response["status"] == 404
+    assert json.loads(response["body"])["error"]["code"] == "call_not_found"
+    assert "render" not in [getattr(fn, "__name__", "") for fn in hops]
+
+
+async def test_it_leaves_a_rendered_response_its_own_render_method(settings):
+    settings.REALTIME_LOCAL_MODE = True
+    responses: list[Any] = []
+    original = RealtimeASGIHandler.run_get_response
+
+    async def keep(self: RealtimeASGIHandler, request: Any) -> Any:
+        response = await original(self, request)
+        responses.append(response)
+        return response
+
+    RealtimeASGIHandler.run_get_response = keep  # type: ignore[method-assign]
+    try:
+        assert (await _request("GET", "/api/realtime/models"))["status"] == 200
+    finally:
+        RealtimeASGIHandler.run_get_response = original  # type: ignore[method-assign]
+    # The async stand-in Django awaited is gone: the response pickles (the cache middleware's way).
+    assert "render" not in vars(responses[0])
+    assert pickle.loads(pickle.dumps(responses[0])).content == responses[0].content
 
 
 async def test_it_lends_one_pooled_thread_to_consecutive_requests(settings):
