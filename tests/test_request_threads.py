@@ -223,10 +223,16 @@ async def test_it_checks_an_api_key_request_off_its_thread_and_refuses_a_revoked
 
     await sync_to_async(services.api_key_revoke)(ApiKey.objects.filter(pk=key.pk), by=services.SYSTEM)
     try:
-        response = await _request("DELETE", "/api/realtime/calls/call_unknown", headers=authorization)
+        french = [*authorization, (b"accept-language", b"fr")]
+        response = await _request("DELETE", "/api/realtime/calls/call_unknown", headers=french)
     finally:
         await services.in_db_thread(connections.close_all)()
 
     assert response["status"] == 401
-    assert json.loads(response["body"])["error"]["code"] == "authentication_failed"
+    # Refused at once, in the request's language though the key was read on another thread.
+    assert json.loads(response["body"])["error"] == {
+        "code": "authentication_failed",
+        "message": "Cette clé d’API a été révoquée.",
+        "details": {},
+    }
     assert {name.lower(): value for name, value in response["headers"]}[b"www-authenticate"] == b'Bearer realm="api"'
