@@ -23,12 +23,14 @@ def _key_id(request: Request) -> int | None:
     return None
 
 
-class _RealtimeThrottle(SimpleRateThrottle):
+class RealtimeThrottle(SimpleRateThrottle):
+    """Sync, counting in the default cache (DRF's)."""
+
     def get_rate(self) -> str | None:
         return settings.REALTIME_THROTTLE_RATES.get(self.scope or "")
 
 
-class ApiKeyThrottle(_RealtimeThrottle):
+class ApiKeyThrottle(RealtimeThrottle):
     scope = "api_key"
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
@@ -38,7 +40,7 @@ class ApiKeyThrottle(_RealtimeThrottle):
         return self.cache_format % {"scope": self.scope, "ident": key_id}
 
 
-class StaffThrottle(_RealtimeThrottle):
+class StaffThrottle(RealtimeThrottle):
     scope = "staff"
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
@@ -48,7 +50,7 @@ class StaffThrottle(_RealtimeThrottle):
         return self.cache_format % {"scope": self.scope, "ident": user.pk}
 
 
-class AnonymousThrottle(_RealtimeThrottle):
+class AnonymousThrottle(RealtimeThrottle):
     """By client address: REMOTE_ADDR, or X-Forwarded-For only as far as REALTIME_NUM_PROXIES trusts it."""
 
     scope = "anonymous"

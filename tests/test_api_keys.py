@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from realtime.auth.principals import key_for
 from realtime.models import ApiKey, Call, CallEvent, hash_api_key
 
 
@@ -159,6 +160,23 @@ def test_it_notes_when_a_key_was_last_used(make_key):
     key.refresh_from_db()
     assert key.last_used_at is not None
     assert timezone.now() - key.last_used_at < timedelta(minutes=1)
+
+
+@pytest.mark.django_db
+def test_it_reads_a_key_as_the_orm_does(make_key, django_user_model):
+    owner = django_user_model.objects.create(username="owner")
+    key, raw = make_key("crm")
+    ApiKey.objects.filter(pk=key.pk).update(
+        owner=owner, expires_at=timezone.now() + timedelta(days=3), last_used_at=timezone.now(), max_active_calls=4
+    )
+
+    found = key_for(raw)
+
+    stored = ApiKey.objects.get(pk=key.pk)
+    fields = [field.attname for field in ApiKey._meta.concrete_fields]
+    assert [getattr(found, name) for name in fields] == [getattr(stored, name) for name in fields]
+    assert found.expires_at is not None and found.expires_at.tzinfo is not None
+    assert found._state.adding is False
 
 
 @pytest.mark.django_db

@@ -3,20 +3,25 @@ the event loop unless they may block, and each request borrows its sync thread f
 
 from __future__ import annotations
 
+import json
+import pickle
 import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from asgiref.sync import SyncToAsync
+from asgiref.sync import SyncToAsync, sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session
-from django.core.signals import request_finished
+from django.core.signals import request_finished, request_started
+from django.db import connections
 
 from iaposte.asgi import application
-from realtime.handler import LOOP_HOOKS
+from realtime import services
+from realtime.handler import LOOP_HOOKS, RealtimeASGIHandler, RequestThread
+from realtime.models import ApiKey
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -78,9 +83,72 @@ async def test_it_runs_no_middleware_hook_in_a_thread_for_an_api_request(setting
     assert {b"content-security-policy", b"x-content-type-options", b"referrer-policy", b"x-frame-options"} <= headers
     hooked = [fn for fn in hops if type(getattr(fn, "__self__", None)) in LOOP_HOOKS]
     assert hooked == []
-    # What remains on the request's thread: the request_started receivers, the (sync) view, the
-    # rendering of its response, and close() (request_finished).
-    assert [getattr(fn, "__name__", "") for fn in hops] == ["sync_send", "ModelViewSet", "render", "close"]
+    # What remains on the request's thread: the (sync) view with the request_started receivers
+    # before it and the rendering of its response after it, and close() (request_finished).
+    assert [getattr(fn, "__name__", "") for fn in hops] == ["ModelViewSet", "close"]
+    assert json.loads(response["body"])["success"] is True
+
+
+async def test_it_renders_an_async_views_json_on_the_loop(settings, hops):
+    settings.REALTIME_LOCAL_MODE = True
+    response = await _request("DELETE", "/api/realtime/calls/call_unknown")
+    assert response["status"] == 404
+    assert json.loads(response["body"])["error"]["code"] == "call_not_found"
+    assert "render" not in [getattr(fn, "__name__", "") for fn in hops]
+
+
+async def test_it_leaves_a_rendered_response_its_own_render_method(settings):
+    settings.REALTIME_LOCAL_MODE = True
+    responses: list[Any] = []
+    original = RealtimeASGIHandler.run_get_response
+
+    async def keep(self: RealtimeASGIHandler, request: Any) -> Any:
+        response = await original(self, request)
+        responses.append(response)
+        return response
+
+    RealtimeASGIHandler.run_get_response = keep  # type: ignore[method-assign]
+    try:
+        assert (await _request("GET", "/api/realtime/models"))["status"] == 200
+    finally:
+        RealtimeASGIHandler.run_get_response = original  # type: ignore[method-assign]
+    # The async stand-in Django awaited is gone: the response pickles (the cache middleware's way).
+    assert "render" not in vars(responses[0])
+    assert pickle.loads(pickle.dumps(responses[0])).content == responses[0].content
+
+
+async def test_it_sends_the_request_signals_to_a_receiver_of_its_own_as_django_does(settings, hops):
+    settings.REALTIME_LOCAL_MODE = True
+    seen: list[tuple[str, int]] = []
+
+    def started(**kwargs: Any) -> None:
+        seen.append(("started", threading.get_ident()))
+
+    def finished(**kwargs: Any) -> None:
+        seen.append(("finished", threading.get_ident()))
+
+    request_started.connect(started)
+    request_finished.connect(finished)
+    try:
+        assert (await _request("GET", "/api/realtime/models"))["status"] == 200
+    finally:
+        request_started.disconnect(started)
+        request_finished.disconnect(finished)
+    assert [name for name, _ in seen] == ["started", "finished"]
+    assert threading.get_ident() not in {thread for _, thread in seen}
+    assert [getattr(fn, "__name__", "") for fn in hops] == ["sync_send", "ModelViewSet", "close"]
+
+
+async def test_it_runs_the_held_back_request_started_receivers_first_on_the_requests_thread():
+    thread = RequestThread()
+    ran: list[tuple[str, int]] = []
+    thread.started = lambda: ran.append(("started", threading.get_ident()))
+    thread.submit(lambda: ran.append(("work", threading.get_ident()))).result()
+    thread.submit(lambda: ran.append(("more work", threading.get_ident()))).result()
+    thread.shutdown()
+    assert [name for name, _ in ran] == ["started", "work", "more work"]
+    assert len({ident for _, ident in ran}) == 1
+    assert thread.used is True
 
 
 async def test_it_lends_one_pooled_thread_to_consecutive_requests(settings):
@@ -130,3 +198,41 @@ async def test_it_saves_the_session_of_a_sign_in_on_the_thread(hops):
     session_key = _cookies(response)["sessionid"]
     assert await Session.objects.filter(session_key=session_key).aexists()
     assert any(getattr(fn, "__qualname__", "") == "SessionMiddleware.process_response" for fn in hops)
+
+
+async def test_it_checks_an_api_key_request_off_its_thread_and_refuses_a_revoked_key_at_once(settings, hops):
+    settings.REALTIME_LOCAL_MODE = False
+    settings.REALTIME_DB_THREAD = True
+    key = ApiKey(name="crm")
+    raw = await sync_to_async(services.api_key_create)(key, by=services.SYSTEM)
+    authorization = [(b"authorization", f"Bearer {raw}".encode())]
+    hops.clear()
+
+    try:
+        response = await _request("DELETE", "/api/realtime/calls/call_unknown", headers=authorization)
+        ran = [getattr(fn, "__name__", "") for fn in hops]
+    finally:
+        # The database thread outlives the test: its connection must not.
+        await services.in_db_thread(connections.close_all)()
+
+    assert response["status"] == 404
+    assert json.loads(response["body"])["error"]["code"] == "call_not_found"
+    # The key read and the call's lookup on the database thread, the 404's log line on Django's
+    # own pool; nothing on the request's thread, so no hop for the request signals either.
+    assert ran == ["run", "run", "log_response"]
+
+    await sync_to_async(services.api_key_revoke)(ApiKey.objects.filter(pk=key.pk), by=services.SYSTEM)
+    try:
+        french = [*authorization, (b"accept-language", b"fr")]
+        response = await _request("DELETE", "/api/realtime/calls/call_unknown", headers=french)
+    finally:
+        await services.in_db_thread(connections.close_all)()
+
+    assert response["status"] == 401
+    # Refused at once, in the request's language though the key was read on another thread.
+    assert json.loads(response["body"])["error"] == {
+        "code": "authentication_failed",
+        "message": "Cette clé d’API a été révoquée.",
+        "details": {},
+    }
+    assert {name.lower(): value for name, value in response["headers"]}[b"www-authenticate"] == b'Bearer realm="api"'
