@@ -360,6 +360,8 @@ def measure(databases: dict[str, Database], offer: str, args: argparse.Namespace
                 measured = asyncio.run(cycles(b.url, offer, b.pid, args.cycles, b.headers))
                 measured |= asyncio.run(latencies(b.url, b.engine_url, offer, args.cycles, b.headers))
                 rounds[name].append(measured)
+                cpu = measured["broker CPU per create + DELETE (ms)"]
+                print(f"round {len(rounds[name])}, {name}: broker CPU per create + DELETE {cpu:.2f} ms; load {os.getloadavg()[0]:.1f}")
         for name, measured_rounds in rounds.items():
             figures[name] |= {label: statistics.median(r[label] for r in measured_rounds) for label in measured_rounds[0]}
     for name, database in databases.items():
