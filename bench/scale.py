@@ -8,15 +8,16 @@ on an empty database, in the same run (see docs/benchmarks.md, "A million calls"
                                    # baseline is the database `big_empty` on the same server, remade
     python bench/scale.py --quick          # seeds 2,000 calls into a temporary file (the suite runs it)
 
-For each database (empty, then the history): a broker server (daphne, no monitors: the passes
+For each database (empty, and the history): a broker server (daphne, no monitors: the passes
 are timed apart) in front of an engine server (the `localrealtime` stand-in for OpenAI, apart, as
-OpenAI is another host); then
+OpenAI is another host), the two brokers running side by side; then
 - the median time of GET /stats, the call list (first page, by status, a deep page through the
   cursor), a call's detail, events and transcript; the admin call list, a filtered list, id
   searches (full, prefix, the demo page's short id), a caller number search, and a call's page;
 - the broker's CPU (utime + stime from /proc) per create + DELETE cycle, with a subscriber on the
   list feed, and per create alone; the median create latency beside a direct `openai` SDK call to
-  the same engine (the overhead the broker adds);
+  the same engine (the overhead the broker adds): the median of `--rounds` rounds, alternating
+  between the two brokers so that both see the same machine load;
 - each sweeper and monitor query's time (in this process, on the same database);
 and, for the history only, 200 concurrent creates with the upstream answering in 500 ms in the
 embedded `make run` layout (one process, engine included). Reads never change the history; the
@@ -34,8 +35,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -307,15 +309,24 @@ def passes(database: Database, repeat: int) -> dict[str, float]:
     return result
 
 
-def measure(database: Database, offer: str, args: argparse.Namespace) -> dict[str, float]:
+@dataclass
+class Broker:
+    url: str
+    headers: dict[str, str]
+    pid: int
+    engine_url: str
+    picked: dict[str, Any]
+
+
+@contextmanager
+def broker(database: Database, args: argparse.Namespace) -> Iterator[Broker]:
+    """A broker server on `database` in front of an engine of its own, both running until the end."""
     picked = prepare(database)
-    figures: dict[str, float] = {}
     no_background = {"REALTIME_MONITORS": "off", "LOCALREALTIME_CONNECT_TIMEOUT": "5", **NO_PURGE}
     with ExitStack() as stack:
         pids: list[int] = []
         # The engine as its own process (`manage.py localrealtime`): the broker's CPU is its own.
         engine_v1 = stack.enter_context(engine(no_background))
-        engine_url = engine_v1.removesuffix("/v1")
         # The broker as in production (DEBUG off, an API key on every request), unless --debug.
         settings = {"LOCALREALTIME_ENABLED": "false", "OPENAI_BASE_URL": engine_v1} if args.debug else production_env(engine_v1)
         served = stack.enter_context(
@@ -326,11 +337,35 @@ def measure(database: Database, offer: str, args: argparse.Namespace) -> dict[st
                 api_key=picked["api_key"],
             )
         )
-        url, headers = served.url, served.headers
-        figures |= reads(url, picked, args.repeat, headers)
-        figures |= asyncio.run(cycles(url, offer, pids[0], args.cycles, headers))
-        figures |= asyncio.run(latencies(url, engine_url, offer, args.cycles, headers))
-    figures |= passes(database, args.repeat)
+        yield Broker(served.url, served.headers, pids[0], engine_v1.removesuffix("/v1"), picked)
+
+
+def measure(databases: dict[str, Database], offer: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Every figure for each database, their brokers running side by side.
+
+    The CPU and latency figures are the median of `--rounds` rounds that alternate between the
+    brokers: a CPU time per request is no steadier than the machine's load (the same broker and
+    database gave 21 ms per create + DELETE on the idle machine and 29 ms at load 4.5), so two
+    databases measured one after the other, minutes apart, differ by whatever the load did in
+    between; alternated rounds share it.
+    """
+    figures: dict[str, dict[str, float]] = {}
+    with ExitStack() as stack:
+        brokers = {name: stack.enter_context(broker(database, args)) for name, database in databases.items()}
+        for name, b in brokers.items():
+            figures[name] = reads(b.url, b.picked, args.repeat, b.headers)
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in brokers}
+        for _ in range(args.rounds):
+            for name, b in brokers.items():
+                measured = asyncio.run(cycles(b.url, offer, b.pid, args.cycles, b.headers))
+                measured |= asyncio.run(latencies(b.url, b.engine_url, offer, args.cycles, b.headers))
+                rounds[name].append(measured)
+                cpu = measured["broker CPU per create + DELETE (ms)"]
+                print(f"round {len(rounds[name])}, {name}: broker CPU per create + DELETE {cpu:.2f} ms; load {os.getloadavg()[0]:.1f}")
+        for name, measured_rounds in rounds.items():
+            figures[name] |= {label: statistics.median(r[label] for r in measured_rounds) for label in measured_rounds[0]}
+    for name, database in databases.items():
+        figures[name] |= passes(database, args.repeat)
     return figures
 
 
@@ -351,7 +386,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", help="a seeded SQLite file or PostgreSQL URL (bench/seed_scale.py)")
     parser.add_argument("--repeat", type=int, default=30, help="requests per read timing (median)")
-    parser.add_argument("--cycles", type=int, default=40, help="create + DELETE cycles for the CPU figures")
+    parser.add_argument("--cycles", type=int, default=40, help="create + DELETE cycles per round for the CPU figures")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of cycles, alternating between the databases (median)")
     parser.add_argument("--concurrent", type=int, default=200)
     parser.add_argument("--debug", action="store_true", help="the broker with DEBUG on and in local mode, as `make run`")
     parser.add_argument("--quick", action="store_true", help="seed 2,000 calls into a temporary file; few repetitions")
@@ -367,7 +403,7 @@ def main() -> None:
         elif given:
             history = Path(given)
         if args.quick:
-            args.repeat, args.cycles, args.concurrent = 3, 3, 10
+            args.repeat, args.cycles, args.rounds, args.concurrent = 3, 3, 2, 10
             history = Path(tmp) / "history.sqlite3"
             env = django_env(history)
             subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
@@ -377,7 +413,7 @@ def main() -> None:
         offer = asyncio.run(make_offer())
         load = os.getloadavg()
         print(f"machine: {machine()}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
-        results = {"empty": measure(empty, offer, args), "history": measure(history, offer, args)}
+        results = measure({"empty": empty, "history": history}, offer, args)
         results["history"] |= concurrency(history, offer, args.concurrent)
         load = os.getloadavg()
         print(f"load average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
