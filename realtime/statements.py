@@ -6,6 +6,10 @@ every conditional UPDATE of a transition (docs/benchmarks.md, "A million calls")
 the SQL once per table and column set and prepare each value with its own field
 (`get_db_prep_save`: JSON, datetimes, decimals, as each database wants them), as the ORM does,
 so the rows written are the same. Expressions, several rows, anything else: the ORM.
+
+`live_calls` is the count a create's capacity check reads, inside the create's transaction: the
+ORM's aggregate cost 0.6 ms to build and run at every create (the production default has a
+limit), this 0.1 ms.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any, cast
 
 from django.db import connection
 from django.db.models import Field, Model
+
+from .models import Call
 
 
 @functools.cache
@@ -65,3 +71,36 @@ def update_if(model: type[Model], pk: int, where: dict[str, Any], changes: dict[
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
+
+
+@functools.cache
+def _live_calls_sql(vendor: str, total: bool, of_key: bool) -> str:
+    quote = connection.ops.quote_name
+    live = f"{quote('status')} IN ({', '.join(['%s'] * len(Call.ENDABLE))})"
+    key = f"{quote('api_key_id')} = %s"
+    if total and of_key:
+        counts = f"COUNT(*), COUNT(*) FILTER (WHERE {key})"
+    elif total:
+        counts = "COUNT(*), 0"
+    else:
+        counts, live = "0, COUNT(*)", f"{live} AND {key}"
+    return f"SELECT {counts} FROM {quote(Call._meta.db_table)} WHERE {live}"
+
+
+def live_calls(*, api_key_id: int | None, total: bool) -> tuple[int, int]:
+    """(live calls in all, live calls of the key `api_key_id`): pending or active, one read of the
+    status index's live range; the first 0 unless `total`, the second 0 without a key."""
+    if not total and api_key_id is None:
+        return 0, 0
+    sql = _live_calls_sql(connection.vendor, total, api_key_id is not None)
+    statuses = [str(status) for status in Call.ENDABLE]
+    if api_key_id is None:
+        params: list[Any] = statuses
+    elif total:
+        params = [api_key_id, *statuses]
+    else:
+        params = [*statuses, api_key_id]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        counts = cursor.fetchone()
+    return int(counts[0]), int(counts[1])
