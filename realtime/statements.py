@@ -7,6 +7,10 @@ the SQL once per table and column set and prepare each value with its own field
 (`get_db_prep_save`: JSON, datetimes, decimals, as each database wants them), as the ORM does,
 so the rows written are the same. Expressions, several rows, anything else: the ORM.
 
+`get` reads one row by a unique column, converted as the ORM converts it (its fields' and the
+database's converters) into a model instance (`from_db`, deferred fields left deferred): a call's
+detail and the DELETE's lookup: 0.79 ms per read through the ORM, 0.14 ms so.
+
 `live_calls` is the count a create's capacity check reads, inside the create's transaction: the
 ORM's aggregate cost 0.6 ms to build and run at every create (the production default has a
 limit), this 0.1 ms.
@@ -15,12 +19,15 @@ limit), this 0.1 ms.
 from __future__ import annotations
 
 import functools
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from django.db import connection
 from django.db.models import Field, Model
 
 from .models import Call
+
+M = TypeVar("M", bound=Model)
 
 
 @functools.cache
@@ -104,3 +111,38 @@ def live_calls(*, api_key_id: int | None, total: bool) -> tuple[int, int]:
         cursor.execute(sql, params)
         counts = cursor.fetchone()
     return int(counts[0]), int(counts[1])
+
+
+@functools.cache
+def _get_plan(
+    vendor: str, model: type[Model], deferred: frozenset[str], where: tuple[tuple[str, bool], ...]
+) -> tuple[str, list[str], list[tuple[Any, list[Callable[..., Any]]]]]:
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if f.attname not in deferred]
+    quote = connection.ops.quote_name
+    conditions = " AND ".join(f"{quote(column)} IS NULL" if is_null else f"{quote(column)} = %s" for column, is_null in where)
+    sql = f"SELECT {', '.join(quote(cast(str, f.column)) for f in fields)} FROM {quote(meta.db_table)} WHERE {conditions}"
+    # What the ORM's compiler applies to each column it reads (`get_converters`), with the column.
+    converters = [(f.cached_col, connection.ops.get_db_converters(f.cached_col) + f.get_db_converters(connection)) for f in fields]
+    return sql, [f.attname for f in fields], converters
+
+
+def get(model: type[M], where: dict[str, Any], *, defer: frozenset[str] = frozenset()) -> M | None:
+    """The one row of `model` matching `where` (columns by name, a unique one among them; a None
+    means IS NULL), without the fields in `defer`; None if there is none."""
+    meta = model._meta
+    conditions = [(cast(Field, meta.get_field(name)), value) for name, value in where.items()]
+    shape = tuple((f.column, value is None) for f, value in conditions)
+    sql, names, converters = _get_plan(connection.vendor, model, defer, shape)
+    params = [f.get_db_prep_value(value, connection) for f, value in conditions if value is not None]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = []
+    for value, (column, field_converters) in zip(row, converters, strict=True):
+        for convert in field_converters:
+            value = convert(value, column, connection)
+        values.append(value)
+    return model.from_db(connection.alias, names, values)
