@@ -14,7 +14,7 @@ from django.db import connection
 from django.db.models import Avg, Count, F, Func, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 
-from . import counters, words
+from . import counters, statements, words
 from .exceptions import CallNotFound, InvalidInput
 from .models import ApiKey, Call, CallEvent, CallWord
 
@@ -45,12 +45,18 @@ DOCUMENTS = ("sdp_offer", "sdp_answer", "session_requested", "session_upstream",
 
 def call_get(*, call_id: str, principal: Principal | None = None, documents: bool = True) -> Call:
     """One call by its public id; without its large documents unless `documents`."""
-    calls = visible_calls(principal)
-    try:
-        return (calls if documents else calls.defer(*DOCUMENTS)).get(call_id=call_id)
-    except Call.DoesNotExist:
+    # The rows visible_calls(principal) gives, by the unique id, in SQL written once (statements.get).
+    where: dict[str, Any] = {"call_id": call_id}
+    if principal is not None and not principal.sees_all:
+        where["api_key"] = principal.api_key.pk if principal.api_key is not None else None
+    call = statements.get(Call, where, defer=frozenset() if documents else _DEFERRED)
+    if call is None:
         message = _("No call with id '%(id)s'.") % {"id": call_id[:100]}
-        raise CallNotFound(message, details={"call_id": call_id[:100]}) from None
+        raise CallNotFound(message, details={"call_id": call_id[:100]})
+    return call
+
+
+_DEFERRED = frozenset(DOCUMENTS)
 
 
 # `ordering` names and the column each sorts by.

@@ -35,7 +35,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import Case, Count, F, Q, QuerySet, Value, When
+from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils import timezone
@@ -247,15 +247,8 @@ def _check_capacity(*, api_key: ApiKey | None) -> None:
         # a lock of its own so two creates cannot both count the same free place.
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CAPACITY_LOCK])
-    live = Call.objects.filter(status__in=Call.ENDABLE)
     # Both counts in one read of the live calls (the key's among them) when both are needed.
-    if api_key is None:
-        total, mine = (live.count() if limit else 0), 0
-    elif limit:
-        counts = live.aggregate(total=Count("id"), mine=Count("id", filter=Q(api_key=api_key)))
-        total, mine = counts["total"], counts["mine"]
-    else:
-        total, mine = 0, live.filter(api_key=api_key).count()
+    total, mine = statements.live_calls(api_key_id=api_key.pk if api_key is not None else None, total=bool(limit))
     if limit and total >= limit:
         raise TooManyCalls(_("Too many calls in progress (at most %(n)d); try again later.") % {"n": limit}, details={"limit": limit})
     if api_key is None:
