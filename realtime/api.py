@@ -198,7 +198,8 @@ class CallViewSet(ViewSet):
         calls = selectors.call_list(principal=principal, cursor=cursor, **query)
         # From the statistics counters when they count this filter; else bounded (see docs/api.md).
         count, exact = selectors.call_count(principal=principal, **query)
-        page = paginator.paginate_counted(calls, request, count=count)
+        # None, as the counters know: no index walked in search of what is not there.
+        page = paginator.paginate_counted(calls.none() if exact and not count else calls, request, count=count)
         response = paginator.get_paginated_response(CallSerializer(page, many=True).data)
         if not exact:
             response.data["count_capped"] = True

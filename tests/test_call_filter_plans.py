@@ -166,3 +166,31 @@ def test_it_lists_a_range_in_another_order_without_sorting_its_matches(api, call
     if wide and connection.vendor == "sqlite":
         # Walked in the order's index: the LIMIT stops the read (PostgreSQL plans from statistics).
         assert query_plans.sorts(pages) == []
+
+
+def test_it_reads_a_keys_calls_of_a_status_from_their_own_index(api, calls):  # noqa: F811
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {calls['raw']}")
+
+    queries = _checked(api, "/api/realtime/calls", {"status": "ended"})
+
+    (page,) = _page_queries(queries)
+    assert query_plans.sorts([page]) == []
+    if connection.vendor == "sqlite":
+        # Not the key's index walked, checking each call's status: a rare status read that way
+        # costs the key's whole history.
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN QUERY PLAN " + page[0], page[1])
+            details = " ".join(row[-1] for row in cursor.fetchall())
+        assert "call_key_status_recent_idx (api_key_id=? AND status=?)" in details
+
+
+def test_it_lists_a_status_none_of_the_keys_calls_have_without_reading_calls(api, calls):  # noqa: F811
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {calls['raw']}")
+
+    with query_plans.capture() as queries:
+        response = api.get("/api/realtime/calls", {"status": "pending"})
+
+    assert response.status_code == 200
+    assert (response.json()["count"], response.json()["data"]) == (0, [])
+    # The counters said none: no page read at all.
+    assert _page_queries(queries) == []
