@@ -97,8 +97,11 @@ def prepare(database: Database) -> dict[str, Any]:
         subprocess.run([sys.executable, "-c", count], cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.strip()
         == "False"
     ):
-        # "Empty": a handful of calls, so that a call's detail, events and transcript exist.
-        subprocess.run([sys.executable, "bench/seed_scale.py", "--calls", "20"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        # "Empty": a handful of calls, so that a call's detail, events and transcript exist, and
+        # one key's page of active calls, so that `?status=active` reads as many rows as in the
+        # history (with the history's 1 % active, this key would have had one).
+        seed = [sys.executable, "bench/seed_scale.py", "--calls", "50", "--active", "60", "--api-keys", "1"]
+        subprocess.run(seed, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     script = (
         _DJANGO_SETUP
         + """

@@ -336,7 +336,7 @@ class Clock:
         return f"{prefix}{hours:02d}:{seconds // 60:02d}:{seconds % 60:02d}.{micro:06d}{self.suffix}"
 
 
-def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, keys: int) -> dict[str, Any]:
+def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, keys: int, active: float = 1.0) -> dict[str, Any]:
     rng = random.Random(seed_value)
     now = int(time.time() * 1_000_000)
     start = now - DAYS * 86_400_000_000
@@ -394,7 +394,7 @@ def seed(*, calls: int, events_per_call: float, chunk: int, seed_value: int, key
     sessions: dict[tuple[str, str], tuple[str, str]] = {}
     created_json: dict[tuple[str, str, str], str] = {}
     failed_json = json.dumps({"code": "upstream_error", "message": "OpenAI answered 500 Internal Server Error.", "details": {}})
-    statuses, status_weights = [Call.Status.FAILED, Call.Status.ACTIVE, Call.Status.ENDED], [4, 1, 95]
+    statuses, status_weights = [Call.Status.FAILED, Call.Status.ACTIVE, Call.Status.ENDED], [4, active, 96 - active]
     models, model_weights = [m for m, _ in MODELS], [w for _, w in MODELS]
     reasons, reason_weights = [r for r, _ in END_REASONS], [w for _, w in END_REASONS]
     began = time.monotonic()
@@ -635,6 +635,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=10_000, help="calls per transaction")
     parser.add_argument("--api-keys", type=int, default=5)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--active", type=float, default=1.0, help="percent of the calls still active (at most 96)")
     parser.add_argument("--quick", action="store_true", help="2,000 calls, and --check (for the test suite)")
     parser.add_argument("--check", action="store_true", help="recount every figure afterwards and compare with the counters")
     args = parser.parse_args()
@@ -643,7 +644,14 @@ def main() -> None:
     print(
         f"Seeding {args.calls:,} calls (~{args.events_per_call:g} events each) into {connection.vendor} {connection.settings_dict['NAME']}"
     )
-    written = seed(calls=args.calls, events_per_call=args.events_per_call, chunk=args.chunk, seed_value=args.seed, keys=args.api_keys)
+    written = seed(
+        calls=args.calls,
+        events_per_call=args.events_per_call,
+        chunk=args.chunk,
+        seed_value=args.seed,
+        keys=args.api_keys,
+        active=args.active,
+    )
     by_status = ", ".join(f"{status} {n:,}" for status, n in sorted(written["by_status"].items()))
     print(
         f"Wrote {written['calls']:,} calls ({by_status}), {written['events']:,} events, {written['api_keys']} API keys, "
