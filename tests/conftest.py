@@ -141,6 +141,7 @@ POSTGRESQL_FILES = {
     "test_admin_dashboard.py",
     "test_api_call_export.py",
     "test_call_quality.py",
+    "test_db_thread_connection.py",
 }
 
 
