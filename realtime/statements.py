@@ -9,7 +9,8 @@ so the rows written are the same. Expressions, several rows, anything else: the 
 
 `get` reads one row by a unique column, converted as the ORM converts it (its fields' and the
 database's converters) into a model instance (`from_db`, deferred fields left deferred): a call's
-detail and the DELETE's lookup: 0.79 ms per read through the ORM, 0.14 ms so.
+detail and the DELETE's lookup (0.79 ms per read through the ORM, 0.14 ms so), and an API key by
+its hash on every API request.
 
 `live_calls` is the count a create's capacity check reads, inside the create's transaction: the
 ORM's aggregate cost 0.6 ms to build and run at every create (the production default has a
