@@ -107,9 +107,7 @@ class ViewSet(adrf_viewsets.ViewSet):
         except exceptions.APIException:
             request._not_authenticated()  # type: ignore[attr-defined]  # as Request._authenticate does
             raise
-        if found is None:  # not reached (a bearer token is this class's), but then DRF's own way
-            await sync_to_async(self.initial)(request, *args, **kwargs)
-            return
+        assert found is not None  # a bearer token was checked above: the key's principal or a refusal
         request._authenticator = authenticator  # type: ignore[attr-defined]  # as Request._authenticate does
         request.user, request.auth = found
         self.initial(request, *args, **kwargs)
