@@ -18,11 +18,13 @@ someone subscribes to the list feed, at most one is pending per process, and it 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -180,16 +182,18 @@ _pending = threading.local()
 
 
 class Pending:
-    """The pushes one call on the database thread makes after its commits, delivered by its
-    caller on the caller's event loop when the call returns: the thread does not stop to hop to
-    the loop and wait there for each push (two thread switches per transition), and the pushes
-    still go out after their commits, in order.
+    """The pushes one call on the database thread makes after its commits, handed to its caller's
+    event loop when the call returns, and delivered there in order (`_Deliveries`) once the caller
+    has gone on: the thread does not stop to hop to the loop and wait there for each push (two
+    thread switches per transition), and the caller (a create about to answer its 201, say) does
+    not wait for them either, though they still go out after their commits, in order.
 
-    Should the caller be cancelled while the thread runs (its client went away), nobody would
-    deliver them: the thread then does, as any other thread does (`async_to_sync`).
+    Should the caller be cancelled while the thread runs (its client went away), nobody would hand
+    them over: the thread then does, when it finishes, so none is lost.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.jobs: list[Callable[[], Awaitable[None]]] = []
         self._lock = threading.Lock()
         self._finished = False
@@ -206,13 +210,12 @@ class Pending:
                 self._finished = True
                 abandoned = self._abandoned
             if abandoned:
-                for job in self.jobs:
-                    async_to_sync(job)()
+                self._deliver_from_thread()
 
-    async def deliver(self) -> None:
-        """Deliver the pushes, in order (on the caller's loop, once the thread has finished)."""
-        for job in self.jobs:
-            await job()
+    def deliver(self) -> None:
+        """Queue the pushes for delivery, in order, on the caller's loop (where this runs)."""
+        if self.jobs:
+            _deliveries.setdefault(self.loop, _Deliveries()).add(self.jobs)
 
     def abandon(self) -> None:
         """The caller was cancelled: the pushes are delivered all the same, by whoever finishes last."""
@@ -220,13 +223,55 @@ class Pending:
             if not self._finished:
                 self._abandoned = True
                 return
-        task = asyncio.ensure_future(self.deliver())
-        _deliveries.add(task)
-        task.add_done_callback(_deliveries.discard)
+        self.deliver()
+
+    def _deliver_from_thread(self) -> None:
+        if not self.jobs:
+            return
+        try:
+            # Queued behind any push the loop has yet to take from earlier jobs of this thread.
+            self.loop.call_soon_threadsafe(self.deliver)
+        except RuntimeError:
+            # The loop has closed (a short-lived `async_to_sync` loop): deliver from here.
+            for job in self.jobs:
+                async_to_sync(job)()
 
 
-# Deliveries left running by a cancelled caller, held until done.
-_deliveries: set[asyncio.Future[None]] = set()
+class _Deliveries:
+    """The pushes waiting for delivery on one event loop, sent one after the other by one task, in
+    the order they were queued: a call's pushes arrive in the order of its transitions."""
+
+    def __init__(self) -> None:
+        self.jobs: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, jobs: list[Callable[[], Awaitable[None]]]) -> None:
+        self.jobs.extend(jobs)
+        if self.task is None:
+            # A fresh context: the deliveries outlive the request whose context we are in.
+            self.task = asyncio.get_running_loop().create_task(self._run(), context=contextvars.Context())
+
+    async def _run(self) -> None:
+        try:
+            while self.jobs:
+                job = self.jobs.popleft()
+                try:
+                    await job()
+                except Exception:
+                    logger.exception("Push delivery failed")
+        finally:
+            self.task = None
+
+
+# Per event loop, the pushes of database-thread calls yet to be delivered.
+_deliveries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deliveries] = weakref.WeakKeyDictionary()
+
+
+async def delivered() -> None:
+    """Wait until the pushes queued on this loop so far have been delivered."""
+    deliveries = _deliveries.get(asyncio.get_running_loop())
+    while deliveries is not None and deliveries.task is not None:
+        await asyncio.shield(deliveries.task)
 
 
 async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: dict[str, Any] | None, api_key_id: int | None) -> None:

@@ -92,8 +92,9 @@ _db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="realtime-db")
 def in_db_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     """`fn` as a coroutine that runs on the database thread (see `_db_thread`).
 
-    The pushes `fn` schedules after its commits are delivered here, on the caller's loop, once it
-    returns (`publish.Pending`), rather than by the database thread hopping to the loop for each.
+    The pushes `fn` schedules after its commits are delivered on the caller's loop, in order, once
+    it returns (`publish.Pending`), rather than by the database thread hopping to the loop for
+    each; and without the caller waiting for them: a create answers its 201 meanwhile.
     """
     if not settings.REALTIME_DB_THREAD:
         return sync_to_async(fn)
@@ -101,16 +102,16 @@ def in_db_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
 
     @functools.wraps(fn)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        pending = publish.Pending()
+        pending = publish.Pending(asyncio.get_running_loop())
         try:
             result = await on_thread(pending, *args, **kwargs)
         except asyncio.CancelledError:
             pending.abandon()
             raise
         except BaseException:
-            await pending.deliver()
+            pending.deliver()
             raise
-        await pending.deliver()
+        pending.deliver()
         return result
 
     return run

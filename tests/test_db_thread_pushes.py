@@ -1,6 +1,7 @@
-"""The pushes of calls run on the database thread (`services.in_db_thread`): delivered by the
-caller on its own event loop once the call returns, in order; by the thread itself when the caller
-was cancelled meanwhile (its client went away), so none is lost."""
+"""The pushes of calls run on the database thread (`services.in_db_thread`): delivered on the
+caller's event loop once the call returns, in order, without the caller waiting for them; handed
+over by the thread itself when the caller was cancelled meanwhile (its client went away), so none
+is lost."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ async def test_it_delivers_a_calls_pushes_in_order_on_the_callers_loop_when_it_r
     publish._deliver = recording  # type: ignore[assignment]
     try:
         assert await services.in_db_thread(transition)() == "done"
+        await publish.delivered()
     finally:
         publish._deliver = deliver  # type: ignore[assignment]
 
@@ -71,3 +73,58 @@ async def test_it_delivers_the_pushes_of_a_cancelled_callers_call_from_the_threa
 
     message = await asyncio.wait_for(layer.receive(channel), 10)
     assert message["event"] == {"id": 3}
+
+
+@pytest.mark.asyncio
+async def test_it_returns_before_the_pushes_are_delivered_and_delivers_them_in_order(settings: Any) -> None:
+    settings.REALTIME_DB_THREAD = True
+    gate = asyncio.Event()
+    delivered: list[int] = []
+
+    async def slow(layer: Any, call_id: str, event: dict[str, Any], *args: Any) -> None:
+        await gate.wait()  # a channel layer slow to answer (Redis far away, say)
+        delivered.append(event["id"])
+
+    def transition(first: int) -> None:
+        publish.send(call_id="call_db_thread_later", event={"id": first}, call=None)
+        publish.send(call_id="call_db_thread_later", event={"id": first + 1}, call=None)
+
+    deliver = publish._deliver
+    publish._deliver = slow  # type: ignore[assignment]
+    try:
+        await services.in_db_thread(transition)(1)
+        await services.in_db_thread(transition)(3)
+        # Both calls returned, their pushes still waiting on the layer.
+        assert delivered == []
+        gate.set()
+        await publish.delivered()
+    finally:
+        publish._deliver = deliver  # type: ignore[assignment]
+
+    assert delivered == [1, 2, 3, 4]
+
+
+@pytest.mark.asyncio
+async def test_it_delivers_the_pushes_after_one_that_failed(settings: Any, caplog: pytest.LogCaptureFixture) -> None:
+    settings.REALTIME_DB_THREAD = True
+    delivered: list[int] = []
+
+    async def failing_first(layer: Any, call_id: str, event: dict[str, Any], *args: Any) -> None:
+        if event["id"] == 1:
+            raise RuntimeError("layer down")
+        delivered.append(event["id"])
+
+    def transition() -> None:
+        publish.send(call_id="call_db_thread_failed", event={"id": 1}, call=None)
+        publish.send(call_id="call_db_thread_failed", event={"id": 2}, call=None)
+
+    deliver = publish._deliver
+    publish._deliver = failing_first  # type: ignore[assignment]
+    try:
+        await services.in_db_thread(transition)()
+        await publish.delivered()
+    finally:
+        publish._deliver = deliver  # type: ignore[assignment]
+
+    assert delivered == [2]
+    assert [record.getMessage() for record in caplog.records if record.name == "realtime.publish"] == ["Push delivery failed"]
