@@ -7,6 +7,7 @@ principal set by the authentication classes (`realtime.auth.authentication`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from inspect import iscoroutinefunction
 from typing import Any
@@ -31,7 +32,7 @@ from rest_framework.viewsets import GenericViewSet
 
 from . import exports, idempotency, openapi, selectors, services, sip
 from .auth.authentication import ApiKeyAuthentication, request_principal
-from .auth.principals import bearer_token
+from .auth.principals import Principal, bearer_token
 from .catalogue import published
 from .exceptions import PayloadTooLarge, RealtimeError, error_body
 from .models import SipRoute
@@ -60,16 +61,31 @@ class ViewSet(adrf_viewsets.ViewSet):
     """adrf's ViewSet, checking sync throttles without a trip to the event loop, and an async
     action's checks with an API key without the request's thread."""
 
+    # Set by `async_dispatch` when the action makes the request's checks itself (`checks_later`).
+    checks_deferred = False
+
+    def checks_later(self, request: Request) -> bool:
+        """Whether the action makes the checks of a request with an API key itself (`run_checks`),
+        on the database thread in the same trip as its first database work, rather than in a trip
+        of their own before it starts. None does unless it says so."""
+        return False
+
     async def async_dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         """adrf's `async_dispatch`, with `initial` (authentication, permissions, throttles, content
-        negotiation) run by `initial_async` instead of always on the request's thread."""
+        negotiation) run by `initial_async` instead of always on the request's thread, or its
+        checks left to the action (`checks_later`)."""
         self.args = args
         self.kwargs = kwargs
         drf_request = self.initialize_request(request, *args, **kwargs)
         self.request = drf_request
         self.headers = self.default_response_headers
         try:
-            await self.initial_async(drf_request, *args, **kwargs)
+            if self.checks_later(drf_request) and self._key_checks_in_memory(drf_request):
+                self.checks_deferred = True
+                # Everything `initial` does but the checks, which the action runs with run_checks.
+                self.initial(drf_request, *args, **kwargs)
+            else:
+                await self.initial_async(drf_request, *args, **kwargs)
             method = (drf_request.method or "").lower()
             handler: Any = self.http_method_not_allowed
             if method in self.http_method_names:
@@ -79,40 +95,81 @@ class ViewSet(adrf_viewsets.ViewSet):
             else:
                 response = await sync_to_async(handler)(drf_request, *args, **kwargs)
         except Exception as exc:
-            response = self.handle_exception(exc)
+            response = self.handle_exception(await self._refusal_first(drf_request, exc))
         self.response = self.finalize_response(drf_request, response, *args, **kwargs)
         return self.response
 
+    async def _refusal_first(self, request: Request, exc: Exception) -> Exception:
+        """The error to answer: the action's, unless it failed before making the checks it was left
+        (a body it could not use, say) and they refuse who is asking, as `initial` would have."""
+        if not self.checks_deferred:
+            return exc
+        try:
+            await services.in_db_thread(self.run_checks)(request)
+        except Exception as refusal:
+            return refusal
+        return exc
+
+    def _key_checks_in_memory(self, request: Request) -> bool:
+        """A request with a bearer key whose every check but the key's read is in memory (our
+        permission classes, sync throttles counting in the process's own cache)."""
+        authenticators = request.authenticators or ()
+        return (
+            bool(authenticators)
+            and type(authenticators[0]) is ApiKeyAuthentication
+            and bearer_token(request.META.get("HTTP_AUTHORIZATION", "")) is not None
+            and all(type(permission) in LOOP_PERMISSIONS for permission in self.get_permissions())
+            and isinstance(caches["default"], LocMemCache)
+            and all(isinstance(throttle, RealtimeThrottle) for throttle in self.get_throttles())
+        )
+
     async def initial_async(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        """`initial` for a request with a bearer key when every check it makes is in memory (our
-        permission classes, sync throttles counting in the process's own cache): the key is read on
-        the database thread, the rest runs here. The request's thread is then left unused, which
-        spares it the hops of the request signals too (realtime/handler.py; the figures measured
-        for the two together are there). Otherwise, `initial` on the request's thread, as adrf does."""
-        authenticators = request.authenticators
-        if (
-            not authenticators
-            or type(authenticators[0]) is not ApiKeyAuthentication
-            or bearer_token(request.META.get("HTTP_AUTHORIZATION", "")) is None
-            or not all(type(permission) in LOOP_PERMISSIONS for permission in self.get_permissions())
-            or not isinstance(caches["default"], LocMemCache)
-            or not all(isinstance(throttle, RealtimeThrottle) for throttle in self.get_throttles())
-        ):
+        """`initial` for a request with a bearer key when every check it makes is in memory: the key
+        is read on the database thread, the rest runs here. The request's thread is then left
+        unused, which spares it the hops of the request signals too (realtime/handler.py; the
+        figures measured for the two together are there). Otherwise, `initial` on the request's
+        thread, as adrf does."""
+        if not self._key_checks_in_memory(request):
             await sync_to_async(self.initial)(request, *args, **kwargs)
             return
-        authenticator = authenticators[0]
+        await services.in_db_thread(self._authenticate_with_key)(request)
+        self.initial(request, *args, **kwargs)
+
+    @staticmethod
+    def _authenticate_with_key(request: Request) -> None:
+        """Request._authenticate for a request with a bearer key: its principal, or AuthenticationFailed."""
+        assert request.authenticators  # an ApiKeyAuthentication first (_key_checks_in_memory)
+        authenticator = request.authenticators[0]
         try:
-            # With a bearer token: the key's principal, or AuthenticationFailed.
-            found = await services.in_db_thread(authenticator.authenticate)(request)
+            found: Any = authenticator.authenticate(request)
         except exceptions.APIException:
             request._not_authenticated()  # type: ignore[attr-defined]  # as Request._authenticate does
             raise
-        assert found is not None  # a bearer token was checked above: the key's principal or a refusal
+        assert found is not None  # a bearer token was checked: the key's principal or a refusal
         request._authenticator = authenticator  # type: ignore[attr-defined]  # as Request._authenticate does
         request.user, request.auth = found
-        self.initial(request, *args, **kwargs)
+
+    def run_checks(self, request: Request) -> Principal:
+        """The checks `initial` left to the action (`checks_later`), on the thread they run on (the
+        database thread: the key is read there): the key, permissions, throttles. Returns the
+        request's principal, or raises the refusal `initial` would have raised."""
+        self.checks_deferred = False
+        self._authenticate_with_key(request)
+        self.check_permissions(request)
+        self.check_throttles(request)
+        return request_principal(request)
+
+    def perform_authentication(self, request: Request) -> None:
+        if not self.checks_deferred:
+            super().perform_authentication(request)
+
+    def check_permissions(self, request: Request) -> None:
+        if not self.checks_deferred:
+            super().check_permissions(request)
 
     def check_throttles(self, request: Request) -> None:
+        if self.checks_deferred:
+            return
         # adrf runs `async_to_sync(check_async_throttles)` even when no throttle is async: from the
         # request's thread, a round trip to the event loop for nothing (about 2 % of the broker's
         # CPU per create, measured with py-spy). Ours are all sync: DRF's own check is the same one.
@@ -177,11 +234,17 @@ class CallViewSet(ViewSet):
             )
         super().initial(request, *args, **kwargs)
 
+    def checks_later(self, request: Request) -> bool:
+        # A create's first database work is recording the call: the key is read in the same trip to
+        # the database thread, the call recorded right after the checks pass. Not with an
+        # Idempotency-Key, whose scope (the key) is needed before that.
+        return self.action == "create" and idempotency.HEADER not in request.headers
+
     async def create(self, request: Request) -> Response:
         serializer = CallCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)  # pure validation: no I/O, no thread hop
         answer = await idempotency.call_create(
-            principal=request_principal(request),
+            principal=functools.partial(self.run_checks, request) if self.checks_deferred else request_principal(request),
             offer=serializer.validated_data["sdp"],
             session=serializer.validated_data["session"],
             idempotency_key=request.headers.get(idempotency.HEADER),

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,14 +58,20 @@ class Answer:
     headers: dict[str, str]
 
 
-async def call_create(*, principal: Principal, offer: str, session: SessionConfig, idempotency_key: str | None) -> Answer:
+async def call_create(
+    *, principal: Principal | Callable[[], Principal], offer: str, session: SessionConfig, idempotency_key: str | None
+) -> Answer:
     """Create a call for `principal` (the API's POST), at most once per Idempotency-Key.
+
+    `principal` may be the request's checks instead (without an Idempotency-Key): they run on the
+    database thread just before the call is recorded, and return it or refuse the request.
 
     Returns the response to send: the new call (201), or the first request's stored response with
     `Idempotent-Replayed: true`. Errors propagate, after the key was stored or released as the
     module docstring says.
     """
     if idempotency_key is not None:
+        assert isinstance(principal, Principal)  # the key's scope is the principal's
         idempotency_key = clean_key(idempotency_key)
     # The view's cancellation (the client went away) must not cancel a create half-way.
     task = asyncio.ensure_future(_create_once(principal, offer, session, idempotency_key))
@@ -102,9 +109,10 @@ async def _hang_up(call_id: str) -> None:
         await services.call_hangup(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.SYSTEM, data={"client_gone": True})
 
 
-async def _create_once(principal: Principal, offer: str, session: SessionConfig, key: str | None) -> Answer:
+async def _create_once(principal: Principal | Callable[[], Principal], offer: str, session: SessionConfig, key: str | None) -> Answer:
     if key is None:
         return await _create(principal, offer, session)
+    assert isinstance(principal, Principal)
     scope = scope_for(principal)
     digest = request_hash(sdp=offer, session=session.requested)
     replay = await sync_to_async(reserve)(scope=scope, key=key, digest=digest)
@@ -128,11 +136,18 @@ async def _create_once(principal: Principal, offer: str, session: SessionConfig,
     return created
 
 
-async def _create(principal: Principal, offer: str, session: SessionConfig) -> Answer:
-    call = await services.call_create(
-        offer=offer, session=session, actor=principal.actor, api_key=principal.api_key, data=principal.audit()
-    )
+async def _create(principal: Principal | Callable[[], Principal], offer: str, session: SessionConfig) -> Answer:
+    if isinstance(principal, Principal):
+        call = await services.call_create(offer=offer, session=session, **_owner(principal))
+    else:
+        checks = principal
+        call = await services.call_create(offer=offer, session=session, admit=lambda: _owner(checks()))
     return Answer(201, created_body(call, warnings=session.warnings), {})
+
+
+def _owner(principal: Principal) -> dict[str, Any]:
+    """Who a call `principal` creates is for, as services.call_create takes it."""
+    return {"actor": principal.actor, "api_key": principal.api_key, "data": principal.audit()}
 
 
 def scope_for(principal: Principal) -> str:

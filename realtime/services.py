@@ -422,9 +422,16 @@ async def call_create(
     actor: CallEvent.Actor = CallEvent.Actor.API,
     api_key: ApiKey | None = None,
     data: dict[str, Any] | None = None,
+    admit: Callable[[], dict[str, Any]] | None = None,
 ) -> Call:
-    """Record the call, ask OpenAI for an answer, and activate it; a refusal leaves it `failed`."""
-    call = await in_db_thread(call_open)(offer=offer, session=session, source=source, actor=actor, api_key=api_key, data=data)
+    """Record the call, ask OpenAI for an answer, and activate it; a refusal leaves it `failed`.
+
+    `admit`, if given, runs on the database thread just before the call is recorded, in the same
+    trip (the API's checks of the request, which read its key there): it returns who the call is
+    for (`actor`, `api_key`, `data`, in place of those arguments) or raises, and nothing is recorded.
+    """
+    opening = {"actor": actor, "api_key": api_key, "data": data}
+    call = await in_db_thread(_admitted_open)(admit, offer=offer, session=session, source=source, **opening)
     try:
         created = await upstream.create_call(sdp=offer, session=session.upstream)
     except UpstreamError as exc:
@@ -445,6 +452,12 @@ async def call_create(
         await hangup_upstream(call=call)
         raise CallStateConflict(_("The call was ended while it was being set up."), details={"call_id": call.call_id})
     return call
+
+
+def _admitted_open(admit: Callable[[], dict[str, Any]] | None, **opening: Any) -> Call:
+    if admit is not None:
+        opening |= admit()
+    return call_open(**opening)
 
 
 async def call_hangup(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data: dict[str, Any] | None = None) -> Call:

@@ -21,7 +21,7 @@ from django.db import connections
 from iaposte.asgi import application
 from realtime import services
 from realtime.handler import LOOP_HOOKS, RealtimeASGIHandler, RequestThread
-from realtime.models import ApiKey
+from realtime.models import ApiKey, Call
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -236,3 +236,76 @@ async def test_it_checks_an_api_key_request_off_its_thread_and_refuses_a_revoked
         "details": {},
     }
     assert {name.lower(): value for name, value in response["headers"]}[b"www-authenticate"] == b'Bearer realm="api"'
+
+
+async def _api_key_request(path: str, raw: str, body: dict[str, Any], hops: list[Any] | None = None) -> dict[str, Any]:
+    """The response, and in `ran` the names of the functions it sent to threads."""
+    content = json.dumps(body).encode()
+    headers = [
+        (b"authorization", f"Bearer {raw}".encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+    ]
+    try:
+        response = await _request("POST", path, body=content, headers=headers)
+        return {**response, "ran": [getattr(fn, "__name__", "") for fn in hops or ()]}
+    finally:
+        # The database thread outlives the test: its connection must not.
+        await services.in_db_thread(connections.close_all)()
+
+
+@pytest.mark.upstream
+async def test_it_reads_a_creates_key_in_the_trip_that_records_the_call(settings, hops, sdp_offer):
+    settings.REALTIME_LOCAL_MODE = False
+    settings.REALTIME_DB_THREAD = True
+    key = ApiKey(name="crm")
+    raw = await sync_to_async(services.api_key_create)(key, by=services.SYSTEM)
+    hops.clear()
+
+    response = await _api_key_request("/api/realtime/calls", raw, {"sdp": sdp_offer}, hops)
+
+    assert response["status"] == 201, response["body"]
+    call = await Call.objects.aget(call_id=json.loads(response["body"])["call_id"])
+    assert (call.status, call.api_key_id) == (Call.Status.ACTIVE, key.pk)
+    assert [event async for event in call.events.order_by("id").values_list("event_type", "actor")] == [
+        ("call.created", "api"),
+        ("call.answered", "upstream"),
+    ]
+    # Two trips to the database thread: the key read and the call recorded, then the answer.
+    assert response["ran"] == ["run", "run"], response["body"]
+
+
+async def test_it_refuses_a_revoked_keys_create_in_one_trip_recording_nothing(settings, hops, sdp_offer):
+    settings.REALTIME_LOCAL_MODE = False
+    settings.REALTIME_DB_THREAD = True
+    key = ApiKey(name="crm")
+    raw = await sync_to_async(services.api_key_create)(key, by=services.SYSTEM)
+    await sync_to_async(services.api_key_revoke)(ApiKey.objects.filter(pk=key.pk), by=services.SYSTEM)
+    hops.clear()
+
+    response = await _api_key_request("/api/realtime/calls", raw, {"sdp": sdp_offer}, hops)
+
+    assert response["status"] == 401
+    assert json.loads(response["body"])["error"]["code"] == "authentication_failed"
+    assert not await Call.objects.aexists()
+    assert response["ran"] == ["run", "log_response"]
+
+
+async def test_it_refuses_an_unusable_create_body_after_the_key_as_before(settings, hops):
+    settings.REALTIME_LOCAL_MODE = False
+    settings.REALTIME_DB_THREAD = True
+    key = ApiKey(name="crm")
+    raw = await sync_to_async(services.api_key_create)(key, by=services.SYSTEM)
+
+    hops.clear()
+    invalid = await _api_key_request("/api/realtime/calls", raw, {"sdp": "not an offer"}, hops)
+    unknown_key = await _api_key_request("/api/realtime/calls", raw + "x", {"sdp": "not an offer"})
+
+    assert invalid["status"] == 400
+    assert json.loads(invalid["body"])["error"]["code"] == "invalid_sdp"
+    # The checks in a trip of their own, since no call is recorded.
+    assert invalid["ran"] == ["run", "log_response"]
+    # Who is asking is refused first, whatever the body.
+    assert unknown_key["status"] == 401
+    assert json.loads(unknown_key["body"])["error"]["code"] == "authentication_failed"
+    assert not await Call.objects.aexists()
