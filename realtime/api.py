@@ -35,7 +35,7 @@ from .auth.authentication import ApiKeyAuthentication, request_principal
 from .auth.principals import Principal, bearer_token
 from .catalogue import published
 from .exceptions import PayloadTooLarge, RealtimeError, error_body
-from .models import SipRoute
+from .models import Call, SipRoute
 from .pagination import CallPagination, EventPagination
 from .permissions import CallDataErase, RealtimeAccess, SipRouteAccess
 from .serializers import (
@@ -152,11 +152,13 @@ class ViewSet(adrf_viewsets.ViewSet):
     def run_checks(self, request: Request) -> Principal:
         """The checks `initial` left to the action (`checks_later`), on the thread they run on (the
         database thread: the key is read there): the key, permissions, throttles. Returns the
-        request's principal, or raises the refusal `initial` would have raised."""
-        self.checks_deferred = False
-        self._authenticate_with_key(request)
-        self.check_permissions(request)
-        self.check_throttles(request)
+        request's principal, or raises the refusal `initial` would have raised. Once they are made
+        (or when they were not left to the action), the principal alone."""
+        if self.checks_deferred:
+            self.checks_deferred = False
+            self._authenticate_with_key(request)
+            self.check_permissions(request)
+            self.check_throttles(request)
         return request_principal(request)
 
     def perform_authentication(self, request: Request) -> None:
@@ -237,7 +239,10 @@ class CallViewSet(ViewSet):
     def checks_later(self, request: Request) -> bool:
         # A create's first database work is recording the call: the key is read in the same trip to
         # the database thread, the call recorded right after the checks pass. Not with an
-        # Idempotency-Key, whose scope (the key) is needed before that.
+        # Idempotency-Key, whose scope (the key) is needed before that. A DELETE's is reading the
+        # call: the key, the call and its end in one trip.
+        if self.action == "destroy":
+            return True
         return self.action == "create" and idempotency.HEADER not in request.headers
 
     async def create(self, request: Request) -> Response:
@@ -283,10 +288,15 @@ class CallViewSet(ViewSet):
 
     async def destroy(self, request: Request, call_id: str) -> Response:
         """Ends the call (hangs up upstream); the record stays for audit."""
-        principal = request_principal(request)
-        call = await services.in_db_thread(selectors.call_get)(call_id=call_id, principal=principal, documents=False)
-        # Who ended it goes into the call.ended event: the key's prefix, or the staff user's name.
-        call = await services.call_hangup(call=call, reason=principal.end_reason, actor=principal.actor, data=principal.audit() or None)
+
+        def end() -> Call:
+            # On the database thread: the checks left to the action, the call's lookup and its end.
+            principal = self.run_checks(request)
+            call = selectors.call_get(call_id=call_id, principal=principal, documents=False)
+            # Who ended it goes into the call.ended event: the key's prefix, or the staff user's name.
+            return services.call_end(call=call, reason=principal.end_reason, actor=principal.actor, data=principal.audit() or None)
+
+        call = await services.call_hangup_by(end)
         return Response({"success": True, "call": represent(CallSerializer, call), "message": _("Call ended")})
 
     # adrf runs async actions; DRF's stubs type @action for sync methods only.

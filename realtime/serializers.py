@@ -81,7 +81,9 @@ class CallCreateInputSerializer(serializers.Serializer):
             if unknown:
                 raise InvalidInput(unknown[0][:100], _("unknown parameter."))
         values = super().to_internal_value(data)
-        values.setdefault("session", sessions.parse_session({}))
+        if "session" not in values:
+            # Not setdefault: its argument, a whole session parsed, would be built for every create.
+            values["session"] = sessions.parse_session({})
         return values
 
 

@@ -462,7 +462,13 @@ def _admitted_open(admit: Callable[[], dict[str, Any]] | None, **opening: Any) -
 
 async def call_hangup(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data: dict[str, Any] | None = None) -> Call:
     """End the call here (exactly once), then hang it up upstream; the winner alone hangs up."""
-    call = await in_db_thread(call_end)(call=call, reason=reason, actor=actor, data=data)
+    return await call_hangup_by(functools.partial(call_end, call=call, reason=reason, actor=actor, data=data))
+
+
+async def call_hangup_by(end: Callable[[], Call]) -> Call:
+    """`call_hangup`, the call ended by `end` on the database thread: `call_end` with its arguments,
+    after what the caller reads or checks first in the same trip (the API's DELETE: its key, the call)."""
+    call = await in_db_thread(end)()
     if call.upstream_id:
         await hangup_upstream(call=call)
     return call

@@ -217,9 +217,9 @@ async def test_it_checks_an_api_key_request_off_its_thread_and_refuses_a_revoked
 
     assert response["status"] == 404
     assert json.loads(response["body"])["error"]["code"] == "call_not_found"
-    # The key read and the call's lookup on the database thread, the 404's log line on Django's
-    # own pool; nothing on the request's thread, so no hop for the request signals either.
-    assert ran == ["run", "run", "log_response"]
+    # The key read and the call's lookup in one trip to the database thread, the 404's log line on
+    # Django's own pool; nothing on the request's thread, so no hop for the request signals either.
+    assert ran == ["run", "log_response"]
 
     await sync_to_async(services.api_key_revoke)(ApiKey.objects.filter(pk=key.pk), by=services.SYSTEM)
     try:
@@ -309,3 +309,27 @@ async def test_it_refuses_an_unusable_create_body_after_the_key_as_before(settin
     assert unknown_key["status"] == 401
     assert json.loads(unknown_key["body"])["error"]["code"] == "authentication_failed"
     assert not await Call.objects.aexists()
+
+
+async def test_it_ends_a_call_in_the_trip_that_reads_the_key(settings, hops, make_call):
+    settings.REALTIME_LOCAL_MODE = False
+    settings.REALTIME_DB_THREAD = True
+    key = ApiKey(name="crm")
+    raw = await sync_to_async(services.api_key_create)(key, by=services.SYSTEM)
+    call = await sync_to_async(make_call)(api_key=key)
+    hops.clear()
+
+    try:
+        response = await _request("DELETE", f"/api/realtime/calls/{call.call_id}", headers=[(b"authorization", f"Bearer {raw}".encode())])
+        ran = [getattr(fn, "__name__", "") for fn in hops]
+    finally:
+        await services.in_db_thread(connections.close_all)()
+
+    assert response["status"] == 200
+    assert json.loads(response["body"])["call"]["status"] == "ended"
+    await call.arefresh_from_db()
+    assert (call.status, call.end_reason) == (Call.Status.ENDED, Call.EndReason.API_HANGUP)
+    ended = [event async for event in call.events.filter(event_type="call.ended").values_list("actor", "data")]
+    assert ended == [("api", {"reason": "api_hangup", "duration_seconds": 0, "api_key": key.prefix})]
+    # The key, the call and its end in one trip (a pending call: nothing to hang up upstream).
+    assert ran == ["run"]
