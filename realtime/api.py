@@ -238,12 +238,10 @@ class CallViewSet(ViewSet):
 
     def checks_later(self, request: Request) -> bool:
         # A create's first database work is recording the call: the key is read in the same trip to
-        # the database thread, the call recorded right after the checks pass. Not with an
-        # Idempotency-Key, whose scope (the key) is needed before that. A DELETE's is reading the
-        # call: the key, the call and its end in one trip.
-        if self.action == "destroy":
-            return True
-        return self.action == "create" and idempotency.HEADER not in request.headers
+        # the database thread, the call recorded right after the checks pass; with an
+        # Idempotency-Key, reserving the key. A DELETE's is reading the call: the key, the call and
+        # its end in one trip.
+        return self.action in ("create", "destroy")
 
     async def create(self, request: Request) -> Response:
         serializer = CallCreateInputSerializer(data=request.data)

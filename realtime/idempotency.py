@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -63,15 +62,15 @@ async def call_create(
 ) -> Answer:
     """Create a call for `principal` (the API's POST), at most once per Idempotency-Key.
 
-    `principal` may be the request's checks instead (without an Idempotency-Key): they run on the
-    database thread just before the call is recorded, and return it or refuse the request.
+    `principal` may be the request's checks instead: they run on the database thread in the trip of
+    the create's first database work (the key's reservation, or the call's recording), and return
+    the principal or refuse the request.
 
     Returns the response to send: the new call (201), or the first request's stored response with
     `Idempotent-Replayed: true`. Errors propagate, after the key was stored or released as the
     module docstring says.
     """
     if idempotency_key is not None:
-        assert isinstance(principal, Principal)  # the key's scope is the principal's
         idempotency_key = clean_key(idempotency_key)
     # The view's cancellation (the client went away) must not cancel a create half-way.
     task = asyncio.ensure_future(_create_once(principal, offer, session, idempotency_key))
@@ -112,27 +111,28 @@ async def _hang_up(call_id: str) -> None:
 async def _create_once(principal: Principal | Callable[[], Principal], offer: str, session: SessionConfig, key: str | None) -> Answer:
     if key is None:
         return await _create(principal, offer, session)
-    assert isinstance(principal, Principal)
-    scope = scope_for(principal)
     digest = request_hash(sdp=offer, session=session.requested)
-    replay = await sync_to_async(reserve)(scope=scope, key=key, digest=digest)
+    # Keys, like everything of a create, are read and written on the database thread (no hop onto
+    # the request's own thread, with its request signals).
+    principal, replay = await services.in_db_thread(_checked_reserve)(principal, key=key, digest=digest)
+    scope = scope_for(principal)
     if replay is not None:
         return Answer(replay.status, replay.body, {**replay.headers, "Idempotent-Replayed": "true"})
     try:
         created = await _create(principal, offer, session)
     except TooManyCalls:
         # Refused before any call was recorded: the key stays free, so a retry may succeed.
-        await sync_to_async(release)(scope=scope, key=key)
+        await services.in_db_thread(release)(scope=scope, key=key)
         raise
     except RealtimeError as exc:
         # A call was recorded (and failed): retrying must not start another one.
         body = error_body(exc.code, exc.message, exc.details)
-        await sync_to_async(complete)(scope=scope, key=key, status=exc.status, body=body, headers=exc.headers)
+        await services.in_db_thread(complete)(scope=scope, key=key, status=exc.status, body=body, headers=exc.headers)
         raise
     except BaseException:
-        await sync_to_async(release)(scope=scope, key=key)
+        await services.in_db_thread(release)(scope=scope, key=key)
         raise
-    await sync_to_async(complete)(scope=scope, key=key, status=created.status, body=created.body)
+    await services.in_db_thread(complete)(scope=scope, key=key, status=created.status, body=created.body)
     return created
 
 
@@ -169,6 +169,12 @@ def clean_key(raw: str) -> str:
     if not key or len(key) > MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
         raise InvalidInput(HEADER, _("must be 1 to %(n)d printable ASCII characters.") % {"n": MAX_KEY_LENGTH})
     return key
+
+
+def _checked_reserve(principal: Principal | Callable[[], Principal], *, key: str, digest: str) -> tuple[Principal, Answer | None]:
+    """The principal (the request's checks made first, if they were left to this trip) and `reserve`'s answer."""
+    checked = principal if isinstance(principal, Principal) else principal()
+    return checked, reserve(scope=scope_for(checked), key=key, digest=digest)
 
 
 def reserve(*, scope: str, key: str, digest: str) -> Answer | None:

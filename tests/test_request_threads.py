@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import pytest_asyncio
 from asgiref.sync import SyncToAsync, sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth.models import User
@@ -21,7 +22,7 @@ from django.db import connections
 from iaposte.asgi import application
 from realtime import services
 from realtime.handler import LOOP_HOOKS, RealtimeASGIHandler, RequestThread
-from realtime.models import ApiKey, Call
+from realtime.models import ApiKey, Call, IdempotencyKey
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -238,13 +239,16 @@ async def test_it_checks_an_api_key_request_off_its_thread_and_refuses_a_revoked
     assert {name.lower(): value for name, value in response["headers"]}[b"www-authenticate"] == b'Bearer realm="api"'
 
 
-async def _api_key_request(path: str, raw: str, body: dict[str, Any], hops: list[Any] | None = None) -> dict[str, Any]:
+async def _api_key_request(
+    path: str, raw: str, body: dict[str, Any], hops: list[Any] | None = None, headers: list[tuple[bytes, bytes]] | None = None
+) -> dict[str, Any]:
     """The response, and in `ran` the names of the functions it sent to threads."""
     content = json.dumps(body).encode()
     headers = [
         (b"authorization", f"Bearer {raw}".encode()),
         (b"content-type", b"application/json"),
         (b"content-length", str(len(content)).encode()),
+        *(headers or []),
     ]
     try:
         response = await _request("POST", path, body=content, headers=headers)
@@ -254,12 +258,19 @@ async def _api_key_request(path: str, raw: str, body: dict[str, Any], hops: list
         await services.in_db_thread(connections.close_all)()
 
 
-@pytest.mark.upstream
-async def test_it_reads_a_creates_key_in_the_trip_that_records_the_call(settings, hops, sdp_offer):
+@pytest_asyncio.fixture
+async def db_thread_key(settings: Any) -> tuple[ApiKey, str]:
+    """An API key and its raw value, requests needing one (local mode off), the database thread on."""
     settings.REALTIME_LOCAL_MODE = False
     settings.REALTIME_DB_THREAD = True
     key = ApiKey(name="crm")
     raw = await sync_to_async(services.api_key_create)(key, by=services.SYSTEM)
+    return key, raw
+
+
+@pytest.mark.upstream
+async def test_it_reads_a_creates_key_in_the_trip_that_records_the_call(db_thread_key, hops, sdp_offer):
+    key, raw = db_thread_key
     hops.clear()
 
     response = await _api_key_request("/api/realtime/calls", raw, {"sdp": sdp_offer}, hops)
@@ -275,11 +286,8 @@ async def test_it_reads_a_creates_key_in_the_trip_that_records_the_call(settings
     assert response["ran"] == ["run", "run"], response["body"]
 
 
-async def test_it_refuses_a_revoked_keys_create_in_one_trip_recording_nothing(settings, hops, sdp_offer):
-    settings.REALTIME_LOCAL_MODE = False
-    settings.REALTIME_DB_THREAD = True
-    key = ApiKey(name="crm")
-    raw = await sync_to_async(services.api_key_create)(key, by=services.SYSTEM)
+async def test_it_refuses_a_revoked_keys_create_in_one_trip_recording_nothing(db_thread_key, hops, sdp_offer):
+    key, raw = db_thread_key
     await sync_to_async(services.api_key_revoke)(ApiKey.objects.filter(pk=key.pk), by=services.SYSTEM)
     hops.clear()
 
@@ -291,11 +299,8 @@ async def test_it_refuses_a_revoked_keys_create_in_one_trip_recording_nothing(se
     assert response["ran"] == ["run", "log_response"]
 
 
-async def test_it_refuses_an_unusable_create_body_after_the_key_as_before(settings, hops):
-    settings.REALTIME_LOCAL_MODE = False
-    settings.REALTIME_DB_THREAD = True
-    key = ApiKey(name="crm")
-    raw = await sync_to_async(services.api_key_create)(key, by=services.SYSTEM)
+async def test_it_refuses_an_unusable_create_body_after_the_key_as_before(db_thread_key, hops):
+    _key, raw = db_thread_key
 
     hops.clear()
     invalid = await _api_key_request("/api/realtime/calls", raw, {"sdp": "not an offer"}, hops)
@@ -311,11 +316,8 @@ async def test_it_refuses_an_unusable_create_body_after_the_key_as_before(settin
     assert not await Call.objects.aexists()
 
 
-async def test_it_ends_a_call_in_the_trip_that_reads_the_key(settings, hops, make_call):
-    settings.REALTIME_LOCAL_MODE = False
-    settings.REALTIME_DB_THREAD = True
-    key = ApiKey(name="crm")
-    raw = await sync_to_async(services.api_key_create)(key, by=services.SYSTEM)
+async def test_it_ends_a_call_in_the_trip_that_reads_the_key(db_thread_key, hops, make_call):
+    key, raw = db_thread_key
     call = await sync_to_async(make_call)(api_key=key)
     hops.clear()
 
@@ -333,3 +335,26 @@ async def test_it_ends_a_call_in_the_trip_that_reads_the_key(settings, hops, mak
     assert ended == [("api", {"reason": "api_hangup", "duration_seconds": 0, "api_key": key.prefix})]
     # The key, the call and its end in one trip (a pending call: nothing to hang up upstream).
     assert ran == ["run"]
+
+
+@pytest.mark.upstream
+async def test_it_reserves_an_idempotency_key_in_the_trip_that_reads_the_api_key(db_thread_key, hops, sdp_offer):
+    key, raw = db_thread_key
+    hops.clear()
+
+    idempotent = [(b"idempotency-key", b"order-42")]
+    first = await _api_key_request("/api/realtime/calls", raw, {"sdp": sdp_offer}, hops, headers=idempotent)
+    hops.clear()
+    again = await _api_key_request("/api/realtime/calls", raw, {"sdp": sdp_offer}, hops, headers=idempotent)
+
+    assert first["status"] == 201, first["body"]
+    # The API key and the reservation, the call recorded, the answer, the response stored: all on
+    # the database thread, nothing on the request's thread.
+    assert first["ran"] == ["run", "run", "run", "run"]
+    assert again["status"] == 201
+    assert json.loads(again["body"]) == json.loads(first["body"])
+    assert {name.lower(): value for name, value in again["headers"]}[b"idempotent-replayed"] == b"true"
+    assert again["ran"] == ["run"]
+    assert await Call.objects.acount() == 1
+    row = await IdempotencyKey.objects.aget()
+    assert (row.scope, row.key, row.response_status) == (f"key:{key.pk}", "order-42", 201)
