@@ -214,8 +214,12 @@ class Pending:
 
     def deliver(self) -> None:
         """Queue the pushes for delivery, in order, on the caller's loop (where this runs)."""
-        if self.jobs:
-            _deliveries.setdefault(self.loop, _Deliveries()).add(self.jobs)
+        if not self.jobs:
+            return
+        deliveries = _deliveries.get(self.loop)
+        if deliveries is None:
+            deliveries = _deliveries[self.loop] = _Deliveries()
+        deliveries.add(self.jobs)
 
     def abandon(self) -> None:
         """The caller was cancelled: the pushes are delivered all the same, by whoever finishes last."""
