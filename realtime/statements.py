@@ -26,7 +26,10 @@ from typing import Any, TypeVar, cast
 from django.db import connection
 from django.db.models import Field, Model
 
-from .models import Call
+from .counters import Upsert
+from .models import Call, CallEvent
+from .webhooks import outbox
+from .webhooks.outbox import Subscriber
 
 M = TypeVar("M", bound=Model)
 
@@ -42,19 +45,27 @@ def _insert_sql(vendor: str, table: str, columns: tuple[str, ...]) -> str:
     return sql if vendor == "sqlite" else f"{sql} RETURNING {quote('id')}"
 
 
+def _values(obj: Model, fields: list[Field]) -> list[Any]:
+    """The values of a new row's fields, as `obj.save()` prepares them (defaults applied)."""
+    return [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+
+
+def _inserted(obj: Model, pk: int) -> None:
+    obj.pk = pk
+    obj._state.adding = False
+    obj._state.db = connection.alias
+
+
 def insert(obj: Model) -> None:
     """Save a new model instance (one INSERT; its primary key set from the database), as
     `obj.save()` would: every concrete field, defaults applied (`pre_save`). No signals are sent
     (none is connected to the models this is used for)."""
     meta = obj._meta
     fields = [f for f in meta.local_concrete_fields if not f.primary_key]
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
     sql = _insert_sql(connection.vendor, meta.db_table, tuple(f.column for f in fields))
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        obj.pk = cursor.lastrowid if connection.vendor == "sqlite" else cursor.fetchone()[0]
-    obj._state.adding = False
-    obj._state.db = connection.alias
+        cursor.execute(sql, _values(obj, fields))
+        _inserted(obj, cursor.lastrowid if connection.vendor == "sqlite" else cursor.fetchone()[0])
 
 
 @functools.cache
@@ -65,9 +76,7 @@ def _update_sql(vendor: str, table: str, columns: tuple[str, ...], where: tuple[
     return f"UPDATE {quote(table)} SET {sets} WHERE {quote('id')} = %s AND {conditions}"
 
 
-def update_if(model: type[Model], pk: int, where: dict[str, Any], changes: dict[str, Any]) -> int:
-    """`model.objects.filter(pk=pk, **where).update(**changes)` for plain values (a None in
-    `where` means IS NULL); returns the number of rows changed (0 or 1)."""
+def _update(model: type[Model], pk: int, where: dict[str, Any], changes: dict[str, Any]) -> tuple[str, list[Any]]:
     meta = model._meta
     fields = [cast(Field, meta.get_field(name)) for name in changes]
     conditions = [(cast(Field, meta.get_field(name)), value) for name, value in where.items()]
@@ -75,10 +84,103 @@ def update_if(model: type[Model], pk: int, where: dict[str, Any], changes: dict[
     params.append(pk)
     params += [f.get_db_prep_value(value, connection) for f, value in conditions if value is not None]
     shape = tuple((f.column, value is None) for f, value in conditions)
-    sql = _update_sql(connection.vendor, meta.db_table, tuple(f.column for f in fields), shape)
+    return _update_sql(connection.vendor, meta.db_table, tuple(f.column for f in fields), shape), params
+
+
+def update_if(model: type[Model], pk: int, where: dict[str, Any], changes: dict[str, Any]) -> int:
+    """`model.objects.filter(pk=pk, **where).update(**changes)` for plain values (a None in
+    `where` means IS NULL); returns the number of rows changed (0 or 1)."""
+    sql, params = _update(model, pk, where, changes)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
+
+
+def transition(
+    event: CallEvent,
+    *,
+    upserts: list[Upsert],
+    endpoints: bool,
+    new: bool = False,
+    where: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None,
+) -> list[Subscriber] | None:
+    """Write a change of `event.call` with its event: insert the call (`new`), or apply `changes` to
+    it if it still matches `where` (plain values, as `update_if`), or neither; then the event (its
+    primary key set), the counters' `upserts`, and read the webhook endpoints that may hear about
+    the call when `endpoints` (outbox.in_scope). Returns those endpoints ([] when not read), or
+    None when the call no longer matched `where`: then nothing was written.
+
+    On PostgreSQL, one statement (a `WITH` whose parts are the statements SQLite runs one by one,
+    each written only if the change was): a transition's statements were each a round trip, which
+    on a create's path cost more than the database's work itself (docs/benchmarks.md).
+    """
+    call = event.call
+    if connection.vendor != "postgresql":
+        if new:
+            insert(call)
+            event.call_id = call.pk
+        elif changes is not None and not update_if(Call, call.pk, where or {}, changes):
+            return None
+        insert(event)
+        for upsert in upserts:
+            upsert.run()
+        return outbox.in_scope(call) if endpoints else []
+    if new:
+        fields = [f for f in Call._meta.local_concrete_fields if not f.primary_key]
+        head: tuple[Any, ...] = ("insert", tuple(f.column for f in fields))
+        params = _values(call, fields)
+    elif changes is not None:
+        update, params = _update(Call, call.pk, where or {}, changes)
+        head = ("update", update)
+    else:
+        head, params = ("call",), [call.pk]
+    event_fields = [f for f in CallEvent._meta.local_concrete_fields if not f.primary_key and f.column != "call_id"]
+    params += _values(event, event_fields)
+    parts = []
+    for upsert in upserts:
+        part, part_params = upsert.part("t")
+        parts.append(part)
+        params += part_params
+    reads, read_params = outbox.in_scope_query(call.api_key_id) if endpoints else ("", [])
+    params += read_params
+    sql = _transition_sql(connection.vendor, head, tuple(event_fields), tuple(parts), reads)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    if new:
+        _inserted(call, rows[0][0])
+    event.call_id = rows[0][0]
+    _inserted(event, rows[0][1])
+    return outbox.subscribers([(pk, events) for _, _, pk, events in rows if pk is not None]) if endpoints else []
+
+
+@functools.cache
+def _transition_sql(vendor: str, head: tuple[Any, ...], event_fields: tuple[Field, ...], upserts: tuple[str, ...], reads: str) -> str:
+    """`transition`'s statement on PostgreSQL, built once per shape: `t` the call changed (its id;
+    no row if the UPDATE matched none), `e` its event, the upserts gated on `t`, `w` the endpoints."""
+    quote = connection.ops.quote_name
+    if head[0] == "insert":
+        first = _insert_sql(vendor, Call._meta.db_table, head[1])
+    elif head[0] == "update":
+        first = f"{head[1]} RETURNING {quote('id')}"
+    else:
+        first = f"SELECT CAST(%s AS bigint) AS {quote('id')}"
+    columns = ", ".join(quote(cast(str, f.column)) for f in event_fields)
+    values = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in event_fields)
+    parts = [
+        f"t AS ({first})",
+        f"e AS (INSERT INTO {quote(CallEvent._meta.db_table)} ({quote('call_id')}, {columns}) "
+        f"SELECT t.{quote('id')}, {values} FROM t RETURNING {quote('id')})",
+        *(f"u{i} AS ({upsert})" for i, upsert in enumerate(upserts)),
+    ]
+    selected = f"SELECT t.{quote('id')}, e.{quote('id')}"
+    if not reads:
+        return f"WITH {', '.join(parts)} {selected} FROM t CROSS JOIN e"
+    parts.append(f"w AS ({reads})")
+    return f"WITH {', '.join(parts)} {selected}, w.{quote('id')}, w.{quote('events')} FROM t CROSS JOIN e LEFT JOIN w ON TRUE"
 
 
 @functools.cache

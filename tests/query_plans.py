@@ -40,8 +40,8 @@ def capture() -> Iterator[list[tuple[str, Any]]]:
 
 def _reads_growing(sql: str) -> bool:
     lowered = sql.lstrip().lower()
-    if not lowered.startswith(("select", "update", "delete")):
-        return False  # INSERTs, transaction control, PRAGMAs: no plan to check
+    if not lowered.startswith(("select", "update", "delete", "with")):
+        return False  # INSERTs, transaction control, PRAGMAs: no plan to check (a WITH may hold reads)
     return any(re.search(rf'"{table}"', sql) for table in GROWING)
 
 

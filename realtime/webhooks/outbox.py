@@ -52,6 +52,19 @@ def _in_scope_sql(vendor: str, with_key: bool) -> str:
     return f"SELECT {quote('id')}, {quote('events')} FROM {quote(table)} WHERE {quote('enabled')} AND ({scope})"
 
 
+def in_scope_query(api_key_id: int | None) -> tuple[str, list[Any]]:
+    """The read `in_scope` runs (also a part of a transition's one statement on PostgreSQL:
+    realtime.statements.transition), with its parameters; its rows go to `subscribers`."""
+    params = [] if api_key_id is None else [api_key_id]
+    return _in_scope_sql(connection.vendor, bool(params)), params
+
+
+def subscribers(rows: list[tuple[int, Any]]) -> list[Subscriber]:
+    """Endpoints from the rows of `in_scope_query` (id, events as the database returns them)."""
+    events = WebhookEndpoint._meta.get_field("events")
+    return [Subscriber(pk, events.from_db_value(value, events.cached_col, connection)) for pk, value in rows]
+
+
 def in_scope(call: Call) -> list[Subscriber]:
     """Enabled endpoints that may hear about this call: unscoped ones, and the call's key's.
 
@@ -60,23 +73,23 @@ def in_scope(call: Call) -> list[Subscriber]:
     small indexed read, in SQL written once: building it through the ORM cost ten times what
     running it costs, at every transition.
     """
-    params = [] if call.api_key_id is None else [call.api_key_id]
+    sql, params = in_scope_query(call.api_key_id)
     with connection.cursor() as cursor:
-        cursor.execute(_in_scope_sql(connection.vendor, bool(params)), params)
-        rows = cursor.fetchall()
-    events = WebhookEndpoint._meta.get_field("events")
-    return [Subscriber(pk, events.from_db_value(value, events.cached_col, connection)) for pk, value in rows]
+        cursor.execute(sql, params)
+        return subscribers(cursor.fetchall())
 
 
-def enqueue(*, call: Call, event_type: str, at: datetime) -> int:
+def enqueue(*, call: Call, event_type: str, at: datetime, endpoints: list[Subscriber] | None = None) -> int:
     """Write the deliveries of one call event (inside its transaction); returns how many.
+    `endpoints`: `in_scope(call)` if the caller read it already, in the same transaction.
 
     A call that ends with a transcript also gets `call.transcript.completed`, with its transcript.
     """
     if event_type not in SENT:
         return 0
     # Endpoints are few (a handful per key): the event filter is cheaper here than in JSON SQL.
-    endpoints = in_scope(call)
+    if endpoints is None:
+        endpoints = in_scope(call)
     written = _write(call=call, event_type=event_type, at=at, endpoints=[e for e in endpoints if event_type in e.events])
     transcript_wanted = [e for e in endpoints if EventType.CALL_TRANSCRIPT_COMPLETED in e.events]
     if event_type == EventType.CALL_ENDED and transcript_wanted:
