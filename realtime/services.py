@@ -315,13 +315,11 @@ def _check_capacity(*, api_key: ApiKey | None) -> None:
         per_key = api_key.max_active_calls
     if not limit and not (per_key and api_key):
         return
-    if connection.vendor == "postgresql":
-        # SQLite's IMMEDIATE transactions already hold the write lock from BEGIN; PostgreSQL needs
-        # a lock of its own so two creates cannot both count the same free place.
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CAPACITY_LOCK])
+    # SQLite's IMMEDIATE transactions already hold the write lock from BEGIN; PostgreSQL needs
+    # a lock of its own so two creates cannot both count the same free place.
+    lock = _CAPACITY_LOCK if connection.vendor == "postgresql" else None
     # Both counts in one read of the live calls (the key's among them) when both are needed.
-    total, mine = statements.live_calls(api_key_id=api_key.pk if api_key is not None else None, total=bool(limit))
+    total, mine = statements.live_calls(api_key_id=api_key.pk if api_key is not None else None, total=bool(limit), lock=lock)
     if limit and total >= limit:
         raise TooManyCalls(_("Too many calls in progress (at most %(n)d); try again later.") % {"n": limit}, details={"limit": limit})
     if api_key is None:

@@ -184,7 +184,7 @@ def _transition_sql(vendor: str, head: tuple[Any, ...], event_fields: tuple[Fiel
 
 
 @functools.cache
-def _live_calls_sql(vendor: str, total: bool, of_key: bool) -> str:
+def _live_calls_sql(vendor: str, total: bool, of_key: bool, lock: bool) -> str:
     quote = connection.ops.quote_name
     live = f"{quote('status')} IN ({', '.join(['%s'] * len(Call.ENDABLE))})"
     key = f"{quote('api_key_id')} = %s"
@@ -194,15 +194,27 @@ def _live_calls_sql(vendor: str, total: bool, of_key: bool) -> str:
         counts = "COUNT(*), 0"
     else:
         counts, live = "0, COUNT(*)", f"{live} AND {key}"
-    return f"SELECT {counts} FROM {quote(Call._meta.db_table)} WHERE {live}"
+    sql = f"SELECT {counts} FROM {quote(Call._meta.db_table)} WHERE {live}"
+    # Two statements in one round trip (the parameters bound on this side, Django's default with
+    # psycopg 3): the count has a snapshot of its own, taken once the lock is held, so it sees
+    # every create committed while this one waited for the lock.
+    return f"SELECT pg_advisory_xact_lock(%s); {sql}" if lock else sql
 
 
-def live_calls(*, api_key_id: int | None, total: bool) -> tuple[int, int]:
+def live_calls(*, api_key_id: int | None, total: bool, lock: int | None = None) -> tuple[int, int]:
     """(live calls in all, live calls of the key `api_key_id`): pending or active, one read of the
-    status index's live range; the first 0 unless `total`, the second 0 without a key."""
+    status index's live range; the first 0 unless `total`, the second 0 without a key.
+
+    `lock`: first take that PostgreSQL advisory lock for the rest of the transaction (it
+    serialises the counts and inserts of concurrent creates), in the same round trip."""
     if not total and api_key_id is None:
         return 0, 0
-    sql = _live_calls_sql(connection.vendor, total, api_key_id is not None)
+    together = lock is not None and not connection.settings_dict["OPTIONS"].get("server_side_binding")
+    if lock is not None and not together:
+        # Server-side binding takes one statement per execute.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock])
+    sql = _live_calls_sql(connection.vendor, total, api_key_id is not None, together)
     statuses = [str(status) for status in Call.ENDABLE]
     if api_key_id is None:
         params: list[Any] = statuses
@@ -211,7 +223,9 @@ def live_calls(*, api_key_id: int | None, total: bool) -> tuple[int, int]:
     else:
         params = [*statuses, api_key_id]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, [lock, *params] if together else params)
+        if together:
+            cursor.nextset()
         counts = cursor.fetchone()
     return int(counts[0]), int(counts[1])
 
