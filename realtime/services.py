@@ -238,7 +238,10 @@ def _transition(
         if plain:
             if recorded(where={"status": status}, changes=changes) is not None:
                 return status
-        elif Call.objects.filter(pk=call.pk, status=status).update(**changes):
+            continue
+        # An UPDATE by expression, then the event: one transaction.
+        statements.begin()
+        if Call.objects.filter(pk=call.pk, status=status).update(**changes):
             for name, value in {**changes, **(values or {})}.items():
                 setattr(call, name, value)
             recorded()
@@ -267,7 +270,7 @@ def call_open(
     (`{"api_key": prefix}` or `{"staff_user": name}`) in the call.created event.
     """
     now = timezone.now()
-    with transaction.atomic():
+    with statements.atomic():
         if check_capacity:
             _check_capacity(api_key=api_key)
         call = Call(
@@ -315,6 +318,8 @@ def _check_capacity(*, api_key: ApiKey | None) -> None:
         per_key = api_key.max_active_calls
     if not limit and not (per_key and api_key):
         return
+    # The counts and the insert in one transaction.
+    statements.begin()
     # SQLite's IMMEDIATE transactions already hold the write lock from BEGIN; PostgreSQL needs
     # a lock of its own so two creates cannot both count the same free place.
     lock = _CAPACITY_LOCK if connection.vendor == "postgresql" else None
@@ -341,7 +346,7 @@ def call_answer(*, call: Call, created: upstream.CreatedCall) -> bool:
     """pending -> active once OpenAI answered. False if the call was ended meanwhile."""
     _load(call)
     now = timezone.now()
-    with transaction.atomic():
+    with statements.atomic():
         changes = {"status": Call.Status.ACTIVE, "upstream_id": created.upstream_id, "sdp_answer": created.sdp_answer, "answered_at": now}
         changes["deadline_at"] = now + timedelta(seconds=call.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS)
         answered = Recorded(
@@ -358,7 +363,7 @@ def call_fail(*, call: Call, error: RealtimeError) -> bool:
     """pending -> failed: OpenAI refused or never answered. The call never became active."""
     _load(call)
     now = timezone.now()
-    with transaction.atomic():
+    with statements.atomic():
         changes = {
             "status": Call.Status.FAILED,
             "ended_at": now,
@@ -381,7 +386,7 @@ def call_end(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data
     _load(call)
     now = timezone.now()
     duration = max((now - call.created_at).total_seconds(), 0.0)
-    with transaction.atomic():
+    with statements.atomic():
         changes: dict[str, Any] = {"status": Call.Status.ENDED, "ended_at": now, "end_reason": reason, "duration_seconds": duration}
         per_minute = pricing.duration_cost(call.upstream_model, duration)
         if per_minute is not None:
@@ -410,7 +415,7 @@ def call_end(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data
 def call_note_upstream_closed(*, call: Call, hung_up: bool) -> None:
     """OpenAI confirmed the hangup (or no longer knew the call): nothing runs upstream any more."""
     now = timezone.now()
-    with transaction.atomic():
+    with statements.atomic():
         data = {"upstream_id": call.upstream_id, "already_gone": not hung_up}
         _record(
             call=call,
@@ -906,7 +911,7 @@ def sip_call_receive(
 def call_reject(*, call: Call, status: int, reason: str = "route") -> bool:
     """pending -> ended (`rejected`) with the SIP status sent to the caller. False if already decided."""
     now = timezone.now()
-    with transaction.atomic():
+    with statements.atomic():
         changes = {"status": Call.Status.ENDED, "ended_at": now, "end_reason": Call.EndReason.REJECTED, "sip_status": status}
         duration = changes["duration_seconds"] = max((now - call.created_at).total_seconds(), 0.0)
         rejected = Recorded(
@@ -922,7 +927,7 @@ def call_reject(*, call: Call, status: int, reason: str = "route") -> bool:
 def call_note_transfer(*, call: Call, target_uri: str, actor: CallEvent.Actor, data: dict[str, Any] | None = None) -> bool:
     """Record a transfer OpenAI accepted (REFER sent): one `call.transferred` per transfer of an active call."""
     now = timezone.now()
-    with transaction.atomic():
+    with statements.atomic():
         transferred = Recorded("call.transferred", actor, {"target_uri": target_uri, **(data or {})}, now)
         return _transition(call=call, allowed=(Call.Status.ACTIVE,), changes={"transferred_to": target_uri}, record=transferred) is not None
 

@@ -19,11 +19,13 @@ limit), this 0.1 ms.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Field, Model
 
 from .counters import Upsert
@@ -96,6 +98,38 @@ def update_if(model: type[Model], pk: int, where: dict[str, Any], changes: dict[
         return int(cursor.rowcount)
 
 
+_alone = threading.local()
+
+
+@contextlib.contextmanager
+def atomic() -> Iterator[None]:
+    """`transaction.atomic()` around one change of a call (`realtime.services`), except on
+    PostgreSQL outside any transaction: there the transaction is opened only when needed. A
+    `transition` whose statement is the whole change commits on its own (an autocommit statement
+    is a transaction: its event, counters and change together or not at all), without the BEGIN
+    and COMMIT round trips; anything else in the block (another statement: call `begin` first; the
+    deliveries of a webhook endpoint that wants the event) runs in a transaction opened then, and
+    committed when the block ends."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        with transaction.atomic():
+            yield
+        return
+    with contextlib.ExitStack() as stack:
+        outer, _alone.stack = getattr(_alone, "stack", None), stack
+        try:
+            yield
+        finally:
+            _alone.stack = outer
+
+
+def begin() -> None:
+    """Inside `atomic`: open its transaction now, before statements that must share it."""
+    stack = getattr(_alone, "stack", None)
+    if stack is not None:
+        _alone.stack = None
+        stack.enter_context(transaction.atomic())
+
+
 def transition(
     event: CallEvent,
     *,
@@ -113,7 +147,10 @@ def transition(
 
     On PostgreSQL, one statement (a `WITH` whose parts are the statements SQLite runs one by one,
     each written only if the change was): a transition's statements were each a round trip, which
-    on a create's path cost more than the database's work itself (docs/benchmarks.md).
+    on a create's path cost more than the database's work itself (docs/benchmarks.md). Outside a
+    transaction (`atomic`), the statement writes nothing if an endpoint wants the event (its
+    deliveries must be written in the same transaction): the transaction is then opened and the
+    statement run again.
     """
     call = event.call
     if connection.vendor != "postgresql":
@@ -126,15 +163,50 @@ def transition(
         for upsert in upserts:
             upsert.run()
         return outbox.in_scope(call) if endpoints else []
+    alone = getattr(_alone, "stack", None) is not None and not connection.in_atomic_block
+    wanted = outbox.wanted(event.event_type) if alone and endpoints else ()
+    read = endpoints and not alone
+    rows = _transition(event, upserts, new=new, where=where, changes=changes, wanted=wanted, read=read)
+    if wanted and rows[0][2]:
+        begin()
+        read = True
+        rows = _transition(event, upserts, new=new, where=where, changes=changes, wanted=(), read=read)
+    if not rows or rows[0][0] is None:
+        return None
     if new:
-        fields = [f for f in Call._meta.local_concrete_fields if not f.primary_key]
-        head: tuple[Any, ...] = ("insert", tuple(f.column for f in fields))
-        params = _values(call, fields)
-    elif changes is not None:
-        update, params = _update(Call, call.pk, where or {}, changes)
-        head = ("update", update)
+        _inserted(call, rows[0][0])
+    event.call_id = rows[0][0]
+    _inserted(event, rows[0][1])
+    return outbox.subscribers([(pk, events) for _, _, pk, events in rows if pk is not None]) if read else []
+
+
+def _transition(
+    event: CallEvent,
+    upserts: list[Upsert],
+    *,
+    new: bool,
+    where: dict[str, Any] | None,
+    changes: dict[str, Any] | None,
+    wanted: tuple[str, ...],
+    read: bool,
+) -> list[tuple[Any, ...]]:
+    call = event.call
+    params: list[Any] = []
+    if wanted:
+        guard, params = outbox.wanted_query(call.api_key_id, wanted)
     else:
-        head, params = ("call",), [call.pk]
+        guard = ""
+    if new:
+        fields = tuple(f for f in Call._meta.local_concrete_fields if not f.primary_key)
+        head: tuple[Any, ...] = ("insert", fields)
+        params += _values(call, list(fields))
+    elif changes is not None:
+        update, update_params = _update(Call, call.pk, where or {}, changes)
+        head = ("update", update)
+        params += update_params
+    else:
+        head = ("call",)
+        params.append(call.pk)
     event_fields = [f for f in CallEvent._meta.local_concrete_fields if not f.primary_key and f.column != "call_id"]
     params += _values(event, event_fields)
     parts = []
@@ -142,45 +214,53 @@ def transition(
         part, part_params = upsert.part("t")
         parts.append(part)
         params += part_params
-    reads, read_params = outbox.in_scope_query(call.api_key_id) if endpoints else ("", [])
+    reads, read_params = outbox.in_scope_query(call.api_key_id) if read else ("", [])
     params += read_params
-    sql = _transition_sql(connection.vendor, head, tuple(event_fields), tuple(parts), reads)
+    sql = _transition_sql(connection.vendor, head, tuple(event_fields), tuple(parts), reads, guard)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    if not rows:
-        return None
-    if new:
-        _inserted(call, rows[0][0])
-    event.call_id = rows[0][0]
-    _inserted(event, rows[0][1])
-    return outbox.subscribers([(pk, events) for _, _, pk, events in rows if pk is not None]) if endpoints else []
+        return cursor.fetchall()
 
 
 @functools.cache
-def _transition_sql(vendor: str, head: tuple[Any, ...], event_fields: tuple[Field, ...], upserts: tuple[str, ...], reads: str) -> str:
+def _transition_sql(
+    vendor: str, head: tuple[Any, ...], event_fields: tuple[Field, ...], upserts: tuple[str, ...], reads: str, guard: str
+) -> str:
     """`transition`'s statement on PostgreSQL, built once per shape: `t` the call changed (its id;
-    no row if the UPDATE matched none), `e` its event, the upserts gated on `t`, `w` the endpoints."""
+    no row if the UPDATE matched none), `e` its event, the upserts gated on `t`, `w` the endpoints
+    read; or, with a `guard` (the endpoints that want the event), `g`, and nothing written if it
+    finds one."""
     quote = connection.ops.quote_name
+    unless = " WHERE NOT EXISTS (SELECT FROM g)" if guard else ""
     if head[0] == "insert":
-        first = _insert_sql(vendor, Call._meta.db_table, head[1])
+        names = ", ".join(quote(cast(str, f.column)) for f in head[1])
+        first = f"INSERT INTO {quote(Call._meta.db_table)} ({names}) SELECT {_casts(head[1])}{unless} RETURNING {quote('id')}"
     elif head[0] == "update":
-        first = f"{head[1]} RETURNING {quote('id')}"
+        first = f"{head[1]}{' AND NOT EXISTS (SELECT FROM g)' if guard else ''} RETURNING {quote('id')}"
     else:
-        first = f"SELECT CAST(%s AS bigint) AS {quote('id')}"
+        first = f"SELECT CAST(%s AS bigint) AS {quote('id')}{unless}"
     columns = ", ".join(quote(cast(str, f.column)) for f in event_fields)
-    values = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in event_fields)
     parts = [
+        *([f"g AS ({guard})"] if guard else []),
         f"t AS ({first})",
         f"e AS (INSERT INTO {quote(CallEvent._meta.db_table)} ({quote('call_id')}, {columns}) "
-        f"SELECT t.{quote('id')}, {values} FROM t RETURNING {quote('id')})",
+        f"SELECT t.{quote('id')}, {_casts(event_fields)} FROM t RETURNING {quote('id')})",
         *(f"u{i} AS ({upsert})" for i, upsert in enumerate(upserts)),
     ]
+    if guard:
+        # One row whatever happened: whether an endpoint stopped the statement tells it from a
+        # conditional UPDATE that matched nothing.
+        return f"WITH {', '.join(parts)} SELECT (SELECT {quote('id')} FROM t), (SELECT {quote('id')} FROM e), EXISTS (SELECT FROM g)"
     selected = f"SELECT t.{quote('id')}, e.{quote('id')}"
     if not reads:
         return f"WITH {', '.join(parts)} {selected} FROM t CROSS JOIN e"
     parts.append(f"w AS ({reads})")
     return f"WITH {', '.join(parts)} {selected}, w.{quote('id')}, w.{quote('events')} FROM t CROSS JOIN e LEFT JOIN w ON TRUE"
+
+
+def _casts(fields: tuple[Field, ...] | list[Field]) -> str:
+    """A placeholder per field, cast to its column's type (a SELECT list has no column to take it from)."""
+    return ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields)
 
 
 @functools.cache

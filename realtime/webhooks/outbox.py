@@ -45,11 +45,16 @@ class Subscriber(NamedTuple):
     events: list[str]
 
 
+def _in_scope_where(with_key: bool) -> str:
+    quote = connection.ops.quote_name
+    scope = f"{quote('api_key_id')} IS NULL" + (f" OR {quote('api_key_id')} = %s" if with_key else "")
+    return f"{quote('enabled')} AND ({scope})"
+
+
 @functools.cache
 def _in_scope_sql(vendor: str, with_key: bool) -> str:
     table, quote = WebhookEndpoint._meta.db_table, connection.ops.quote_name
-    scope = f"{quote('api_key_id')} IS NULL" + (f" OR {quote('api_key_id')} = %s" if with_key else "")
-    return f"SELECT {quote('id')}, {quote('events')} FROM {quote(table)} WHERE {quote('enabled')} AND ({scope})"
+    return f"SELECT {quote('id')}, {quote('events')} FROM {quote(table)} WHERE {_in_scope_where(with_key)}"
 
 
 def in_scope_query(api_key_id: int | None) -> tuple[str, list[Any]]:
@@ -57,6 +62,27 @@ def in_scope_query(api_key_id: int | None) -> tuple[str, list[Any]]:
     realtime.statements.transition), with its parameters; its rows go to `subscribers`."""
     params = [] if api_key_id is None else [api_key_id]
     return _in_scope_sql(connection.vendor, bool(params)), params
+
+
+def wanted(event_type: str) -> tuple[str, ...]:
+    """The event types whose endpoints `enqueue` writes deliveries for, for an event of this type."""
+    if event_type not in SENT:
+        return ()
+    return (event_type, EventType.CALL_TRANSCRIPT_COMPLETED) if event_type == EventType.CALL_ENDED else (event_type,)
+
+
+@functools.cache
+def _wanted_sql(vendor: str, with_key: bool, types: int) -> str:
+    table, quote = WebhookEndpoint._meta.db_table, connection.ops.quote_name
+    wants = " OR ".join([f"{quote('events')} ? %s"] * types)
+    return f"SELECT FROM {quote(table)} WHERE {_in_scope_where(with_key)} AND ({wants})"
+
+
+def wanted_query(api_key_id: int | None, types: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """PostgreSQL: the endpoints in scope of a call (`in_scope`) that want any of `types` (a row
+    each), with its parameters."""
+    params: list[Any] = [] if api_key_id is None else [api_key_id]
+    return _wanted_sql(connection.vendor, bool(params), len(types)), [*params, *types]
 
 
 def subscribers(rows: list[tuple[int, Any]]) -> list[Subscriber]:
