@@ -26,6 +26,7 @@ often the metrics are rewritten, and a recount sums the calls' histograms.
 from __future__ import annotations
 
 import functools
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -208,14 +209,20 @@ class Upsert:
         """One upsert per 500 rows."""
         for start in range(0, len(self.ordered), 500):
             batch = self.ordered[start : start + 500]
-            sql = _upsert_sql(connection.vendor, self.table, self.keys, self.amounts, len(batch), None)
+            sql = _upsert_sql(connection.vendor, self.table, self.keys, self.amounts, len(batch))
             with connection.cursor() as cursor:
                 cursor.execute(sql, self.params(batch))
 
     def part(self, gate: str) -> tuple[str, list[Any]]:
         """The upsert as one statement of a PostgreSQL `WITH` (realtime.statements.transition):
-        every row at once, written only if the query named `gate` yields a row."""
-        return _upsert_sql(connection.vendor, self.table, self.keys, self.amounts, len(self.ordered), gate), self.params(self.ordered)
+        every row at once, written only if the query named `gate` yields a row.
+
+        The rows are one JSON parameter (`jsonb_to_recordset`), not a placeholder per value: psycopg
+        keeps the parsed form of a statement of at most 50 parameters, and parses a longer one at
+        every execute (0.33 ms for a create's, three times per create and end)."""
+        columns = (*self.keys, *self.amounts)
+        rows = [dict(zip(columns, [*key, *(row.get(name, 0) for name in self.amounts)], strict=True)) for key, row in self.ordered]
+        return _gated_upsert_sql(connection.vendor, self.table, self.keys, self.amounts, gate), [json.dumps(rows, default=_iso)]
 
 
 def counter_rows(rows: dict[tuple[str, str, str], dict[str, float]]) -> Upsert:
@@ -241,28 +248,43 @@ def add_bucket_rows(rows: dict[BucketKey, dict[str, float]]) -> None:
     bucket_rows(rows).run()
 
 
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+def _conflict(model: type[CallCounter] | type[CallBucket], keys: tuple[str, ...], amounts: tuple[str, ...]) -> str:
+    table, quote = quote_name(model._meta.db_table), connection.ops.quote_name
+    updates = ", ".join(f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in amounts)
+    return f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {updates}"
+
+
 @functools.cache
 def _upsert_sql(
-    vendor: str, model: type[CallCounter] | type[CallBucket], keys: tuple[str, ...], amounts: tuple[str, ...], rows: int, gate: str | None
+    vendor: str, model: type[CallCounter] | type[CallBucket], keys: tuple[str, ...], amounts: tuple[str, ...], rows: int
 ) -> str:
-    """The upsert of `rows` rows, built once per shape (every transition runs one or two).
+    """The upsert of `rows` rows, built once per shape (every transition runs one or two)."""
+    quote = connection.ops.quote_name
+    columns = (*keys, *amounts)
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    return (
+        f"INSERT INTO {quote_name(model._meta.db_table)} ({', '.join(map(quote, columns))}) "
+        f"VALUES {', '.join([placeholders] * rows)} {_conflict(model, keys, amounts)}"
+    )
 
-    With a `gate` (PostgreSQL, inside a `WITH`): the rows are selected from a VALUES list, written
-    only if the query `gate` yields a row (a conditional UPDATE that matched); each value is cast
-    to its column's type, which a VALUES list outside an INSERT does not know."""
-    table, quote = quote_name(model._meta.db_table), connection.ops.quote_name
+
+@functools.cache
+def _gated_upsert_sql(
+    vendor: str, model: type[CallCounter] | type[CallBucket], keys: tuple[str, ...], amounts: tuple[str, ...], gate: str
+) -> str:
+    """PostgreSQL, inside a `WITH`: the upsert of rows given as a JSON array of objects, written
+    only if the query `gate` yields a row (a conditional UPDATE that matched)."""
+    quote = connection.ops.quote_name
     columns = (*keys, *amounts)
     names = ", ".join(map(quote, columns))
-    updates = ", ".join(f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in amounts)
-    conflict = f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {updates}"
-    if gate is None:
-        placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        return f"INSERT INTO {table} ({names}) VALUES {', '.join([placeholders] * rows)} {conflict}"
-    types = [model._meta.get_field(name).db_type(connection) for name in columns]
-    cast = "(" + ", ".join(f"CAST(%s AS {db_type})" for db_type in types) + ")"
+    types = ", ".join(f"{quote(name)} {model._meta.get_field(name).db_type(connection)}" for name in columns)
     return (
-        f"INSERT INTO {table} ({names}) SELECT * FROM (VALUES {', '.join([cast] * rows)}) AS v ({names}) "
-        f"WHERE EXISTS (SELECT FROM {gate}) {conflict}"
+        f"INSERT INTO {quote_name(model._meta.db_table)} ({names}) SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS v ({types}) "
+        f"WHERE EXISTS (SELECT FROM {gate}) {_conflict(model, keys, amounts)}"
     )
 
 

@@ -263,3 +263,35 @@ def test_it_writes_a_transition_an_endpoint_wants_with_its_deliveries_in_one_tra
     assert list(WebhookMessage.objects.filter(endpoint=wants).values_list("event_type", "call_id")) == [
         ("call.transcript.completed", other.pk)
     ]
+
+
+@pytest.mark.django_db
+@pytest.mark.postgresql
+def test_it_keeps_each_transition_statement_within_what_psycopg_parses_once(
+    make_call: Callable[..., Call], make_key: Callable[..., tuple[ApiKey, str]], settings: Any
+) -> None:
+    # psycopg keeps the parsed form of a statement (client-side binding) only up to these sizes,
+    # and parses a larger one again at every execute.
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
+
+    settings.REALTIME_MAX_ACTIVE_CALLS_PER_KEY = 10
+    key, _ = make_key("acme")
+    webhook_services.endpoint_create(url="http://127.0.0.1:9/a", events=["call.ended"], api_key=key)
+    sent: list[tuple[str, Any]] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        sent.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        call = make_call(key)
+        services.call_answer(call=call, created=upstream.CreatedCall(upstream_id="rtc_1", sdp_answer="v=0"))
+        services.call_end(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.API)
+        services.call_note_upstream_closed(call=call, hung_up=True)
+
+    combined = [(len(sql), len(params)) for sql, params in sent if sql.startswith("WITH")]
+    if connection.vendor != "postgresql":
+        assert combined == []  # SQLite runs each part on its own
+        return
+    assert len(combined) == 4
+    assert [(n <= MAX_CACHED_STATEMENT_LENGTH, p <= MAX_CACHED_STATEMENT_PARAMS) for n, p in combined] == [(True, True)] * 4
