@@ -19,6 +19,8 @@ from realtime.sessions import parse_session
 from realtime.webhooks import services as webhook_services
 from realtime.webhooks.models import WebhookEndpoint, WebhookMessage
 
+from . import query_plans
+
 
 @pytest.mark.django_db
 @pytest.mark.postgresql
@@ -214,7 +216,7 @@ def test_it_commits_a_transition_no_endpoint_wants_as_one_statement_outside_a_tr
     call = make_call(acme)
     pushes.clear()
 
-    with CaptureQueriesContext(connection) as queries:
+    with CaptureQueriesContext(connection) as queries, query_plans.capture() as sent:
         answered = services.call_answer(call=call, created=upstream.CreatedCall(upstream_id="rtc_1", sdp_answer="v=0"))
 
     # PostgreSQL: the statement alone, its own transaction (no BEGIN, no COMMIT); SQLite: BEGIN,
@@ -223,6 +225,7 @@ def test_it_commits_a_transition_no_endpoint_wants_as_one_statement_outside_a_tr
         ["WITH"] if connection.vendor == "postgresql" else ["BEGIN", "UPDATE", "INSERT", "INSERT", "INSERT", "SELECT", "COMMIT"]
     )
     assert connection.get_autocommit()
+    assert query_plans.checked(sent) == 1 and query_plans.problems(sent) == []
     assert list(CallEvent.objects.filter(call=call).values_list("event_type", flat=True)) == ["call.created", "call.answered"]
     assert [p["event"]["event_type"] for p in pushes] == ["call.answered"]
     assert WebhookMessage.objects.count() == 0
@@ -242,7 +245,7 @@ def test_it_writes_a_transition_an_endpoint_wants_with_its_deliveries_in_one_tra
     call = make_call(acme)
     pushes.clear()
 
-    with CaptureQueriesContext(connection) as queries:
+    with CaptureQueriesContext(connection) as queries, query_plans.capture() as sent:
         ended = services.call_end(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.API)
 
     # PostgreSQL: the statement outside a transaction writes nothing (an endpoint wants the end's
@@ -250,6 +253,7 @@ def test_it_writes_a_transition_an_endpoint_wants_with_its_deliveries_in_one_tra
     if connection.vendor == "postgresql":
         assert _statements(queries) == ["WITH", "BEGIN", "WITH", "SELECT", "COMMIT"]
     assert ended.status == Call.Status.ENDED
+    assert query_plans.checked(sent) >= 1 and query_plans.problems(sent) == []
     assert list(CallEvent.objects.filter(call=call).values_list("event_type", flat=True)) == ["call.created", "call.ended"]
     assert [p["event"]["event_type"] for p in pushes] == ["call.ended"]
     assert counters.recount() == {row.pop("key"): row for row in _counters()}
