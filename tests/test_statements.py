@@ -299,3 +299,38 @@ def test_it_keeps_each_transition_statement_within_what_psycopg_parses_once(
         return
     assert len(combined) == 4
     assert [(n <= MAX_CACHED_STATEMENT_LENGTH, p <= MAX_CACHED_STATEMENT_PARAMS) for n, p in combined] == [(True, True)] * 4
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgresql
+def test_it_records_a_call_without_a_capacity_check_as_one_statement_unless_an_endpoint_wants_it(
+    sdp_offer: str, make_key: Callable[..., tuple[ApiKey, str]], settings: Any
+) -> None:
+    settings.REALTIME_MAX_ACTIVE_CALLS, settings.REALTIME_MAX_ACTIVE_CALLS_PER_KEY = 0, 0
+    acme, _ = make_key("acme")
+    other, _ = make_key("other")
+    wants = webhook_services.endpoint_create(url="http://127.0.0.1:9/a", events=["call.created"], api_key=acme)
+    session = parse_session({"voice": "echo", "instructions": "Bonjour", "temperature": 0.7})
+
+    def opened(api_key: ApiKey) -> tuple[Call, list[str]]:
+        with CaptureQueriesContext(connection) as queries:
+            call = services.call_open(
+                offer=sdp_offer, session=session, source=Call.Source.WEBRTC, actor=CallEvent.Actor.API, api_key=api_key
+            )
+        return call, _statements(queries)
+
+    alone, alone_sent = opened(other)
+    wanted, wanted_sent = opened(acme)
+
+    if connection.vendor == "postgresql":
+        assert alone_sent == ["WITH"]
+        assert wanted_sent == ["WITH", "BEGIN", "WITH", "INSERT", "COMMIT"]
+    for call in (alone, wanted):
+        stored = Call.objects.get(pk=call.pk)
+        assert [(f.attname, getattr(stored, f.attname)) for f in Call._meta.concrete_fields] == [
+            (f.attname, getattr(call, f.attname)) for f in Call._meta.concrete_fields
+        ]
+        assert list(CallEvent.objects.filter(call=call).values_list("event_type", flat=True)) == ["call.created"]
+    assert (stored.voice, stored.instructions, stored.temperature, stored.api_key_id) == ("echo", "Bonjour", 0.7, acme.pk)
+    assert list(WebhookMessage.objects.values_list("endpoint_id", "call_id", "event_type")) == [(wants.pk, wanted.pk, "call.created")]
+    assert counters.recount() == {row.pop("key"): row for row in _counters()}
