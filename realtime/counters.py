@@ -281,7 +281,9 @@ def _gated_upsert_sql(
     quote = connection.ops.quote_name
     columns = (*keys, *amounts)
     names = ", ".join(map(quote, columns))
-    types = ", ".join(f"{quote(name)} {model._meta.get_field(name).db_type(connection)}" for name in columns)
+    # Types without their length (`varchar`, not `varchar(100)`): the INSERT's own conversion
+    # then refuses a longer value, as it would from a VALUES list.
+    types = ", ".join(f"{quote(name)} {str(model._meta.get_field(name).db_type(connection)).split('(')[0]}" for name in columns)
     return (
         f"INSERT INTO {quote_name(model._meta.db_table)} ({names}) SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS v ({types}) "
         f"WHERE EXISTS (SELECT FROM {gate}) {_conflict(model, keys, amounts)}"

@@ -263,8 +263,10 @@ def _transition_sql(
 
 
 def _casts(fields: tuple[Field, ...] | list[Field]) -> str:
-    """A placeholder per field, cast to its column's type (a SELECT list has no column to take it from)."""
-    return ", ".join(f"%s::{f.db_type(connection)}" for f in fields)
+    """A placeholder per field, cast to its column's type (a SELECT list has no column to take it
+    from), without its length: an explicit cast to `varchar(80)` would cut a longer value, where
+    the INSERT's own conversion refuses it, as the ORM's INSERT does."""
+    return ", ".join(f"%s::{cast(str, f.db_type(connection)).split('(')[0]}" for f in fields)
 
 
 @functools.cache

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -334,3 +334,32 @@ def test_it_records_a_call_without_a_capacity_check_as_one_statement_unless_an_e
     assert (stored.voice, stored.instructions, stored.temperature, stored.api_key_id) == ("echo", "Bonjour", 0.7, acme.pk)
     assert list(WebhookMessage.objects.values_list("endpoint_id", "call_id", "event_type")) == [(wants.pk, wanted.pk, "call.created")]
     assert counters.recount() == {row.pop("key"): row for row in _counters()}
+
+
+def _outcome(write: Callable[[], Any]) -> str:
+    try:
+        with transaction.atomic():
+            write()
+    except DataError:
+        return "refused"
+    return "written"
+
+
+@pytest.mark.django_db
+@pytest.mark.postgresql
+def test_it_refuses_a_value_too_long_for_its_column_as_the_orm_does(make_call: Callable[..., Call]) -> None:
+    call = make_call()
+    at = timezone.now()
+    long_type = "x" * 81  # event_type holds 80
+
+    orm = _outcome(lambda: CallEvent.objects.create(call=call, event_type=long_type, actor="api", data={}, created_at=at))
+    event = CallEvent(call=call, event_type=long_type, actor="api", data={}, created_at=at)
+    ours = _outcome(lambda: statements.transition(event, upserts=Tally(None).events(1).upserts(), endpoints=False))
+    counted = _outcome(lambda: counters.add_rows({("all", "model", "m" * 101): {"calls": 1}}))
+    tally = Tally(None).add("model", "m" * 101, calls=1)
+    fine = CallEvent(call=call, event_type="call.note", actor="api", data={}, created_at=at)
+    ours_counted = _outcome(lambda: statements.transition(fine, upserts=tally.upserts(), endpoints=False))
+
+    # PostgreSQL refuses both (SQLite keeps any length): never cut to fit.
+    assert ours == orm and ours_counted == counted
+    assert orm == ("refused" if connection.vendor == "postgresql" else "written")
