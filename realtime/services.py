@@ -160,17 +160,35 @@ _DOCUMENTS = frozenset({"sdp_offer", "sdp_answer", "session_requested", "session
 
 
 def _record(
-    *, call: Call, event_type: str, actor: CallEvent.Actor, data: dict[str, Any], at: datetime, lifecycle: bool, tally: Tally | None = None
-) -> CallEvent:
+    *,
+    call: Call,
+    event_type: str,
+    actor: CallEvent.Actor,
+    data: dict[str, Any],
+    at: datetime,
+    lifecycle: bool,
+    tally: Tally | None = None,
+    new: bool = False,
+    where: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None,
+) -> CallEvent | None:
     """Write the event, count it (with whatever else the transition changes in the statistics),
-    and schedule its push."""
+    and schedule its push; with the change it records, written with it (`statements.transition`):
+    the call inserted (`new`), or `changes` applied if the call still matches `where` (plain
+    values; `call` gets them). None, and nothing written, if it no longer matched."""
     event = CallEvent(call=call, event_type=event_type, actor=actor, data=data, created_at=at)
-    statements.insert(event)
-    (tally or Tally(call.api_key_id)).events(1).save()
+    upserts = (tally or Tally(call.api_key_id)).events(1).upserts()
+    # The webhook deliveries of a lifecycle event go in its transaction (the outbox: see realtime.webhooks).
+    endpoints = statements.transition(
+        event, upserts=upserts, endpoints=lifecycle and event_type in outbox.SENT, new=new, where=where, changes=changes
+    )
+    if endpoints is None:
+        return None
+    for name, value in (changes or {}).items():
+        setattr(call, name, value)
     publish.event_recorded(event=event, call=call, lifecycle=lifecycle)
     if lifecycle:
-        # The webhook deliveries of this event, in its transaction (the outbox: see realtime.webhooks).
-        outbox.enqueue(call=call, event_type=event_type, at=at)
+        outbox.enqueue(call=call, event_type=event_type, at=at, endpoints=endpoints)
     return event
 
 
@@ -182,23 +200,52 @@ def _load(call: Call) -> None:
         call.refresh_from_db(fields=sorted(missing))
 
 
-def _transition(*, call: Call, allowed: tuple[str, ...], changes: dict[str, Any]) -> str | None:
-    """Apply `changes` only if the call is still in one of `allowed`; returns the status it left.
+@dataclass(frozen=True)
+class Recorded:
+    """The event a transition writes: `tally` gives what it counts from the status the call left."""
+
+    event_type: str
+    actor: CallEvent.Actor
+    data: dict[str, Any]
+    at: datetime
+    tally: Callable[[str], Tally] | None = None
+
+
+def _transition(
+    *, call: Call, allowed: tuple[str, ...], changes: dict[str, Any], record: Recorded, values: dict[str, Any] | None = None
+) -> str | None:
+    """Apply `changes` only if the call is still in one of `allowed`, with its event (`record`);
+    returns the status it left.
 
     One conditional UPDATE per allowed status, the one the caller saw first: the UPDATE that
     matches says which state the call left (the counters need it) without reading it back, and
-    two racing transitions still produce exactly one change. `call` gets the changes it made.
+    two racing transitions still produce exactly one change. `call` gets the changes it made
+    (`values` for those made by an expression).
     """
     seen = call.__dict__.get("status")
     plain = not any(hasattr(value, "resolve_expression") for value in changes.values())
     for status in sorted(allowed, key=lambda s: s != seen):
+        tally = record.tally(status) if record.tally is not None else None
+        recorded = functools.partial(
+            _record,
+            call=call,
+            event_type=record.event_type,
+            actor=record.actor,
+            data=record.data,
+            at=record.at,
+            lifecycle=True,
+            tally=tally,
+        )
         if plain:
-            changed = statements.update_if(Call, call.pk, {"status": status}, changes)
-        else:
-            changed = Call.objects.filter(pk=call.pk, status=status).update(**changes)
-        if changed:
-            for name, value in changes.items():
+            if recorded(where={"status": status}, changes=changes) is not None:
+                return status
+            continue
+        # An UPDATE by expression, then the event: one transaction.
+        statements.begin()
+        if Call.objects.filter(pk=call.pk, status=status).update(**changes):
+            for name, value in {**changes, **(values or {})}.items():
                 setattr(call, name, value)
+            recorded()
             return status
     return None
 
@@ -224,7 +271,7 @@ def call_open(
     (`{"api_key": prefix}` or `{"staff_user": name}`) in the call.created event.
     """
     now = timezone.now()
-    with transaction.atomic():
+    with statements.atomic():
         if check_capacity:
             _check_capacity(api_key=api_key)
         call = Call(
@@ -245,7 +292,6 @@ def call_open(
             api_key=api_key,
             max_duration_seconds=session.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS,
         )
-        statements.insert(call)
         payload: dict[str, Any] = {"model": session.model, "voice": session.voice, "source": source, **(data or {})}
         if session.notes:
             # What we could not pass on as asked (a seed model alias, temperature): noted, not hidden.
@@ -253,7 +299,7 @@ def call_open(
         if session.warnings:
             payload["warnings"] = session.warnings
         tally = Tally.of(call).opened(call)
-        _record(call=call, event_type=event_type, actor=actor, data=payload, at=now, lifecycle=True, tally=tally)
+        _record(call=call, event_type=event_type, actor=actor, data=payload, at=now, lifecycle=True, tally=tally, new=True)
     return call
 
 
@@ -273,13 +319,13 @@ def _check_capacity(*, api_key: ApiKey | None) -> None:
         per_key = api_key.max_active_calls
     if not limit and not (per_key and api_key):
         return
-    if connection.vendor == "postgresql":
-        # SQLite's IMMEDIATE transactions already hold the write lock from BEGIN; PostgreSQL needs
-        # a lock of its own so two creates cannot both count the same free place.
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CAPACITY_LOCK])
+    # The counts and the insert in one transaction.
+    statements.begin()
+    # SQLite's IMMEDIATE transactions already hold the write lock from BEGIN; PostgreSQL needs
+    # a lock of its own so two creates cannot both count the same free place.
+    lock = _CAPACITY_LOCK if connection.vendor == "postgresql" else None
     # Both counts in one read of the live calls (the key's among them) when both are needed.
-    total, mine = statements.live_calls(api_key_id=api_key.pk if api_key is not None else None, total=bool(limit))
+    total, mine = statements.live_calls(api_key_id=api_key.pk if api_key is not None else None, total=bool(limit), lock=lock)
     if limit and total >= limit:
         raise TooManyCalls(_("Too many calls in progress (at most %(n)d); try again later.") % {"n": limit}, details={"limit": limit})
     if api_key is None:
@@ -301,42 +347,39 @@ def call_answer(*, call: Call, created: upstream.CreatedCall) -> bool:
     """pending -> active once OpenAI answered. False if the call was ended meanwhile."""
     _load(call)
     now = timezone.now()
-    with transaction.atomic():
+    with statements.atomic():
         changes = {"status": Call.Status.ACTIVE, "upstream_id": created.upstream_id, "sdp_answer": created.sdp_answer, "answered_at": now}
         changes["deadline_at"] = now + timedelta(seconds=call.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS)
-        old = _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes)
-        if old is None:
-            return False
-        _record(
-            call=call,
-            event_type="call.answered",
-            actor=CallEvent.Actor.UPSTREAM,
-            data={"upstream_id": created.upstream_id},
-            at=now,
-            lifecycle=True,
-            tally=Tally.of(call).moved(old=old, new=Call.Status.ACTIVE),
+        answered = Recorded(
+            "call.answered",
+            CallEvent.Actor.UPSTREAM,
+            {"upstream_id": created.upstream_id},
+            now,
+            lambda old: Tally.of(call).moved(old=old, new=Call.Status.ACTIVE),
         )
-    return True
+        return _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes, record=answered) is not None
 
 
 def call_fail(*, call: Call, error: RealtimeError) -> bool:
     """pending -> failed: OpenAI refused or never answered. The call never became active."""
     _load(call)
     now = timezone.now()
-    with transaction.atomic():
+    with statements.atomic():
         changes = {
             "status": Call.Status.FAILED,
             "ended_at": now,
             "end_reason": Call.EndReason.UPSTREAM_ERROR,
             "error_message": error.message[:2000],
         }
-        old = _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes)
-        if old is None:
-            return False
         data = {"code": error.code, "message": error.message, "details": error.details}
-        tally = Tally.of(call).moved(old=old, new=Call.Status.FAILED, end_reason=Call.EndReason.UPSTREAM_ERROR)
-        _record(call=call, event_type="call.failed", actor=CallEvent.Actor.UPSTREAM, data=data, at=now, lifecycle=True, tally=tally)
-    return True
+        failed = Recorded(
+            "call.failed",
+            CallEvent.Actor.UPSTREAM,
+            data,
+            now,
+            lambda old: Tally.of(call).moved(old=old, new=Call.Status.FAILED, end_reason=Call.EndReason.UPSTREAM_ERROR),
+        )
+        return _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes, record=failed) is not None
 
 
 def call_end(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data: dict[str, Any] | None = None) -> Call:
@@ -344,38 +387,47 @@ def call_end(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data
     _load(call)
     now = timezone.now()
     duration = max((now - call.created_at).total_seconds(), 0.0)
-    with transaction.atomic():
+    with statements.atomic():
         changes: dict[str, Any] = {"status": Call.Status.ENDED, "ended_at": now, "end_reason": reason, "duration_seconds": duration}
         per_minute = pricing.duration_cost(call.upstream_model, duration)
         if per_minute is not None:
             # Models billed by the minute: the call's duration is its price (tokens cost nothing more).
             changes["cost_usd"] = Coalesce(F("cost_usd"), Value(Decimal(0))) + per_minute
-        cost_before = call.cost_usd
-        old = _transition(call=call, allowed=Call.ENDABLE, changes=changes)
-        if old is None:
+        values = {} if per_minute is None else {"cost_usd": (call.cost_usd or Decimal(0)) + per_minute}
+
+        def tally(old: str) -> Tally:
+            counted = Tally.of(call).moved(old=old, new=Call.Status.ENDED, end_reason=reason, duration=duration)
+            if per_minute is not None:
+                counted.usage(upstream_model=call.upstream_model, input_tokens=0, output_tokens=0, cost_micros=micros(per_minute))
+            return counted
+
+        payload = {"reason": reason, "duration_seconds": round(duration), **(data or {})}
+        ended = Recorded("call.ended", actor, payload, now, tally)
+        # The call holds the value, not the expression the UPDATE added it with.
+        if _transition(call=call, allowed=Call.ENDABLE, changes=changes, record=ended, values=values) is None:
             call.status = Call.objects.values_list("status", flat=True).get(pk=call.pk)
             raise CallStateConflict(
                 _("The call is already %(status)s.") % {"status": call.get_status_display().lower()},
                 details={"call_id": call.call_id, "status": call.status},
             )
-        payload = {"reason": reason, "duration_seconds": round(duration), **(data or {})}
-        tally = Tally.of(call).moved(old=old, new=Call.Status.ENDED, end_reason=reason, duration=duration)
-        if per_minute is not None:
-            # The call holds the value, not the expression the UPDATE added it with.
-            call.cost_usd = (cost_before or Decimal(0)) + per_minute
-            tally.usage(upstream_model=call.upstream_model, input_tokens=0, output_tokens=0, cost_micros=micros(per_minute))
-        _record(call=call, event_type="call.ended", actor=actor, data=payload, at=now, lifecycle=True, tally=tally)
     return call
 
 
 def call_note_upstream_closed(*, call: Call, hung_up: bool) -> None:
     """OpenAI confirmed the hangup (or no longer knew the call): nothing runs upstream any more."""
     now = timezone.now()
-    with transaction.atomic():
-        if statements.update_if(Call, call.pk, {"upstream_closed_at": None}, {"upstream_closed_at": now}):
-            call.upstream_closed_at = now
-            data = {"upstream_id": call.upstream_id, "already_gone": not hung_up}
-            _record(call=call, event_type="upstream.hangup", actor=CallEvent.Actor.SYSTEM, data=data, at=now, lifecycle=False)
+    with statements.atomic():
+        data = {"upstream_id": call.upstream_id, "already_gone": not hung_up}
+        _record(
+            call=call,
+            event_type="upstream.hangup",
+            actor=CallEvent.Actor.SYSTEM,
+            data=data,
+            at=now,
+            lifecycle=False,
+            where={"upstream_closed_at": None},
+            changes={"upstream_closed_at": now},
+        )
 
 
 def call_note_upstream_id(*, call: Call, upstream_id: str) -> None:
@@ -879,27 +931,25 @@ def sip_call_receive(
 def call_reject(*, call: Call, status: int, reason: str = "route") -> bool:
     """pending -> ended (`rejected`) with the SIP status sent to the caller. False if already decided."""
     now = timezone.now()
-    with transaction.atomic():
+    with statements.atomic():
         changes = {"status": Call.Status.ENDED, "ended_at": now, "end_reason": Call.EndReason.REJECTED, "sip_status": status}
         duration = changes["duration_seconds"] = max((now - call.created_at).total_seconds(), 0.0)
-        old = _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes)
-        if old is None:
-            return False
-        data = {"status_code": status, "reason": reason}
-        tally = Tally.of(call).moved(old=old, new=Call.Status.ENDED, end_reason=Call.EndReason.REJECTED, duration=duration)
-        _record(call=call, event_type="call.rejected", actor=CallEvent.Actor.SYSTEM, data=data, at=now, lifecycle=True, tally=tally)
-    return True
+        rejected = Recorded(
+            "call.rejected",
+            CallEvent.Actor.SYSTEM,
+            {"status_code": status, "reason": reason},
+            now,
+            lambda old: Tally.of(call).moved(old=old, new=Call.Status.ENDED, end_reason=Call.EndReason.REJECTED, duration=duration),
+        )
+        return _transition(call=call, allowed=(Call.Status.PENDING,), changes=changes, record=rejected) is not None
 
 
 def call_note_transfer(*, call: Call, target_uri: str, actor: CallEvent.Actor, data: dict[str, Any] | None = None) -> bool:
     """Record a transfer OpenAI accepted (REFER sent): one `call.transferred` per transfer of an active call."""
     now = timezone.now()
-    with transaction.atomic():
-        if _transition(call=call, allowed=(Call.Status.ACTIVE,), changes={"transferred_to": target_uri}) is None:
-            return False
-        payload = {"target_uri": target_uri, **(data or {})}
-        _record(call=call, event_type="call.transferred", actor=actor, data=payload, at=now, lifecycle=True)
-    return True
+    with statements.atomic():
+        transferred = Recorded("call.transferred", actor, {"target_uri": target_uri, **(data or {})}, now)
+        return _transition(call=call, allowed=(Call.Status.ACTIVE,), changes={"transferred_to": target_uri}, record=transferred) is not None
 
 
 async def sip_call_decide(*, call: Call, decision: SipDecision) -> Call:

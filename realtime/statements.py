@@ -19,14 +19,19 @@ limit), this 0.1 ms.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Field, Model
 
-from .models import Call
+from .counters import Upsert
+from .models import Call, CallEvent
+from .webhooks import outbox
+from .webhooks.outbox import Subscriber
 
 M = TypeVar("M", bound=Model)
 
@@ -42,19 +47,27 @@ def _insert_sql(vendor: str, table: str, columns: tuple[str, ...]) -> str:
     return sql if vendor == "sqlite" else f"{sql} RETURNING {quote('id')}"
 
 
+def _values(obj: Model, fields: list[Field]) -> list[Any]:
+    """The values of a new row's fields, as `obj.save()` prepares them (defaults applied)."""
+    return [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+
+
+def _inserted(obj: Model, pk: int) -> None:
+    obj.pk = pk
+    obj._state.adding = False
+    obj._state.db = connection.alias
+
+
 def insert(obj: Model) -> None:
     """Save a new model instance (one INSERT; its primary key set from the database), as
     `obj.save()` would: every concrete field, defaults applied (`pre_save`). No signals are sent
     (none is connected to the models this is used for)."""
     meta = obj._meta
     fields = [f for f in meta.local_concrete_fields if not f.primary_key]
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
     sql = _insert_sql(connection.vendor, meta.db_table, tuple(f.column for f in fields))
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        obj.pk = cursor.lastrowid if connection.vendor == "sqlite" else cursor.fetchone()[0]
-    obj._state.adding = False
-    obj._state.db = connection.alias
+        cursor.execute(sql, _values(obj, fields))
+        _inserted(obj, cursor.lastrowid if connection.vendor == "sqlite" else cursor.fetchone()[0])
 
 
 @functools.cache
@@ -65,9 +78,7 @@ def _update_sql(vendor: str, table: str, columns: tuple[str, ...], where: tuple[
     return f"UPDATE {quote(table)} SET {sets} WHERE {quote('id')} = %s AND {conditions}"
 
 
-def update_if(model: type[Model], pk: int, where: dict[str, Any], changes: dict[str, Any]) -> int:
-    """`model.objects.filter(pk=pk, **where).update(**changes)` for plain values (a None in
-    `where` means IS NULL); returns the number of rows changed (0 or 1)."""
+def _update(model: type[Model], pk: int, where: dict[str, Any], changes: dict[str, Any]) -> tuple[str, list[Any]]:
     meta = model._meta
     fields = [cast(Field, meta.get_field(name)) for name in changes]
     conditions = [(cast(Field, meta.get_field(name)), value) for name, value in where.items()]
@@ -75,14 +86,191 @@ def update_if(model: type[Model], pk: int, where: dict[str, Any], changes: dict[
     params.append(pk)
     params += [f.get_db_prep_value(value, connection) for f, value in conditions if value is not None]
     shape = tuple((f.column, value is None) for f, value in conditions)
-    sql = _update_sql(connection.vendor, meta.db_table, tuple(f.column for f in fields), shape)
+    return _update_sql(connection.vendor, meta.db_table, tuple(f.column for f in fields), shape), params
+
+
+def update_if(model: type[Model], pk: int, where: dict[str, Any], changes: dict[str, Any]) -> int:
+    """`model.objects.filter(pk=pk, **where).update(**changes)` for plain values (a None in
+    `where` means IS NULL); returns the number of rows changed (0 or 1)."""
+    sql, params = _update(model, pk, where, changes)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
 
 
+_alone = threading.local()
+
+
+@contextlib.contextmanager
+def atomic() -> Iterator[None]:
+    """`transaction.atomic()` around one change of a call (`realtime.services`), except on
+    PostgreSQL outside any transaction: there the transaction is opened only when needed. A
+    `transition` whose statement is the whole change commits on its own (an autocommit statement
+    is a transaction: its event, counters and change together or not at all), without the BEGIN
+    and COMMIT round trips; anything else in the block (another statement: call `begin` first; the
+    deliveries of a webhook endpoint that wants the event) runs in a transaction opened then, and
+    committed when the block ends."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        with transaction.atomic():
+            yield
+        return
+    with contextlib.ExitStack() as stack:
+        outer, _alone.stack = getattr(_alone, "stack", None), stack
+        try:
+            yield
+        finally:
+            _alone.stack = outer
+
+
+def begin() -> None:
+    """Inside `atomic`: open its transaction now, before statements that must share it."""
+    stack = getattr(_alone, "stack", None)
+    if stack is not None:
+        _alone.stack = None
+        stack.enter_context(transaction.atomic())
+
+
+def transition(
+    event: CallEvent,
+    *,
+    upserts: list[Upsert],
+    endpoints: bool,
+    new: bool = False,
+    where: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None,
+) -> list[Subscriber] | None:
+    """Write a change of `event.call` with its event: insert the call (`new`), or apply `changes` to
+    it if it still matches `where` (plain values, as `update_if`), or neither; then the event (its
+    primary key set), the counters' `upserts`, and read the webhook endpoints that may hear about
+    the call when `endpoints` (outbox.in_scope). Returns those endpoints ([] when not read), or
+    None when the call no longer matched `where`: then nothing was written.
+
+    On PostgreSQL, one statement (a `WITH` whose parts are the statements SQLite runs one by one,
+    each written only if the change was): a transition's statements were each a round trip, which
+    on a create's path cost more than the database's work itself (docs/benchmarks.md). Outside a
+    transaction (`atomic`), the statement writes nothing if an endpoint wants the event (its
+    deliveries must be written in the same transaction): the transaction is then opened and the
+    statement run again.
+    """
+    call = event.call
+    if connection.vendor != "postgresql":
+        if new:
+            insert(call)
+            event.call_id = call.pk
+        elif changes is not None and not update_if(Call, call.pk, where or {}, changes):
+            return None
+        insert(event)
+        for upsert in upserts:
+            upsert.run()
+        return outbox.in_scope(call) if endpoints else []
+    alone = getattr(_alone, "stack", None) is not None and not connection.in_atomic_block
+    wanted = outbox.wanted(event.event_type) if alone and endpoints else ()
+    read = endpoints and not alone
+    rows = _transition(event, upserts, new=new, where=where, changes=changes, wanted=wanted, read=read)
+    if wanted and rows[0][2]:
+        begin()
+        read = True
+        rows = _transition(event, upserts, new=new, where=where, changes=changes, wanted=(), read=read)
+    if not rows or rows[0][0] is None:
+        return None
+    if new:
+        _inserted(call, rows[0][0])
+    event.call_id = rows[0][0]
+    _inserted(event, rows[0][1])
+    return outbox.subscribers([(pk, events) for _, _, pk, events in rows if pk is not None]) if read else []
+
+
+def _transition(
+    event: CallEvent,
+    upserts: list[Upsert],
+    *,
+    new: bool,
+    where: dict[str, Any] | None,
+    changes: dict[str, Any] | None,
+    wanted: tuple[str, ...],
+    read: bool,
+) -> list[tuple[Any, ...]]:
+    call = event.call
+    params: list[Any] = []
+    if wanted:
+        guard, params = outbox.wanted_query(call.api_key_id, wanted)
+    else:
+        guard = ""
+    if new:
+        # Columns left NULL are left out (no column has a database default): fewer parameters
+        # (see counters.Upsert.part), in a few shapes.
+        given = [
+            (f, value) for f in Call._meta.local_concrete_fields if not f.primary_key for value in _values(call, [f]) if value is not None
+        ]
+        head: tuple[Any, ...] = ("insert", tuple(f for f, _ in given))
+        params += [value for _, value in given]
+    elif changes is not None:
+        update, update_params = _update(Call, call.pk, where or {}, changes)
+        head = ("update", update)
+        params += update_params
+    else:
+        head = ("call",)
+        params.append(call.pk)
+    event_fields = [f for f in CallEvent._meta.local_concrete_fields if not f.primary_key and f.column != "call_id"]
+    params += _values(event, event_fields)
+    parts = []
+    for upsert in upserts:
+        part, part_params = upsert.part("t")
+        parts.append(part)
+        params += part_params
+    reads, read_params = outbox.in_scope_query(call.api_key_id) if read else ("", [])
+    params += read_params
+    sql = _transition_sql(connection.vendor, head, tuple(event_fields), tuple(parts), reads, guard)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 @functools.cache
-def _live_calls_sql(vendor: str, total: bool, of_key: bool) -> str:
+def _transition_sql(
+    vendor: str, head: tuple[Any, ...], event_fields: tuple[Field, ...], upserts: tuple[str, ...], reads: str, guard: str
+) -> str:
+    """`transition`'s statement on PostgreSQL, built once per shape: `t` the call changed (its id;
+    no row if the UPDATE matched none), `e` its event, the upserts gated on `t`, `w` the endpoints
+    read; or, with a `guard` (the endpoints that want the event), `g`, and nothing written if it
+    finds one."""
+    quote = connection.ops.quote_name
+    unless = " WHERE NOT EXISTS (SELECT FROM g)" if guard else ""
+    if head[0] == "insert":
+        names = ", ".join(quote(cast(str, f.column)) for f in head[1])
+        first = f"INSERT INTO {quote(Call._meta.db_table)} ({names}) SELECT {_casts(head[1])}{unless} RETURNING {quote('id')}"
+    elif head[0] == "update":
+        first = f"{head[1]}{' AND NOT EXISTS (SELECT FROM g)' if guard else ''} RETURNING {quote('id')}"
+    else:
+        first = f"SELECT CAST(%s AS bigint) AS {quote('id')}{unless}"
+    columns = ", ".join(quote(cast(str, f.column)) for f in event_fields)
+    parts = [
+        *([f"g AS ({guard})"] if guard else []),
+        f"t AS ({first})",
+        f"e AS (INSERT INTO {quote(CallEvent._meta.db_table)} ({quote('call_id')}, {columns}) "
+        f"SELECT t.{quote('id')}, {_casts(event_fields)} FROM t RETURNING {quote('id')})",
+        *(f"u{i} AS ({upsert})" for i, upsert in enumerate(upserts)),
+    ]
+    if guard:
+        # One row whatever happened: whether an endpoint stopped the statement tells it from a
+        # conditional UPDATE that matched nothing.
+        return f"WITH {', '.join(parts)} SELECT (SELECT {quote('id')} FROM t), (SELECT {quote('id')} FROM e), EXISTS (SELECT FROM g)"
+    selected = f"SELECT t.{quote('id')}, e.{quote('id')}"
+    if not reads:
+        return f"WITH {', '.join(parts)} {selected} FROM t CROSS JOIN e"
+    parts.append(f"w AS ({reads})")
+    return f"WITH {', '.join(parts)} {selected}, w.{quote('id')}, w.{quote('events')} FROM t CROSS JOIN e LEFT JOIN w ON TRUE"
+
+
+def _casts(fields: tuple[Field, ...] | list[Field]) -> str:
+    """A placeholder per field, cast to its column's type (a SELECT list has no column to take it
+    from), without its length: an explicit cast to `varchar(80)` would cut a longer value, where
+    the INSERT's own conversion refuses it, as the ORM's INSERT does."""
+    return ", ".join(f"%s::{cast(str, f.db_type(connection)).split('(')[0]}" for f in fields)
+
+
+@functools.cache
+def _live_calls_sql(vendor: str, total: bool, of_key: bool, lock: bool) -> str:
     quote = connection.ops.quote_name
     live = f"{quote('status')} IN ({', '.join(['%s'] * len(Call.ENDABLE))})"
     key = f"{quote('api_key_id')} = %s"
@@ -92,15 +280,27 @@ def _live_calls_sql(vendor: str, total: bool, of_key: bool) -> str:
         counts = "COUNT(*), 0"
     else:
         counts, live = "0, COUNT(*)", f"{live} AND {key}"
-    return f"SELECT {counts} FROM {quote(Call._meta.db_table)} WHERE {live}"
+    sql = f"SELECT {counts} FROM {quote(Call._meta.db_table)} WHERE {live}"
+    # Two statements in one round trip (the parameters bound on this side, Django's default with
+    # psycopg 3): the count has a snapshot of its own, taken once the lock is held, so it sees
+    # every create committed while this one waited for the lock.
+    return f"SELECT pg_advisory_xact_lock(%s); {sql}" if lock else sql
 
 
-def live_calls(*, api_key_id: int | None, total: bool) -> tuple[int, int]:
+def live_calls(*, api_key_id: int | None, total: bool, lock: int | None = None) -> tuple[int, int]:
     """(live calls in all, live calls of the key `api_key_id`): pending or active, one read of the
-    status index's live range; the first 0 unless `total`, the second 0 without a key."""
+    status index's live range; the first 0 unless `total`, the second 0 without a key.
+
+    `lock`: first take that PostgreSQL advisory lock for the rest of the transaction (it
+    serialises the counts and inserts of concurrent creates), in the same round trip."""
     if not total and api_key_id is None:
         return 0, 0
-    sql = _live_calls_sql(connection.vendor, total, api_key_id is not None)
+    together = lock is not None and not connection.settings_dict["OPTIONS"].get("server_side_binding")
+    if lock is not None and not together:
+        # Server-side binding takes one statement per execute.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock])
+    sql = _live_calls_sql(connection.vendor, total, api_key_id is not None, together)
     statuses = [str(status) for status in Call.ENDABLE]
     if api_key_id is None:
         params: list[Any] = statuses
@@ -109,7 +309,9 @@ def live_calls(*, api_key_id: int | None, total: bool) -> tuple[int, int]:
     else:
         params = [*statuses, api_key_id]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, [lock, *params] if together else params)
+        if together:
+            cursor.nextset()
         counts = cursor.fetchone()
     return int(counts[0]), int(counts[1])
 

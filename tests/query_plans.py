@@ -36,12 +36,28 @@ def capture() -> Iterator[list[tuple[str, Any]]]:
 
     with connection.execute_wrapper(record):
         yield queries
+    # Several statements sent in one execute (PostgreSQL, parameters bound on this side) are
+    # checked one by one: EXPLAIN takes one statement.
+    queries[:] = [part for sql, params in queries for part in _split(sql, params)]
+
+
+def _split(sql: str, params: Any) -> list[tuple[str, Any]]:
+    """The statements of one execute with their parameters (none of ours quotes a `;` or a `%s`)."""
+    parts = [part for part in re.split(r";\s+", sql.strip()) if part]
+    if len(parts) == 1 or not isinstance(params, list | tuple):
+        return [(sql, params)]
+    found, start = [], 0
+    for part in parts:
+        n = part.count("%s")
+        found.append((part, list(params[start : start + n])))
+        start += n
+    return found
 
 
 def _reads_growing(sql: str) -> bool:
     lowered = sql.lstrip().lower()
-    if not lowered.startswith(("select", "update", "delete")):
-        return False  # INSERTs, transaction control, PRAGMAs: no plan to check
+    if not lowered.startswith(("select", "update", "delete", "with")):
+        return False  # INSERTs, transaction control, PRAGMAs: no plan to check (a WITH may hold reads)
     return any(re.search(rf'"{table}"', sql) for table in GROWING)
 
 

@@ -45,11 +45,50 @@ class Subscriber(NamedTuple):
     events: list[str]
 
 
+def _in_scope_where(with_key: bool) -> str:
+    quote = connection.ops.quote_name
+    scope = f"{quote('api_key_id')} IS NULL" + (f" OR {quote('api_key_id')} = %s" if with_key else "")
+    return f"{quote('enabled')} AND ({scope})"
+
+
 @functools.cache
 def _in_scope_sql(vendor: str, with_key: bool) -> str:
     table, quote = WebhookEndpoint._meta.db_table, connection.ops.quote_name
-    scope = f"{quote('api_key_id')} IS NULL" + (f" OR {quote('api_key_id')} = %s" if with_key else "")
-    return f"SELECT {quote('id')}, {quote('events')} FROM {quote(table)} WHERE {quote('enabled')} AND ({scope})"
+    return f"SELECT {quote('id')}, {quote('events')} FROM {quote(table)} WHERE {_in_scope_where(with_key)}"
+
+
+def in_scope_query(api_key_id: int | None) -> tuple[str, list[Any]]:
+    """The read `in_scope` runs (also a part of a transition's one statement on PostgreSQL:
+    realtime.statements.transition), with its parameters; its rows go to `subscribers`."""
+    params = [] if api_key_id is None else [api_key_id]
+    return _in_scope_sql(connection.vendor, bool(params)), params
+
+
+def wanted(event_type: str) -> tuple[str, ...]:
+    """The event types whose endpoints `enqueue` writes deliveries for, for an event of this type."""
+    if event_type not in SENT:
+        return ()
+    return (event_type, EventType.CALL_TRANSCRIPT_COMPLETED) if event_type == EventType.CALL_ENDED else (event_type,)
+
+
+@functools.cache
+def _wanted_sql(vendor: str, with_key: bool, types: int) -> str:
+    table, quote = WebhookEndpoint._meta.db_table, connection.ops.quote_name
+    wants = " OR ".join([f"{quote('events')} ? %s"] * types)
+    return f"SELECT FROM {quote(table)} WHERE {_in_scope_where(with_key)} AND ({wants})"
+
+
+def wanted_query(api_key_id: int | None, types: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """PostgreSQL: the endpoints in scope of a call (`in_scope`) that want any of `types` (a row
+    each), with its parameters."""
+    params: list[Any] = [] if api_key_id is None else [api_key_id]
+    return _wanted_sql(connection.vendor, bool(params), len(types)), [*params, *types]
+
+
+def subscribers(rows: list[tuple[int, Any]]) -> list[Subscriber]:
+    """Endpoints from the rows of `in_scope_query` (id, events as the database returns them)."""
+    events = WebhookEndpoint._meta.get_field("events")
+    return [Subscriber(pk, events.from_db_value(value, events.cached_col, connection)) for pk, value in rows]
 
 
 def in_scope(call: Call) -> list[Subscriber]:
@@ -60,23 +99,23 @@ def in_scope(call: Call) -> list[Subscriber]:
     small indexed read, in SQL written once: building it through the ORM cost ten times what
     running it costs, at every transition.
     """
-    params = [] if call.api_key_id is None else [call.api_key_id]
+    sql, params = in_scope_query(call.api_key_id)
     with connection.cursor() as cursor:
-        cursor.execute(_in_scope_sql(connection.vendor, bool(params)), params)
-        rows = cursor.fetchall()
-    events = WebhookEndpoint._meta.get_field("events")
-    return [Subscriber(pk, events.from_db_value(value, events.cached_col, connection)) for pk, value in rows]
+        cursor.execute(sql, params)
+        return subscribers(cursor.fetchall())
 
 
-def enqueue(*, call: Call, event_type: str, at: datetime) -> int:
+def enqueue(*, call: Call, event_type: str, at: datetime, endpoints: list[Subscriber] | None = None) -> int:
     """Write the deliveries of one call event (inside its transaction); returns how many.
+    `endpoints`: `in_scope(call)` if the caller read it already, in the same transaction.
 
     A call that ends with a transcript also gets `call.transcript.completed`, with its transcript.
     """
     if event_type not in SENT:
         return 0
     # Endpoints are few (a handful per key): the event filter is cheaper here than in JSON SQL.
-    endpoints = in_scope(call)
+    if endpoints is None:
+        endpoints = in_scope(call)
     written = _write(call=call, event_type=event_type, at=at, endpoints=[e for e in endpoints if event_type in e.events])
     transcript_wanted = [e for e in endpoints if EventType.CALL_TRANSCRIPT_COMPLETED in e.events]
     if event_type == EventType.CALL_ENDED and transcript_wanted:
