@@ -213,13 +213,6 @@ class Call(models.Model):
             # GET /api/realtime/calls?status=...; the admin's status filter; the sweeper's pending
             # and active calls; the concurrency check.
             models.Index(fields=["status", "-created_at", "-id"], name="call_status_recent_idx"),
-            # A transition out of pending (the answer, a failure) updates `WHERE id = … AND status =
-            # 'pending'`. PostgreSQL's statistics hardly ever see a pending call, so without this it
-            # plans that on call_status_recent_idx, expecting one row, and reads every pending
-            # entry there, each answered call's left dead until the table is vacuumed: 238 buffers
-            # and 1.6-3.6 ms after 17,000 creates on a 300,000-call history; from this, 5 buffers
-            # and 0.03 ms (docs/benchmarks.md, "PostgreSQL's server settings").
-            models.Index(fields=["id"], condition=models.Q(status="pending"), name="call_pending_idx"),
             # The admin's model, voice, end reason and source filters, newest first: a filtered page
             # reads its 50 rows from the index instead of sorting every match.
             models.Index(fields=["model", "-created_at", "-id"], name="call_model_recent_idx"),

@@ -1,5 +1,5 @@
-"""The call table's indexes as each database holds them (the query plans that read them are checked
-in the *_plans tests; a transition's UPDATE here): on PostgreSQL, where every transition of a call adds an entry to every
+"""The call table's indexes as each database holds them (the query plans that use them are checked
+in the *_plans tests): on PostgreSQL, where every transition of a call adds an entry to every
 index whose condition the new row meets, the indexes read for some calls only (active ones, those
 with a key, a route or an end reason) are partial; the call id has one index, for both equality
 and prefix search. SQLite, which updates only the indexes whose columns changed, keeps them whole."""
@@ -12,10 +12,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from realtime import statements
 from realtime.models import Call
-
-from . import query_plans
 
 PARTIAL_ON_POSTGRESQL = {
     "call_monitor_claim_idx": "(((status)::text = 'active'::text) AND (NOT ((upstream_id)::text = ''::text)))",
@@ -77,29 +74,3 @@ def test_it_refuses_a_second_call_with_the_same_id() -> None:
     with pytest.raises(IntegrityError), transaction.atomic():
         _call(call_id=call.call_id)
     assert Call.objects.filter(call_id=call.call_id).count() == 1
-
-
-@pytest.mark.django_db
-def test_it_finds_the_call_a_transition_out_of_pending_updates_by_its_id() -> None:
-    # Statistics of a history, where a pending call is rare: PostgreSQL then expected one row
-    # from an index beginning with the status, and read every pending entry of it, dead ones too.
-    now = timezone.now()
-    fields = {"model": "gpt-realtime", "voice": "marin", "upstream_model": "gpt-realtime", "sdp_offer": "v=0", "created_at": now}
-    Call.objects.bulk_create(
-        [Call(status=Call.Status.ENDED, ended_at=now, end_reason=Call.EndReason.API_HANGUP, **fields) for _ in range(300)]
-    )
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE realtime_call")  # before the pending call, as a sample rarely holds one
-    call = _call()
-
-    with query_plans.capture() as queries:
-        assert statements.update_if(Call, call.pk, {"status": Call.Status.PENDING}, {"status": Call.Status.ACTIVE, "answered_at": now}) == 1
-
-    ((sql, params),) = queries
-    with connection.cursor() as cursor:
-        cursor.execute(("EXPLAIN " if connection.vendor == "postgresql" else "EXPLAIN QUERY PLAN ") + sql, params)
-        plan = " ".join(str(row[-1]) for row in cursor.fetchall())
-    if connection.vendor == "postgresql":
-        assert re.search(r"Index Scan using (call_pending_idx|realtime_call_pkey) on realtime_call .* Index Cond: \(id = ", plan), plan
-    else:
-        assert "USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan

@@ -1,8 +1,7 @@
 # Fewer index entries per call transition on PostgreSQL (docs/benchmarks.md, "Index entries per
 # transition"): one index for the call id, indexes read for active calls, or for calls with a key,
 # a route or an end reason made partial there, and the index of ended calls dropped (whole calls
-# past their retention are read from the index of creation); and a small index of pending calls by
-# id, from which PostgreSQL finds the call a transition out of pending updates.
+# past their retention are read from the index of creation).
 
 from typing import Any
 
@@ -74,8 +73,4 @@ class Migration(migrations.Migration):
             ]
         ),
         migrations.RemoveIndex(model_name="call", name="call_ended_idx"),
-        migrations.AddIndex(
-            model_name="call",
-            index=models.Index(condition=models.Q(status="pending"), fields=["id"], name="call_pending_idx"),
-        ),
     ]
