@@ -142,6 +142,7 @@ POSTGRESQL_FILES = {
     "test_api_call_export.py",
     "test_call_quality.py",
     "test_db_thread_connection.py",
+    "test_call_indexes.py",
 }
 
 
