@@ -98,6 +98,10 @@ def postgres_command(data: Path, socket_dir: Path, port: int, *, durable: bool =
     command = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(socket_dir)]
     # Enough backends for two web processes' pools, the workers and the tests.
     command += ["-c", "max_connections=200", "-c", "shared_buffers=64MB"]
+    # Durable by default (fsync, synchronous_commit and full-page writes on, as PostgreSQL ships
+    # them). Measured and left as they are, since none made a call's statements faster here:
+    # wal_compression, more shared_buffers, checkpoint spacing, commit_delay, wal_sync_method
+    # (docs/benchmarks.md, "PostgreSQL's server settings").
     if not durable:
         # The tests' throw-away cluster: no fsync (what is tested is locking and visibility, which
         # durability does not change).

@@ -15,6 +15,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .indexes import PostgreSQLPartialIndex
+
 # What every key starts with, so a leaked key is recognisable (secret scanners, log reviews).
 API_KEY_PREFIX = "iap_"
 # Characters of the key kept in clear to tell keys apart in the admin and in audit events.
@@ -76,6 +78,16 @@ class ApiKey(models.Model):
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > at)
 
 
+# Conditions of indexes partial on PostgreSQL (see PostgreSQLPartialIndex): read for active
+# calls only (each condition says what its readers ask, so a query by id that also checks the
+# status is not offered a walk of every active call in its place), or for a key's calls only.
+_ACTIVE = models.Q(status="active")
+_CLAIMABLE = _ACTIVE & ~models.Q(upstream_id="")
+_WITH_DEADLINE = _ACTIVE & models.Q(deadline_at__isnull=False)
+_IDLE_SINCE = _ACTIVE & (models.Q(last_activity_at__isnull=False) | models.Q(answered_at__isnull=False))
+_WITH_KEY = models.Q(api_key__isnull=False)
+
+
 class Call(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", _("Pending")
@@ -102,7 +114,8 @@ class Call(models.Model):
     # Source states from which a call may still be ended.
     ENDABLE = (Status.PENDING, Status.ACTIVE)
 
-    call_id = models.CharField(_("call id"), max_length=40, unique=True, default=new_call_id, editable=False)
+    # Unique through Meta's `call_id_once`: one index for both equality and prefix search.
+    call_id = models.CharField(_("call id"), max_length=40, default=new_call_id, editable=False)
     upstream_id = models.CharField(_("upstream id"), max_length=100, blank=True, default="")
     source = models.CharField(_("source"), max_length=10, choices=Source.choices, default=Source.WEBRTC)
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
@@ -204,28 +217,37 @@ class Call(models.Model):
             # reads its 50 rows from the index instead of sorting every match.
             models.Index(fields=["model", "-created_at", "-id"], name="call_model_recent_idx"),
             models.Index(fields=["voice", "-created_at", "-id"], name="call_voice_recent_idx"),
-            models.Index(fields=["end_reason", "-created_at", "-id"], name="call_reason_recent_idx"),
+            # Live calls have no end reason: on PostgreSQL this one holds the calls that have one
+            # (see PostgreSQLPartialIndex; filters ask for a reason, which implies it is not blank).
+            PostgreSQLPartialIndex(
+                fields=["end_reason", "-created_at", "-id"], condition=~models.Q(end_reason=""), name="call_reason_recent_idx"
+            ),
             models.Index(fields=["source", "-created_at", "-id"], name="call_source_recent_idx"),
             # Admin search by upstream id (exact or prefix) and lookups from upstream events (rtc_...).
             # The operator class lets PostgreSQL answer a prefix LIKE from it; other databases ignore it.
             models.Index(fields=["upstream_id"], name="call_upstream_idx", opclasses=["varchar_pattern_ops"]),
-            # GET /api/realtime/calls with an API key: that key's calls, newest first.
-            models.Index(fields=["api_key", "-created_at", "-id"], name="call_key_recent_idx"),
+            # GET /api/realtime/calls with an API key: that key's calls, newest first. Calls made
+            # without a key (staff, local mode) are never looked up by key: on PostgreSQL their
+            # transitions write neither of these two (a query naming a key implies the condition).
+            PostgreSQLPartialIndex(fields=["api_key", "-created_at", "-id"], condition=_WITH_KEY, name="call_key_recent_idx"),
             # ... and by status (an integrator's active calls): without it, a page of a rare status
             # walked the key's whole history through the index above (242 ms at 1M calls for a
             # status none of the key's calls had).
-            models.Index(fields=["api_key", "status", "-created_at", "-id"], name="call_key_status_recent_idx"),
+            PostgreSQLPartialIndex(
+                fields=["api_key", "status", "-created_at", "-id"], condition=_WITH_KEY, name="call_key_status_recent_idx"
+            ),
             # monitors claiming active calls whose lease is free or expired (services.monitor_claim).
-            # (Not partial: see call_deadline_idx.) The id last: the claim's order, so that among
-            # thousands of free calls (all with no lease) PostgreSQL reads ten, not all, to sort them.
-            models.Index(fields=["status", "monitor_lease_until", "id"], name="call_monitor_claim_idx"),
+            # The id last: the claim's order, so that among thousands of free calls (all with no
+            # lease) PostgreSQL reads ten, not all, to sort them.
+            # These three are read for active calls only: on PostgreSQL they hold only those
+            # (PostgreSQLPartialIndex), so that a call's insert, end and every later update write
+            # none of them; on SQLite, every call (the status leading).
+            PostgreSQLPartialIndex(fields=["status", "monitor_lease_until", "id"], condition=_CLAIMABLE, name="call_monitor_claim_idx"),
             # the sweeper: active calls past their maximum duration, and calls idle since a time
             # (last speech, else the answer), oldest first: a pass reads the calls that are due,
-            # however many are live and however long the history. Not partial indexes of active
-            # calls: SQLite uses one only for a query that states its condition as a literal, and
-            # the status is a parameter here.
-            models.Index(fields=["status", "deadline_at"], name="call_deadline_idx"),
-            models.Index(fields=["status", "last_activity_at", "answered_at"], name="call_idle_idx"),
+            # however many are live and however long the history.
+            PostgreSQLPartialIndex(fields=["status", "deadline_at"], condition=_WITH_DEADLINE, name="call_deadline_idx"),
+            PostgreSQLPartialIndex(fields=["status", "last_activity_at", "answered_at"], condition=_IDLE_SINCE, name="call_idle_idx"),
             # the sweeper: ended calls whose upstream side is not confirmed closed (unconfirmed
             # hangups: few, whatever the history). Ended calls that never reached upstream have no
             # upstream id and sort first, so `upstream_id > ''` skips them with one seek. The
@@ -242,8 +264,9 @@ class Call(models.Model):
             models.Index(fields=["duration_seconds", "id"], condition=models.Q(duration_seconds__isnull=False), name="call_duration_idx"),
             # the list's `caller` (and a phone number in `q`): equal or starting with (see call_upstream_idx).
             models.Index(fields=["sip_caller"], name="call_caller_idx", opclasses=["varchar_pattern_ops"]),
-            # deleting a route sets its calls' sip_route to null (one UPDATE by route).
-            models.Index(fields=["sip_route"], name="call_sip_route_idx"),
+            # deleting a route sets its calls' sip_route to null (one UPDATE by route): only the
+            # calls a route decided (WebRTC calls have none, and their transitions write nothing here).
+            PostgreSQLPartialIndex(fields=["sip_route"], condition=models.Q(sip_route__isnull=False), name="call_sip_route_idx"),
             # `min_latency` list filters and the dashboard's slowest calls: only measured calls.
             models.Index(fields=["latency_p95_ms", "id"], condition=models.Q(latency_p95_ms__isnull=False), name="call_latency_p95_idx"),
             models.Index(fields=["latency_max_ms"], condition=models.Q(latency_max_ms__isnull=False), name="call_latency_max_idx"),
@@ -258,8 +281,13 @@ class Call(models.Model):
                 )
                 for kind in ("sdp", "session", "transcripts", "caller_numbers", "events")
             ),
-            # the retention purge deleting whole calls ended before the cutoff, oldest first.
-            models.Index(fields=["ended_at"], condition=models.Q(ended_at__isnull=False), name="call_ended_idx"),
+            # (The retention purge deleting whole calls reads call_recent_idx: see retention.due.)
+        ]
+        constraints = [
+            # The operator class lets PostgreSQL answer a prefix LIKE (the admin's id search) from
+            # the unique index too, rather than from a second index on the same column that every
+            # insert and update would also write; other databases ignore it.
+            models.UniqueConstraint(fields=["call_id"], opclasses=["varchar_pattern_ops"], name="call_id_once"),
         ]
         permissions = [
             ("end_call", _("Can end calls")),

@@ -68,15 +68,19 @@ def cutoff(kind: str, *, now: datetime) -> datetime | None:
 def due(kind: str, *, now: datetime) -> QuerySet[Call] | None:
     """Query for the calls due for `kind`, oldest end first (None: this kind is kept forever).
 
-    Spelled for the kind's partial index: its condition's terms, then the range on ended_at.
+    Spelled for the kind's partial index: its condition's terms, then the range on ended_at
+    (whole calls: the range on created_at).
     """
     before = cutoff(kind, now=now)
     if before is None:
         return None
     calls = Call.objects.filter(ended_at__isnull=False, ended_at__lt=before)
-    if kind != "calls":
-        calls = calls.filter(**{f"{kind}_purged_at__isnull": True})
-    return calls.order_by("ended_at")
+    if kind == "calls":
+        # A call ended before the cutoff was created before it: whole calls come from the index
+        # of creation (call_recent_idx), oldest first, rather than from an index of their ends
+        # that every transition of an ended call would write, on PostgreSQL, for this alone.
+        return calls.filter(created_at__lt=before).order_by("created_at", "id")
+    return calls.filter(**{f"{kind}_purged_at__isnull": True}).order_by("ended_at")
 
 
 def due_counts(*, now: datetime) -> dict[str, int | None]:

@@ -149,6 +149,7 @@ POSTGRESQL_FILES = {
     "test_api_create.py",
     "test_request_threads.py",
     "test_db_thread_pushes.py",
+    "test_call_indexes.py",
 }
 
 
