@@ -75,6 +75,13 @@ def _update_sql(vendor: str, table: str, columns: tuple[str, ...], where: tuple[
     quote = connection.ops.quote_name
     sets = ", ".join(f"{quote(column)} = %s" for column in columns)
     conditions = " AND ".join(f"{quote(column)} IS NULL" if is_null else f"{quote(column)} = %s" for column, is_null in where)
+    if vendor == "postgresql":
+        # The row is found by its id alone, the conditions checked on it. Left bare, PostgreSQL may
+        # find it through an index of the conditions instead (a few pending calls, it estimates),
+        # and then reads every entry of that index left dead since the last vacuum: 1.6-3.6 ms
+        # against 0.02 ms by id, 17,000 creates after a vacuum on a 300,000-call history. A CASE
+        # is no index's condition.
+        conditions = f"CASE WHEN {conditions} THEN TRUE END"
     return f"UPDATE {quote(table)} SET {sets} WHERE {quote('id')} = %s AND {conditions}"
 
 

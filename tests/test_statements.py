@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -63,6 +64,27 @@ def test_it_updates_a_row_only_while_its_condition_holds(make_call: Callable[...
         1.5,
         now,
     )
+
+
+@pytest.mark.django_db
+@pytest.mark.postgresql
+def test_it_finds_the_row_of_a_conditional_update_by_its_id_alone(make_call: Callable[..., Call]) -> None:
+    # Many calls, few of them pending, as a live history is: the status indexes look cheap then.
+    calls = [make_call() for _ in range(40)]
+    Call.objects.exclude(pk=calls[0].pk).update(status=Call.Status.ENDED)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE " + connection.ops.quote_name(Call._meta.db_table))
+    sql, params = statements._update(Call, calls[0].pk, {"status": Call.Status.PENDING}, {"error_message": "x"})
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+            plan = cursor.fetchone()[0]
+            scan = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]["Plans"][0]
+            assert (scan["Index Name"], scan["Index Cond"]) == ("realtime_call_pkey", f"(id = {calls[0].pk})")
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+            assert [row[-1] for row in cursor.fetchall()] == ["SEARCH realtime_call USING INTEGER PRIMARY KEY (rowid=?)"]
 
 
 @pytest.mark.django_db
