@@ -239,6 +239,41 @@ async def test_it_checks_an_api_key_request_off_its_thread_and_refuses_a_revoked
     assert {name.lower(): value for name, value in response["headers"]}[b"www-authenticate"] == b'Bearer realm="api"'
 
 
+@pytest.mark.upstream
+async def test_it_checks_a_local_mode_create_without_credentials_off_its_thread(settings, hops, sdp_offer):
+    settings.REALTIME_LOCAL_MODE = True
+    settings.REALTIME_DB_THREAD = True
+    content = json.dumps({"sdp": sdp_offer}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+    hops.clear()
+
+    try:
+        response = await _request("POST", "/api/realtime/calls", body=content, headers=headers)
+        ran = [getattr(fn, "__name__", "") for fn in hops]
+    finally:
+        await services.in_db_thread(connections.close_all)()
+
+    assert response["status"] == 201, response["body"]
+    call = await Call.objects.aget(call_id=json.loads(response["body"])["call_id"])
+    assert (call.status, call.api_key_id) == (Call.Status.ACTIVE, None)
+    # The call recorded, then its answer: nothing on the request's own thread.
+    assert ran == ["run", "run"]
+
+
+async def test_it_checks_a_request_with_a_session_cookie_on_its_thread(settings, hops):
+    settings.REALTIME_LOCAL_MODE = True
+    hops.clear()
+
+    try:
+        response = await _request("DELETE", "/api/realtime/calls/call_unknown", headers=[(b"cookie", b"sessionid=unknown")])
+    finally:
+        await services.in_db_thread(connections.close_all)()
+
+    assert response["status"] == 404
+    # The session is read from the database, on the request's thread, with the checks.
+    assert [getattr(fn, "__name__", "") for fn in hops][:1] == ["initial"]
+
+
 async def _api_key_request(
     path: str, raw: str, body: dict[str, Any], hops: list[Any] | None = None, headers: list[tuple[bytes, bytes]] | None = None
 ) -> dict[str, Any]:
