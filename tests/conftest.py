@@ -150,6 +150,7 @@ POSTGRESQL_FILES = {
     "test_request_threads.py",
     "test_db_thread_pushes.py",
     "test_call_indexes.py",
+    "test_sip_query_plans.py",
 }
 
 
