@@ -1,4 +1,4 @@
-"""Start and stop real servers on loopback for a benchmark: `manage.py serve` (daphne, the whole
+"""Start and stop real servers on loopback for a benchmark: `manage.py serve` (uvicorn, the whole
 project, the local engine beside it) or `manage.py localrealtime` (the engine alone)."""
 
 from __future__ import annotations

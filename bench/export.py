@@ -7,7 +7,7 @@ in the same run (see docs/benchmarks.md, "Finding and exporting calls").
     python bench/export.py --quick              # 1,000 and 10,000 calls (the suite runs it)
 
 For each size: a fresh SQLite database filled by bench/seed_scale.py (the same history as the
-scale benchmark, a few events per call), and a real server (`manage.py serve`, daphne) on it.
+scale benchmark, a few events per call), and a real server (`manage.py serve`, uvicorn) on it.
 Then, through HTTP as a client sees it:
 - the whole export, CSV and JSON lines, streamed to nowhere: rows, megabytes, seconds, and the
   server's peak RSS (VmHWM) before and after: what the export added to the process's peak;

@@ -8,7 +8,7 @@ on an empty database, in the same run (see docs/benchmarks.md, "A million calls"
                                    # baseline is the database `big_empty` on the same server, remade
     python bench/scale.py --quick          # seeds 2,000 calls into a temporary file (the suite runs it)
 
-For each database (empty, and the history): a broker server (daphne, no monitors: the passes
+For each database (empty, and the history): a broker server (`manage.py serve`, no monitors: the passes
 are timed apart) in front of an engine server (the `localrealtime` stand-in for OpenAI, apart, as
 OpenAI is another host), the two brokers running side by side; then
 - the median time of GET /stats, the call list (first page, by status, a deep page through the

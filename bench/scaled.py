@@ -418,7 +418,7 @@ async def fanout(topology: scaled.Topology, offer: str, args: argparse.Namespace
             # More than 1: other pushes reached the sockets in the same window (a call's quality
             # figures, pushed when its monitor stops), and their cost is in the CPU figures too.
             "frames_per_subscriber": round(frames / len(times), 2),
-            # daphne pings each socket every 20 s; those that land in the window cost the same
+            # The server pings each socket every 20 s; those that land in the window cost the same
             # write path as a push (lean clients only).
             "pings_per_subscriber": round(pings / len(times), 2) if args.client == "lean" else None,
             "cpu_ms": cpu,

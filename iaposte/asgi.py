@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP (Django) and WebSocket (Channels), served by daphne (`manage.py serve`).
+"""ASGI entry point: HTTP (Django) and WebSocket (Channels), served by uvicorn (`manage.py serve`).
 
 Importing it starts nothing: background work (call monitors, the sweeper) and the local engine
 are started by the command that hosts the server, on the server's loop (see serve.py).

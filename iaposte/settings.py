@@ -56,7 +56,6 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -307,7 +306,7 @@ LOGGING = {
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 LOCALREALTIME_ENABLED = env.bool("LOCALREALTIME_ENABLED", default=not OPENAI_API_KEY)
 LOCALREALTIME_API_KEY = env.str("LOCALREALTIME_API_KEY", default="sk-localrealtime")
-# Where the engine listens: its own server (`manage.py localrealtime`, or beside daphne in
+# Where the engine listens: its own server (`manage.py localrealtime`, or beside the site in
 # `manage.py serve`), on the port after the web server's unless told.
 LOCALREALTIME_HOST = env.str("LOCALREALTIME_HOST", default="127.0.0.1")
 LOCALREALTIME_PORT = env.int("LOCALREALTIME_PORT", default=PORT + 1)

@@ -67,7 +67,7 @@ class Sideband:
     """One sideband WebSocket's outbox: events in order, then None when the call is over.
 
     `DROP` instead makes the socket fail as a server-side timeout would (close 3008, the IANA
-    "timeout" code; daphne's WebSocket stack cannot send 1011 or abort the connection): the
+    "timeout" code): the
     engine's control for testing reconnection.
     """
 

@@ -8,7 +8,7 @@ it, with no patch of the server.
 
 `run(stop, host, port)` starts the engine's listeners on the running event loop and returns once
 `stop` is set and they are closed: `manage.py localrealtime` runs it alone (the production-like
-topology), `manage.py serve` beside daphne on daphne's loop (`make run`: one command).
+topology), `manage.py serve` beside the site on the site's loop (`make run`: one command).
 
 HTTP routes, shaped like OpenAI's: POST /v1/realtime/calls, .../hangup and, for phone calls,
 .../accept, .../reject and .../refer; the sideband socket GET /v1/realtime?call_id=... . Beside
@@ -427,7 +427,7 @@ application = _build()
 
 
 class EngineServer(uvicorn.Server):
-    """uvicorn, hosted inside a process that owns its signals (`serve`'s daphne, or our command)."""
+    """uvicorn, hosted inside a process that owns its signals (`manage.py serve`, or `manage.py localrealtime`)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

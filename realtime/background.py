@@ -1,7 +1,7 @@
 """Everything a process does in the background: call monitors (monitor.py), the sweeper, the
 webhook dispatcher (webhooks/dispatcher.py) and the retention purge (retention.py).
 
-One function for every process that runs them: `manage.py serve` on daphne's event loop when
+One function for every process that runs them: `manage.py serve` on the web server's event loop when
 REALTIME_MONITORS is "embedded", `manage.py realtime_worker` when it is "worker".
 """
 

@@ -32,7 +32,8 @@ from .auth.websocket import principal_from_scope, websocket_subprotocol
 from .models import ApiKey, Call
 
 # Close code for a socket whose key stopped being valid (4000-4999: for applications; 4401 echoes
-# HTTP 401). The reason also travels in an `access.revoked` message first: daphne drops close reasons.
+# HTTP 401). The reason also travels in an `access.revoked` message first, for clients whose
+# WebSocket API does not show close reasons.
 CLOSE_ACCESS_REVOKED = 4401
 
 

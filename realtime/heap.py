@@ -4,7 +4,7 @@ collections over the start-up heap, and the GIL held by the process's other thre
 CPython's cyclic collector walks every tracked object in a full (generation 2) collection. A
 server process holds a few hundred thousand of them from start-up (Django, DRF, the OpenAI SDK's
 pydantic types, aiortc, the engine) that never become garbage, and a full collection over them
-holds the GIL, and so daphne's loop, for 60–450 ms (measured: docs/benchmarks.md, "Phone calls
+holds the GIL, and so the server's loop, for 60–450 ms (measured: docs/benchmarks.md, "Phone calls
 (SIP)"; with 1,000 WebSockets held, 185–300 ms of CPU per full pass, 40–100 ms once frozen:
 "Scaled topology"). Every request, webhook, RTP packet and sideband frame waiting on the loop
 waits that long.

@@ -1,6 +1,6 @@
 """The client's real address behind our reverse proxy (nginx), trusted only from that proxy.
 
-nginx connects to daphne from its own address and says who the client is in `X-Real-IP`
+nginx connects to the web process from its own address and says who the client is in `X-Real-IP`
 (deploy/nginx/iaposte.conf sets it, overwriting whatever the client sent). This ASGI middleware
 puts that address in the scope's `client`, which Django turns into REMOTE_ADDR and Channels
 passes to the consumers, so throttles, local-mode checks and audit all see the real client. It

@@ -31,7 +31,7 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
-    # The local engine, served beside daphne by `manage.py serve` on a port of its own.
+    # The local engine, served beside the site by `manage.py serve` on a port of its own.
     engine_url: str
 
     def engine(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -59,7 +59,7 @@ def _port_of(url: str) -> int:
 
 
 def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, like: Server | None = None) -> Server:
-    """Start `manage.py serve` (daphne, with the local engine beside it) on free loopback ports
+    """Start `manage.py serve` (uvicorn, with the local engine beside it) on free loopback ports
     (or on the ports of `like`, to restart a server)."""
     port = _port_of(like.url) if like else _free_port()
     engine_port = _port_of(like.engine_url) if like else _free_port()

@@ -559,7 +559,7 @@ async def test_it_refuses_every_malformed_websocket_upgrade_and_changes_nothing(
         communicator.scope["client"] = [client, 50123]
         try:
             connected, _detail = await communicator.connect(timeout=10)
-        except Exception as exc:  # what daphne would answer with a 500
+        except Exception as exc:  # what the server would answer with a 500
             failures.append(f"{label}: {exc!r}")
             continue
         if connected:

@@ -1,6 +1,6 @@
 """bench/sip.py --quick: the phone-call benchmark still runs and its calls all go through (no timing asserted).
 
-Needs real servers (daphne, SIPp)."""
+Needs real servers (`manage.py serve`, SIPp)."""
 
 from __future__ import annotations
 

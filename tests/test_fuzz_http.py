@@ -1,4 +1,4 @@
-"""A fuzzing job over the whole HTTP surface, on the real server (daphne), in local and production modes.
+"""A fuzzing job over the whole HTTP surface, on the real server (uvicorn), in local and production modes.
 
 Every operation of the checked-in OpenAPI schema (REST and OpenAI's SIP webhook) gets generated
 requests, valid and invalid (schemathesis' positive and negative modes, driven by Hypothesis by hand

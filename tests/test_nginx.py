@@ -1,5 +1,5 @@
 """nginx in front of a real web process (deploy/nginx, run unprivileged on a free port): bodies over
-the cap refused before daphne sees a byte (413 in our shape), slow headers timed out, the client's
+the cap refused before a web process sees a byte (413 in our shape), slow headers timed out, the client's
 real address passed and believed only from nginx, WebSocket upgrades, static files.
 Needs Debian's nginx (`.ci/run` installs it)."""
 
@@ -53,7 +53,7 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _posts_seen_by_daphne(web: Server) -> int:
+def _posts_seen_by_the_web_process(web: Server) -> int:
     return web.log.read_text(errors="replace").count("POST /api/realtime/calls")
 
 
@@ -61,9 +61,9 @@ def _client(source: str) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=10)
 
 
-def test_it_refuses_a_300_mib_body_before_it_reaches_daphne(fronted):
+def test_it_refuses_a_300_mib_body_before_it_reaches_a_web_process(fronted):
     web, nginx = fronted
-    before_rss, before_posts = _rss_kib(web.process.pid), _posts_seen_by_daphne(web)
+    before_rss, before_posts = _rss_kib(web.process.pid), _posts_seen_by_the_web_process(web)
 
     def body() -> Iterator[bytes]:
         chunk = b"x" * (1024 * 1024)
@@ -87,7 +87,7 @@ def test_it_refuses_a_300_mib_body_before_it_reaches_daphne(fronted):
                 "details": {"max_bytes": 327680},
             },
         }
-    assert _posts_seen_by_daphne(web) == before_posts
+    assert _posts_seen_by_the_web_process(web) == before_posts
     # Nothing was buffered by the web process (a few MiB of ordinary churn at most).
     assert _rss_kib(web.process.pid) - before_rss < 8 * 1024
 
@@ -125,7 +125,7 @@ def test_it_throttles_each_real_client_address_behind_nginx(fronted):
     assert statuses == [200, 200, 200, 429]
     assert other == 200
 
-    # Straight to daphne, from an address that is not the proxy: the header is not believed.
+    # Straight to the web process, from an address that is not the proxy: the header is not believed.
     with _client("127.0.0.4") as direct:
         statuses = [direct.get(f"{web.url}/api/realtime/stats", headers={"X-Real-IP": f"127.0.1.{i}"}).status_code for i in range(4)]
     assert statuses == [200, 200, 200, 429]

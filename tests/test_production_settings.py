@@ -78,7 +78,7 @@ def test_it_refuses_to_start_on_unsafe_settings(tmp_path, overrides, message):
 
 
 def test_it_lists_every_problem_at_once_when_the_server_starts(tmp_path):
-    # The ASGI entry point daphne imports: the server itself never comes up.
+    # The ASGI entry point the server imports: the server itself never comes up.
     result = _run(tmp_path, "-c", "import iaposte.asgi", SECRET_KEY=None, ALLOWED_HOSTS=None, REALTIME_LOCAL_MODE="true")
 
     assert result.returncode != 0

@@ -49,8 +49,8 @@ def test_it_refuses_a_form_encoded_create_with_415(asgi_server, sdp_offer):
     assert not Call.objects.exists()
 
 
-# Malformed multipart bodies on the real server: Twisted, under daphne, would parse them itself and
-# answer some with a bare 400 before Django runs; the `serve` command's requests leave them to Django.
+# Malformed multipart bodies on the real server: Django's parsers, not the server, answer them (in the
+# API's error shape).
 BAD_MULTIPART = {
     "no boundary": ("multipart/form-data", MULTIPART),
     "empty boundary": ("multipart/form-data; boundary=", MULTIPART),

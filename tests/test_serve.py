@@ -1,4 +1,4 @@
-"""`manage.py serve` (daphne hosting the site, with monitors, sweeper and engine on its loop) and
+"""`manage.py serve` (uvicorn hosting the site, with monitors, sweeper and engine on its loop) and
 `manage.py localrealtime` (the engine alone): started and stopped as real processes."""
 
 from __future__ import annotations

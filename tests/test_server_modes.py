@@ -1,4 +1,4 @@
-"""Both modes through the real ASGI server (daphne), where the client address comes from the socket."""
+"""Both modes through the real ASGI server (uvicorn), where the client address comes from the socket."""
 
 from __future__ import annotations
 

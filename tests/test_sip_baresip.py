@@ -1,6 +1,6 @@
 """A real softphone (baresip) calls the local SIP endpoint, hears its own voice echoed, and follows a transfer.
 
-Needs real servers: daphne with the embedded engine, `baresip` (aufile plays a WAV as the
+Needs real servers: `manage.py serve` with the embedded engine, `baresip` (aufile plays a WAV as the
 microphone, sndfile records what it hears) and `sipp` as the transfer target. baresip exits 0
 even when a call fails, so every test reads its output and its recordings.
 """

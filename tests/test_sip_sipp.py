@@ -1,6 +1,6 @@
 """Phone calls end to end with SIPp (real SIP software) against the real server's local SIP endpoint.
 
-Needs real servers: daphne with the embedded engine (SIP on a loopback port of its own, its
+Needs real servers: `manage.py serve` with the embedded engine (SIP on a loopback port of its own, its
 webhooks to our app, monitors on) and the `sipp` binary. Each scenario asserts SIPp's exit code
 (0: its call went exactly as scripted) and what the service recorded.
 """

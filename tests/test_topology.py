@@ -1,5 +1,5 @@
 """The scaled topology, for real (`make run-scaled`'s Procfile under honcho): nginx in front of two
-daphne web processes, two realtime_workers, PostgreSQL, Redis and the local engine as its own
+web processes (uvicorn), two realtime_workers, PostgreSQL, Redis and the local engine as its own
 process. Needs the Debian packages postgresql, redis-server and nginx (`.ci/run` installs them).
 
 Calls created through nginx land on both web processes; a feed on one process hears of calls

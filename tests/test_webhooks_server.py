@@ -1,6 +1,6 @@
 """End to end, on the real ASGI server (`manage.py serve`, its background work embedded): an
 endpoint registered through the API hears a real call's lifecycle, signed, from the dispatcher
-running on the server's own event loop. Needs real servers (daphne, the local engine)."""
+running on the server's own event loop. Needs real servers (`manage.py serve`, the local engine)."""
 
 from __future__ import annotations
 

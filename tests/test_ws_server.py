@@ -1,4 +1,4 @@
-"""The WebSocket feed through the real ASGI server (daphne) with a real WebSocket client."""
+"""The WebSocket feed through the real ASGI server (uvicorn) with a real WebSocket client."""
 
 from __future__ import annotations
 

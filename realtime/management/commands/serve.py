@@ -1,105 +1,141 @@
-"""`python manage.py serve`: the web server (daphne), with the process's background work beside it.
+"""`python manage.py serve`: the web server (uvicorn), with the process's background work beside it.
 
-Why a command hosting daphne's `Server`, as Channels' own `runserver` does: daphne has no ASGI
-lifespan, so an ASGI application cannot learn that its server started or is stopping. Work that
-must live as long as the server (the call monitors and the sweeper when REALTIME_MONITORS is
-"embedded"; the local engine in local mode) therefore starts here, once daphne is ready, as tasks
-on daphne's own asyncio loop: no thread started by an import, no second event loop. A stop
-(SIGTERM/SIGINT, through Twisted's own signal handling) runs a "before shutdown" trigger that
-stops those tasks and waits for them (monitors store what they received and release their
-leases, the engine ends its calls) before daphne closes its connections and the process exits.
+Why a command hosting uvicorn's `Server` rather than the `uvicorn` command: work that must live as
+long as the server (the call monitors and the sweeper when REALTIME_MONITORS is "embedded"; the
+local engine in local mode) starts here, once the server listens, as tasks on the server's own
+asyncio loop: no thread started by an import, no second event loop, and no ASGI lifespan needed
+(Channels' router has none). A stop (SIGTERM/SIGINT, which the command handles, not uvicorn) first
+stops those tasks and waits for them (monitors store what they received and release their leases,
+the engine ends its calls), then the server stops accepting, finishes its requests, closes its
+connections, and the process exits.
+
+Why uvicorn (with httptools and websockets' Sans-I/O protocol), where daphne served before: the
+same pushes and requests cost the process about half the CPU (docs/benchmarks.md, "The web
+server"). daphne writes each WebSocket frame through Twisted, which registers the socket with the
+loop, and sends and unregisters it on the next turn; uvicorn's asyncio transport sends at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import os
+import signal
 import sys
-from collections.abc import Callable
-from typing import Any, Protocol, cast
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from daphne import server as daphne_server
-from daphne.access import AccessLogGenerator
-from daphne.endpoints import build_endpoint_description_strings
-from daphne.http_protocol import HTTPFactory, WebRequest
+import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from twisted.internet import defer
-from twisted.internet import reactor as _reactor
 
 from iaposte.asgi import application
 from realtime import background, heap
 
-# daphne (Twisted) listens with a backlog of 50: a burst of call setups overflows it and the
-# kernel drops SYNs, which clients see as one-second stalls. 1024 absorbs the bursts we measure.
+# A burst of call setups must not find the listen queue full: the kernel would drop SYNs, which
+# clients see as one-second stalls. 1024 absorbs the bursts we measure.
 BACKLOG = 1024
-# A stop waits this long for background work before the server closes anyway.
+# A stop waits this long for background work, then as long for requests in flight.
 STOP_TIMEOUT_SECONDS = 10.0
+# Idle keep-alive connections are kept longer than nginx keeps its own to us (60 s, its
+# `keepalive_timeout` default in an upstream block): were the server to close first, nginx could
+# send a request on a connection being closed, and a POST is not retried (502).
+KEEP_ALIVE_SECONDS = 75
 
 
-class _Triggers(Protocol):
-    def addSystemEventTrigger(self, phase: str, event_type: str, callable: Callable[[], Any]) -> Any: ...
+class AccessLog:
+    """NCSA access lines, stamped in settings.TIME_ZONE with their UTC offset like every other log
+    line: one per HTTP response, and a WebSocket's connection, refusal and disconnection.
+
+    Written here rather than by uvicorn's "uvicorn.access" logger: the local engine's server, in
+    the same process under `make run`, turns that logger off for itself, and so for both."""
+
+    def __init__(self, app: Any, stream: TextIO) -> None:
+        self.app = app
+        self.stream = stream
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
+        client = scope.get("client")
+        host = f"{client[0]}:{client[1]}" if client else "-"
+        if scope["type"] == "websocket":
+            accepted = False
+
+            async def send_ws(message: dict[str, Any]) -> None:
+                nonlocal accepted
+                if message["type"] == "websocket.accept":
+                    accepted = True
+                    self.write(host, f"WSCONNECT {path}")
+                elif message["type"] == "websocket.close" and not accepted:
+                    self.write(host, f"WSREJECT {path}")
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_ws)
+            finally:
+                if accepted:
+                    self.write(host, f"WSDISCONNECT {path}")
+            return None
+        status: int | None = None
+        length = 0
+
+        async def send_http(message: dict[str, Any]) -> None:
+            nonlocal status, length
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                length += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_http)
+        finally:
+            self.write(host, f"{scope['method']} {path}", status, length)
+        return None
+
+    def write(self, host: str, request: str, status: int | None = None, length: int | None = None) -> None:
+        stamp = datetime.datetime.now(ZoneInfo(settings.TIME_ZONE)).strftime("%d/%b/%Y:%H:%M:%S %z")
+        self.stream.write(f'{host} - - [{stamp}] "{request}" {status or "-"} {length if status else "-"}\n')
+        self.stream.flush()
 
 
-# The reactor daphne.server installed (INSTALLED_APPS lists daphne first), as far as used here.
-reactor = cast(_Triggers, _reactor)
+class WebServer(uvicorn.Server):
+    """uvicorn, in a process whose signals the command handles (it stops background work first)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
-class ZonedAccessLog(AccessLogGenerator):
-    """daphne's NCSA access lines, stamped in settings.TIME_ZONE with the UTC offset that the NCSA
-    format has and daphne leaves out, like every other log line."""
-
-    def write_entry(
-        self,
-        host: str,
-        date: datetime.datetime,
-        request: str,
-        status: int | None = None,
-        length: int | None = None,
-        ident: str | None = None,
-        user: str | None = None,
-    ) -> None:
-        # daphne passes the naive local time; astimezone reads it as such.
-        stamp = date.astimezone(ZoneInfo(settings.TIME_ZONE)).strftime("%d/%b/%Y:%H:%M:%S %z")
-        self.stream.write(f'{host} {ident or "-"} {user or "-"} [{stamp}] "{request}" {status or "-"} {length or "-"}\n')
-
-
-class RawBodyRequest(WebRequest):
-    """daphne's request, with the body left as received. Twisted's `Request` parses a POSTed
-    multipart or form-encoded body into `request.args` (which daphne never reads) and answers a body
-    it cannot parse (a bad or missing multipart boundary) with a bare 400 before the application
-    runs; unparsed, every body reaches Django, whose parsers answer in the API's error shape."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
-
-
-class RawBodyHTTPFactory(HTTPFactory):
-    def buildProtocol(self, addr: Any) -> Any:
-        protocol = super().buildProtocol(addr)
-        protocol.requestFactory = RawBodyRequest
-        return protocol
-
-
-class Server(daphne_server.Server):
-    """daphne's server with `RawBodyRequest`: `run` builds its HTTP factory itself, so the factory
-    is swapped as it is stored (before anything listens)."""
-
-    _http_factory: HTTPFactory
-
-    @property
-    def http_factory(self) -> HTTPFactory:
-        return self._http_factory
-
-    @http_factory.setter
-    def http_factory(self, factory: HTTPFactory) -> None:
-        self._http_factory = RawBodyHTTPFactory(self)
+def config(*, host: str, port: int, access_log: bool) -> uvicorn.Config:
+    return uvicorn.Config(
+        AccessLog(application, sys.stdout) if access_log else application,
+        host=host,
+        port=port,
+        http="httptools",
+        # Of uvicorn's WebSocket protocols, the one that costs least per frame sent (the pushes).
+        ws="websockets-sansio",
+        # Every push would be compressed once per socket; they are small JSON documents.
+        ws_per_message_deflate=False,
+        lifespan="off",
+        backlog=BACKLOG,
+        # Our LOGGING is the process's; the access lines are AccessLog's.
+        log_config=None,
+        access_log=False,
+        # The client's address comes from the socket; realtime.proxy alone believes a proxy's header.
+        proxy_headers=False,
+        server_header=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=int(STOP_TIMEOUT_SECONDS),
+    )
 
 
 class Command(BaseCommand):
-    help = "Serve the site (HTTP and WebSocket) with daphne, and run this process's background work beside it."
+    help = "Serve the site (HTTP and WebSocket) with uvicorn, and run this process's background work beside it."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1).")
@@ -117,49 +153,48 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         port = settings.PORT if options["port"] is None else options["port"]
         with_engine = settings.LOCALREALTIME_ENABLED if options["engine"] is None else options["engine"]
+        host, verbosity = options["host"], options["verbosity"]
+        self.stdout.write(f"Serving on http://{host}:{port}/ (pid {os.getpid()})")
+        self.stdout.flush()
+        asyncio.run(self.serve(host=host, port=port, with_engine=with_engine, access_log=verbosity >= 1))
+
+    async def serve(self, *, host: str, port: int, with_engine: bool, access_log: bool) -> None:
+        loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        work: list[asyncio.Future[None]] = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
         failures: list[BaseException] = []
-        server = Server(
-            application=application,
-            endpoints=[f"{e}:backlog={BACKLOG}" for e in build_endpoint_description_strings(host=options["host"], port=port)],
-            # Twisted's own handlers: SIGTERM/SIGINT stop the reactor, which runs the triggers below.
-            signal_handlers=True,
-            action_logger=ZonedAccessLog(sys.stdout) if options["verbosity"] >= 1 else None,
-            ready_callable=lambda: start(),
-        )
+
+        def fail(exc: BaseException) -> None:
+            failures.append(exc)
+            stop.set()
 
         def ready(engine: tuple[str, int] | None = None) -> None:
-            self.stdout.write(banner(options["host"], port, engine=engine))
+            self.stdout.write(banner(host, port, engine=engine))
             self.stdout.flush()
             # Once everything listens, before the first call: on the loop, which it then spares.
             heap.settle()
             heap.share_the_gil()
 
-        def start() -> None:
-            # Called by daphne once its listeners are set up, just before its loop runs: the
-            # background work starts as a task on that loop. Where everything is gets printed
-            # once it all listens: here without the engine, once the engine listens with it.
-            loop = asyncio.get_event_loop()
-            loop.call_soon(lambda: work.append(loop.create_task(_background(stop, with_engine=with_engine, fail=fail, ready=ready))))
-            if not with_engine:
-                loop.call_soon(ready)
-
-        def fail(exc: BaseException) -> None:
-            failures.append(exc)
-            server.stop()
-
-        def before_shutdown() -> defer.Deferred[Any] | None:
-            # Twisted waits for the Deferred before closing connections and stopping the loop.
-            stop.set()
-            if not work:
-                return None
-            return defer.Deferred.fromFuture(asyncio.ensure_future(asyncio.wait(work, timeout=STOP_TIMEOUT_SECONDS)))
-
-        reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
-        self.stdout.write(f"Serving on http://{options['host']}:{port}/ (pid {os.getpid()})")
-        self.stdout.flush()
-        server.run()
+        server = WebServer(config(host=host, port=port, access_log=access_log))
+        serving = asyncio.ensure_future(server.serve())
+        while not server.started:
+            if serving.done():
+                # uvicorn logs why and exits when it cannot listen (its port taken, say).
+                with contextlib.suppress(SystemExit):
+                    await serving
+                raise CommandError(f"could not listen on {host}:{port}")
+            await asyncio.sleep(0.01)
+        work = asyncio.ensure_future(_background(stop, with_engine=with_engine, fail=fail, ready=ready))
+        if not with_engine:
+            ready()
+        await asyncio.wait((serving, asyncio.ensure_future(stop.wait())), return_when=asyncio.FIRST_COMPLETED)
+        # Background work first (it may still use the database and the engine), then the server.
+        stop.set()
+        await asyncio.wait((work,), timeout=STOP_TIMEOUT_SECONDS)
+        server.should_exit = True
+        with contextlib.suppress(SystemExit):
+            await serving
         if failures:
             raise CommandError(str(failures[0]))
 
