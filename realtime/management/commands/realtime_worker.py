@@ -10,7 +10,6 @@ releasing its calls at once.
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import Any
 
 from django.core.management.base import BaseCommand
@@ -27,9 +26,7 @@ class Command(BaseCommand):
 
     async def _run(self) -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        background.stop_on_signals(stop)
         supervisor = Supervisor()
         heap.settle()  # its loop carries every monitored call's sideband: no long GC pauses there either
         self.stdout.write(f"realtime_worker {supervisor.owner} started")

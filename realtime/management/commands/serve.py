@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
@@ -33,6 +33,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from iaposte.asgi import application
 from realtime import background, heap
+
+logger = logging.getLogger(__name__)
 
 # A burst of call setups must not find the listen queue full: the kernel would drop SYNs, which
 # clients see as one-second stalls. 1024 absorbs the bursts we measure.
@@ -159,10 +161,8 @@ class Command(BaseCommand):
         asyncio.run(self.serve(host=host, port=port, with_engine=with_engine, access_log=verbosity >= 1))
 
     async def serve(self, *, host: str, port: int, with_engine: bool, access_log: bool) -> None:
-        loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        background.stop_on_signals(stop)
         failures: list[BaseException] = []
 
         def fail(exc: BaseException) -> None:
@@ -190,11 +190,14 @@ class Command(BaseCommand):
             ready()
         await asyncio.wait((serving, asyncio.ensure_future(stop.wait())), return_when=asyncio.FIRST_COMPLETED)
         # Background work first (it may still use the database and the engine), then the server.
+        logger.info("Stopping: background work first")
         stop.set()
         await asyncio.wait((work,), timeout=STOP_TIMEOUT_SECONDS)
+        logger.info("Stopping: closing the server's connections")
         server.should_exit = True
         with contextlib.suppress(SystemExit):
             await serving
+        logger.info("Stopped")
         if failures:
             raise CommandError(str(failures[0]))
 
