@@ -160,6 +160,8 @@ async def churn(topology: scaled.Topology, offer: str, args: argparse.Namespace)
     statuses: list[int] = []
     errors: list[str] = []
     rss_before = web_rss(topology)
+    pids = server_pids(topology)
+    cpu_before = tree_cpu_ms(pids)
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=1000)) as client:
 
         async def one() -> None:
@@ -187,6 +189,9 @@ async def churn(topology: scaled.Topology, offer: str, args: argparse.Namespace)
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
     await asyncio.sleep(3)
+    # Where the machine's CPU went, per call (create, hold, DELETE, and the monitor's work between):
+    # each server process with its children, the pauses between calls included.
+    cpu = cpu_spent(cpu_before, tree_cpu_ms(pids))
     return {
         "rate": args.rate,
         "seconds": args.seconds,
@@ -200,6 +205,7 @@ async def churn(topology: scaled.Topology, offer: str, args: argparse.Namespace)
         "leaked_calls": await live_calls(topology.url),
         "web_rss_mib_before": rss_before,
         "web_rss_mib_after": web_rss(topology),
+        "cpu_ms_per_call": {name: round(spent / max(1, len(latencies)), 1) for name, spent in cpu.items()},
     }
 
 

@@ -729,7 +729,9 @@ def _claim(*, claimable: Q, held_by: str, changes: dict[str, Any], limit: int, o
         with transaction.atomic():
             won = Call.objects.filter(claimable, pk=pk, **{held_by: seen}).update(**changes)
         if won:
-            claimed.append((Call.objects.get(pk=pk), seen))
+            # Without the large documents: what a monitor or the sweeper changes is loaded by
+            # `_load`, and the offer and answer (TOASTed on PostgreSQL) are read by nobody here.
+            claimed.append((Call.objects.defer(*_DOCUMENTS).get(pk=pk), seen))
     return claimed
 
 

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from iaposte.asgi import application
+from realtime import monitor as monitor_module
 from realtime import publish, quality, services, sessions
 from realtime.models import Call, CallEvent
 from realtime.monitor import CallMonitor
@@ -235,6 +236,26 @@ def test_it_stores_metrics_with_the_monitors_batch(call, monkeypatch, pushes):
     recovered = CallMonitor(call, recovered_from="host:1:abc")
     recovered._resume_meter()
     assert recovered.meter.metrics()["latency_ms"] == call.metrics["latency_ms"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_measures_again_every_stored_event_page_by_page(call, monkeypatch, django_assert_num_queries):
+    monkeypatch.setattr(monitor_module, "RESUME_PAGE", 2)
+    now = timezone.now()
+    kinds = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "output_audio_buffer.started"]
+    CallEvent.objects.bulk_create(
+        CallEvent(call=call, event_type=kinds[i % 3], data={}, actor=CallEvent.Actor.UPSTREAM, created_at=now + timedelta(seconds=i))
+        for i in range(5)
+    )
+    recovered = CallMonitor(call, recovered_from="host:1:abc")
+    seen: list[tuple[str, object]] = []
+    monkeypatch.setattr(recovered.meter, "add", lambda event_type, data, at: seen.append((event_type, at)))
+
+    # Pages of 2, 2 and 1: three reads, each from where the last ended.
+    with django_assert_num_queries(3):
+        recovered._resume_meter()
+
+    assert seen == [(kinds[i % 3], now + timedelta(seconds=i)) for i in range(5)]
 
 
 @pytest.mark.django_db(transaction=True)
