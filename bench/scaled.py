@@ -116,7 +116,9 @@ async def live_calls(url: str) -> int:
 
 
 async def burst(topology: scaled.Topology, offer: str, args: argparse.Namespace) -> dict[str, Any]:
-    async def once(n: int) -> tuple[float, list[float], list[int], list[str]]:
+    pids = server_pids(topology)
+
+    async def once(n: int) -> tuple[float, list[float], list[int], dict[str, float]]:
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=n)) as client:
 
             async def one() -> tuple[float, int, str]:
@@ -125,17 +127,21 @@ async def burst(topology: scaled.Topology, offer: str, args: argparse.Namespace)
                 call_id = response.json().get("call_id", "") if response.status_code == 201 else ""
                 return time.monotonic() - started, response.status_code, call_id
 
+            cpu_before = tree_cpu_ms(pids)
             started = time.monotonic()
             results = await asyncio.gather(*(one() for _ in range(n)))
             total = time.monotonic() - started
+            # What each process spent while the creates were answered (the worker joining the
+            # new calls' sidebands meanwhile included), per create.
+            cpu = {name: round(spent / n, 1) for name, spent in cpu_spent(cpu_before, tree_cpu_ms(pids)).items()}
         await end_all(topology.url, [c for _, _, c in results if c])
-        return total, [r[0] for r in results], [r[1] for r in results], [c for _, _, c in results if c]
+        return total, [r[0] for r in results], [r[1] for r in results], cpu
 
     baseline = [await once(1) for _ in range(3)]
     runs: list[dict[str, Any]] = []
     totals: list[float] = []
     for _ in range(args.runs):
-        total, latencies, statuses, _created = await once(args.calls)
+        total, latencies, statuses, cpu = await once(args.calls)
         totals.append(total)
         runs.append(
             {
@@ -143,6 +149,7 @@ async def burst(topology: scaled.Topology, offer: str, args: argparse.Namespace)
                 "p50_s": round(pct(latencies, 0.5), 2),
                 "p99_s": round(pct(latencies, 0.99), 2),
                 "statuses": dict(sorted({s: statuses.count(s) for s in set(statuses)}.items())),
+                "cpu_ms_per_create": cpu,
             }
         )
         await asyncio.sleep(2)

@@ -612,7 +612,9 @@ def call_record_metrics(*, call: Call, metrics: dict[str, Any]) -> None:
         # histogram, so each turn counts once however often (and by however many monitors, during a
         # takeover) the figures are rewritten.
         stored = Call.objects.select_for_update().only("pk", "metrics", "created_at", "upstream_model").get(pk=call.pk)
-        to_list = any((stored.metrics or {}).get(k) != metrics.get(k) for k in counted)
+        # Counted from zero: a call's first figures with no turn and no interruption (one that
+        # ended before anyone spoke, say) add nothing the list shows.
+        to_list = any((stored.metrics or {}).get(k, 0) != metrics.get(k, 0) for k in counted)
         Call.objects.filter(pk=call.pk).update(metrics=metrics, latency_p95_ms=latency.get("p95"), latency_max_ms=latency.get("max"))
         change = latency_change(stored.metrics, metrics)
         if change:

@@ -209,6 +209,23 @@ def test_it_stores_metrics_in_one_update_without_an_event_and_pushes_them_after_
 
 
 @pytest.mark.django_db(transaction=True)
+def test_it_pushes_a_call_s_first_figures_without_turns_to_its_subscribers_only(call, monkeypatch):
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(publish, "send_metrics", lambda message, to_list: sent.append({**message, "to_list": to_list}))
+    quiet = {**METRICS, "turns": 0, "interruptions": 0, "latency_ms": {"p50": None, "p95": None, "max": None}, "latency_histogram": {}}
+
+    # A call that ended before anyone spoke: its first figures add no turn and no interruption.
+    services.call_record_metrics(call=call, metrics=quiet)
+
+    call.refresh_from_db()
+    assert call.metrics == quiet
+    assert sent == [{"type": "call.metrics", "call_id": call.call_id, "metrics": quiet, "api_key_id": None, "to_list": False}]
+    # Its first turn does reach the list feed.
+    services.call_record_metrics(call=call, metrics={**quiet, "turns": 1})
+    assert sent[-1]["to_list"] is True
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_stores_metrics_with_the_monitors_batch(call, monkeypatch, pushes):
     monkeypatch.setattr(publish, "send_metrics", lambda message, to_list: None)
     monitor = CallMonitor(call)
