@@ -726,15 +726,15 @@ def _claim(*, claimable: Q, held_by: str, changes: dict[str, Any], limit: int, o
     process claimed the call since, this updates nothing and the call is not ours.
     """
     candidates = list(Call.objects.filter(claimable).order_by(*order_by).values_list("pk", held_by)[:limit])
-    claimed: list[tuple[Call, Any]] = []
-    for pk, seen in candidates:
-        with transaction.atomic():
-            won = Call.objects.filter(claimable, pk=pk, **{held_by: seen}).update(**changes)
-        if won:
-            # Without the large documents: what a monitor or the sweeper changes is loaded by
-            # `_load`, and the offer and answer (TOASTed on PostgreSQL) are read by nobody here.
-            claimed.append((Call.objects.defer(*_DOCUMENTS).get(pk=pk), seen))
-    return claimed
+    # Each UPDATE is one statement, so its own transaction.
+    won = [(pk, seen) for pk, seen in candidates if Call.objects.filter(claimable, pk=pk, **{held_by: seen}).update(**changes)]
+    if not won:
+        return []
+    # The calls won, in one read and without their large documents: what a monitor or the sweeper
+    # changes is loaded by `_load`, and the offer and answer (TOASTed on PostgreSQL) are read by
+    # nobody here. (A call deleted since, by the retention purge, is no longer anyone's to watch.)
+    calls = Call.objects.defer(*_DOCUMENTS).in_bulk([pk for pk, _seen in won])
+    return [(calls[pk], seen) for pk, seen in won if pk in calls]
 
 
 def monitor_claim(*, owner: str, lease_seconds: float, limit: int) -> list[Claimed]:

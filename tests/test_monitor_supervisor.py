@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from realtime import monitor, services, upstream
 from realtime.models import Call
@@ -65,3 +67,21 @@ async def test_it_claims_a_new_call_at_the_next_claim_not_a_third_of_a_lease_lat
         await asyncio.wait_for(running, timeout=10)
     # A clean stop gives the call back for another monitor.
     assert await sync_to_async(_lease)(call) == ("", None)
+
+
+async def test_it_claims_calls_with_one_update_each_and_reads_them_together():
+    calls = [await sync_to_async(_answered_call)(f"rtc_claimed_{i}") for i in range(3)]
+
+    def claim() -> tuple[list[services.Claimed], list[str]]:
+        with CaptureQueriesContext(connection) as queries:
+            claimed = services.monitor_claim(owner="host:1:abc", lease_seconds=10, limit=10)
+        return claimed, [query["sql"] for query in queries.captured_queries]
+
+    claimed, statements = await sync_to_async(claim)()
+
+    assert [(c.call.pk, c.previous_owner) for c in claimed] == [(call.pk, "") for call in calls]
+    selects = [sql for sql in statements if sql.startswith("SELECT")]
+    # The free calls, the three won in one read (without the offer), then the expired leases (none).
+    assert len(selects) == 3 and len([sql for sql in statements if sql.startswith("UPDATE")]) == 3
+    assert '"id" IN' in selects[1] and "sdp_offer" not in selects[1]
+    assert {await sync_to_async(_lease)(call) for call in calls} == {(claimed[0].call.monitor_owner, claimed[0].call.monitor_lease_until)}
