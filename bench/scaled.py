@@ -428,8 +428,8 @@ async def fanout(topology: scaled.Topology, offer: str, args: argparse.Namespace
             "max_ms": round(max(delays), 1),
             "web_cpu_ms": round(cpu["web1"] + cpu["web2"], 1),
             "client_cpu_ms": round(client_cpu, 1),
-            # More than 1: other pushes reached the sockets in the same window (a call's quality
-            # figures, pushed when its monitor stops), and their cost is in the CPU figures too.
+            # More than 1: other pushes reached the sockets in the same window (the statistics
+            # snapshot, sent shortly after the transition), and their cost is in the CPU figures too.
             "frames_per_subscriber": round(frames / len(times), 2),
             # The server pings each socket every 20 s; those that land in the window cost the same
             # write path as a push (lean clients only).

@@ -8,32 +8,10 @@ REALTIME_MONITORS is "embedded", `manage.py realtime_worker` when it is "worker"
 from __future__ import annotations
 
 import asyncio
-import signal
-from types import FrameType
 
 from . import retention, sweeper
 from .monitor import Supervisor
 from .webhooks import dispatcher
-
-
-def stop_on_signals(stop: asyncio.Event) -> None:
-    """SIGTERM and SIGINT set `stop`, on the running loop.
-
-    Through `signal.signal` rather than `loop.add_signal_handler`: the loop's own handler learns of
-    a signal from a byte the C handler writes into the loop's self-pipe, which every
-    `call_soon_threadsafe` (each database thread job's return) fills too. An AF_UNIX socket counts
-    each one-byte write at the full size of its buffer unit, so a few hundred of them, waiting while
-    the loop is busy, fill it; a signal arriving then is lost ("Exception ignored when trying to
-    write to the signal wakeup fd"). Measured: one stop in four with 1,000 WebSockets closing just
-    before. A Python handler always runs, on the main thread, which is the loop's.
-    """
-    loop = asyncio.get_running_loop()
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(stop.set)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, handle)
 
 
 async def run(stop: asyncio.Event, *, supervisor: Supervisor | None = None) -> None:

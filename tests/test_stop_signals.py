@@ -1,4 +1,4 @@
-"""SIGTERM and SIGINT stop `manage.py serve` and `manage.py realtime_worker` (background.stop_on_signals)."""
+"""SIGTERM and SIGINT stop `manage.py serve`, `realtime_worker` and `localrealtime` (iaposte.processes)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from realtime import background
+from iaposte import processes
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def handlers():
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_it_stops_when_the_signal_arrives_while_the_loops_self_pipe_is_full(handlers, signum):
     stop = asyncio.Event()
-    background.stop_on_signals(stop)
+    processes.stop_on_signals(stop)
     loop = asyncio.get_running_loop()
     # What a busy loop sees when threads' completions (call_soon_threadsafe) pile up unread: each
     # writes a byte into the loop's self-pipe, and a few hundred fill it. The signal's own byte
@@ -38,6 +38,6 @@ async def test_it_stops_when_the_signal_arrives_while_the_loops_self_pipe_is_ful
 @pytest.mark.asyncio
 async def test_it_leaves_the_loop_running_until_a_signal_arrives(handlers):
     stop = asyncio.Event()
-    background.stop_on_signals(stop)
+    processes.stop_on_signals(stop)
     await asyncio.sleep(0.05)
     assert not stop.is_set()

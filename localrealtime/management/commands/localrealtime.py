@@ -7,12 +7,12 @@ engine inside the web process in local mode. SIGTERM/SIGINT end its calls and st
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from iaposte import processes
 from localrealtime import server
 
 
@@ -33,9 +33,7 @@ class Command(BaseCommand):
 
     async def _run(self, host: str, port: int) -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        processes.stop_on_signals(stop)
 
         def ready(bound_host: str, bound_port: int) -> None:
             self.stdout.write(f"localrealtime listening on http://{bound_host}:{bound_port}{server.PREFIX}")

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from iaposte import processes
 from realtime import background, heap
 from realtime.monitor import Supervisor
 
@@ -26,7 +27,7 @@ class Command(BaseCommand):
 
     async def _run(self) -> None:
         stop = asyncio.Event()
-        background.stop_on_signals(stop)
+        processes.stop_on_signals(stop)
         supervisor = Supervisor()
         heap.settle()  # its loop carries every monitored call's sideband: no long GC pauses there either
         self.stdout.write(f"realtime_worker {supervisor.owner} started")

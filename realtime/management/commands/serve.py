@@ -31,6 +31,7 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from iaposte import processes
 from iaposte.asgi import application
 from realtime import background, heap
 
@@ -162,7 +163,7 @@ class Command(BaseCommand):
 
     async def serve(self, *, host: str, port: int, with_engine: bool, access_log: bool) -> None:
         stop = asyncio.Event()
-        background.stop_on_signals(stop)
+        processes.stop_on_signals(stop)
         failures: list[BaseException] = []
 
         def fail(exc: BaseException) -> None:
