@@ -4,7 +4,9 @@ Used by bench/ws_fanout.py (`--variant`); never by the product. BENCH_VARIANT is
 list of:
 - `stock-layer`: Channels' own InMemoryChannelLayer instead of realtime.layers' fork;
 - `no-encode-cache`: every socket encodes its push (realtime.consumers without its cache);
-- `redis`: channels_redis on BENCH_REDIS_URL (the scaled deployment's layer).
+- `redis`: channels_redis on BENCH_REDIS_URL (the scaled deployment's layer);
+- `channels-dispatch`: the feeds' consumers read their messages with Channels' own loop
+  (`await_many_dispatch`) instead of realtime.consumers.dispatch_from.
 
 Usage: python bench/_variant_server.py --port P (the rest as `manage.py serve`).
 """
@@ -46,5 +48,13 @@ if "no-encode-cache" in variant:
         return json.dumps({"type": message["type"], **{key: message[key] for key in keys}})
 
     consumers._encode = encode
+
+if "channels-dispatch" in variant:
+    from channels.consumer import AsyncConsumer
+
+    from realtime import consumers
+
+    del consumers._Feed.__call__
+    assert consumers._Feed.__call__ is AsyncConsumer.__call__
 
 call_command("serve", *sys.argv[1:])

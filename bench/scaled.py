@@ -412,7 +412,11 @@ async def fanout(topology: scaled.Topology, offer: str, args: argparse.Namespace
         await subscribers.watch("", "call.answered")
         response = await client.post(f"{topology.url}/api/realtime/calls", json={"sdp": offer})
         call_id = response.json()["call_id"]
-        await subscribers.received()  # every socket idle before the DELETE
+        await subscribers.received()
+        # Every socket idle before the DELETE: the statistics push that follows the answer
+        # (publish.STATS_PUSH_DELAY later) has gone out, as in bench/ws_fanout.py. With
+        # --settle 0 that push lands in the DELETE's window: two pushes fanned out, not one.
+        await asyncio.sleep(args.settle)
         await subscribers.watch(call_id, "call.ended")
         cpu_before = tree_cpu_ms(pids)
         started = time.monotonic_ns()
@@ -456,6 +460,7 @@ async def fanout(topology: scaled.Topology, offer: str, args: argparse.Namespace
             await many.stop()
     return {
         "subscribers": args.subscribers,
+        "settle_s": args.settle,
         "client": args.client,
         "client_processes": args.clients if args.client == "lean" else "this one",
         "baseline_10": summary(baseline),
@@ -568,6 +573,7 @@ def main() -> None:
     parser.add_argument("--creates", type=int, default=200, help="pgcpu: sequential creates")
     parser.add_argument("--client", choices=("lean", "asyncio"), default="lean", help="fanout: the subscribers' client (see fanout())")
     parser.add_argument("--clients", type=int, default=2, help="fanout: lean client processes")
+    parser.add_argument("--settle", type=float, default=0.5, help="fanout: seconds between the create's push and the DELETE")
     parser.add_argument("--no-pool", action="store_true", help="PostgreSQL without the connection pool (for comparison)")
     parser.add_argument("--quick", action="store_true", help="every scenario, small (the test suite runs it)")
     args = parser.parse_args()

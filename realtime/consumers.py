@@ -19,11 +19,16 @@ its sockets at that time by a timer of their own, without waiting for the sweepe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from . import publish
@@ -48,6 +53,37 @@ def _find_call(call_id: str) -> Call | None:
     return Call.objects.only("pk", "call_id", "api_key_id").filter(call_id=call_id).first()
 
 
+async def dispatch_from(
+    sources: Sequence[Callable[[], Awaitable[dict[str, Any]]]], dispatch: Callable[[dict[str, Any]], Awaitable[None]]
+) -> None:
+    """`channels.utils.await_many_dispatch` with one long-lived task per source instead of a new
+    task and an `asyncio.wait` for every message; a lock keeps handlers running one at a time,
+    in the order their messages were read, as there.
+
+    Why it stays: a push to 2,000 subscribers is one message per socket, and the stock loop's task
+    and wait per message were most of a web process's CPU per frame (docs/benchmarks.md,
+    "WebSocket fan-out: the consumers' loop").
+    """
+    lock = asyncio.Lock()
+
+    async def pump(source: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        while True:
+            message = await source()
+            async with lock:
+                await dispatch(message)
+
+    tasks = [asyncio.ensure_future(pump(source)) for source in sources]
+    try:
+        # Pumps only end by raising: StopConsumer once the socket has closed, or a handler's error.
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class _Feed(AsyncJsonWebsocketConsumer):
     """Joins one group on connect, leaves it on disconnect, forwards pushes as JSON."""
 
@@ -63,6 +99,16 @@ class _Feed(AsyncJsonWebsocketConsumer):
         "stats.changed": "stats_changed",
         "access.revoked": "access_revoked",
     }
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # AsyncConsumer.__call__, with dispatch_from in place of await_many_dispatch.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            await dispatch_from((receive, self.channel_receive), self.dispatch)
 
     async def join(self, group: str) -> None:
         self.group = group
