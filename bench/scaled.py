@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import resource
@@ -46,7 +47,39 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import _subscribers  # noqa: E402
+from bench._lean_http import LeanHTTP, LeanHTTPError  # noqa: E402
 from deploy import scaled, servers  # noqa: E402
+
+
+class HttpxClient:
+    """LeanHTTP's calls made with httpx (`--http httpx`), to compare what the client costs."""
+
+    def __init__(self, base_url: str, connections: int) -> None:
+        self.client = httpx.AsyncClient(base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=connections))
+
+    async def __aenter__(self) -> HttpxClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+
+    async def post_json(self, path: str, payload: Any) -> tuple[int, Any]:
+        return await self._call(self.client.post(path, json=payload))
+
+    async def delete(self, path: str) -> tuple[int, Any]:
+        return await self._call(self.client.delete(path))
+
+    async def _call(self, sent: Any) -> tuple[int, Any]:
+        try:
+            response = await sent
+        except httpx.HTTPError as exc:
+            raise LeanHTTPError(type(exc).__name__) from exc
+        return response.status_code, response.json() if response.content else None
+
+
+def load_client(args: argparse.Namespace, url: str, connections: int) -> LeanHTTP | HttpxClient:
+    """The client of the load scenarios (burst, churn): lean by default (bench/_lean_http.py)."""
+    return LeanHTTP(url) if args.http == "lean" else HttpxClient(url, connections)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -119,21 +152,22 @@ async def burst(topology: scaled.Topology, offer: str, args: argparse.Namespace)
     pids = server_pids(topology)
 
     async def once(n: int) -> tuple[float, list[float], list[int], dict[str, float]]:
-        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=n)) as client:
+        async with load_client(args, topology.url, n) as client:
 
             async def one() -> tuple[float, int, str]:
                 started = time.monotonic()
-                response = await client.post(f"{topology.url}/api/realtime/calls", json={"sdp": offer})
-                call_id = response.json().get("call_id", "") if response.status_code == 201 else ""
-                return time.monotonic() - started, response.status_code, call_id
+                status, body = await client.post_json("/api/realtime/calls", {"sdp": offer})
+                call_id = body.get("call_id", "") if status == 201 else ""
+                return time.monotonic() - started, status, call_id
 
-            cpu_before = tree_cpu_ms(pids)
+            cpu_before, client_before = tree_cpu_ms(pids), _own_cpu_ms()
             started = time.monotonic()
             results = await asyncio.gather(*(one() for _ in range(n)))
             total = time.monotonic() - started
             # What each process spent while the creates were answered (the worker joining the
-            # new calls' sidebands meanwhile included), per create.
+            # new calls' sidebands meanwhile included), per create; and this client, on the same cores.
             cpu = {name: round(spent / n, 1) for name, spent in cpu_spent(cpu_before, tree_cpu_ms(pids)).items()}
+            cpu["client"] = round((_own_cpu_ms() - client_before) / n, 1)
         await end_all(topology.url, [c for _, _, c in results if c])
         return total, [r[0] for r in results], [r[1] for r in results], cpu
 
@@ -154,6 +188,7 @@ async def burst(topology: scaled.Topology, offer: str, args: argparse.Namespace)
         )
         await asyncio.sleep(2)
     return {
+        "http": args.http,
         "calls": args.calls,
         "delay_ms": args.delay_ms,
         "baseline_one_create_s": round(statistics.median(b[0] for b in baseline), 3),
@@ -166,27 +201,31 @@ async def churn(topology: scaled.Topology, offer: str, args: argparse.Namespace)
     latencies: list[float] = []
     statuses: list[int] = []
     errors: list[str] = []
+    refusals: list[str] = []  # each 5xx create: its status, error code and message
     rss_before = web_rss(topology)
     pids = server_pids(topology)
-    cpu_before = tree_cpu_ms(pids)
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=1000)) as client:
+    cpu_before, client_before = tree_cpu_ms(pids), _own_cpu_ms()
+    async with load_client(args, topology.url, 1000) as client:
 
         async def one() -> None:
             started = time.monotonic()
             try:
-                response = await client.post(f"{topology.url}/api/realtime/calls", json={"sdp": offer})
-            except httpx.HTTPError as exc:
-                errors.append(type(exc).__name__)
+                status, body = await client.post_json("/api/realtime/calls", {"sdp": offer})
+            except LeanHTTPError as exc:
+                errors.append(str(exc))
                 return
             latencies.append(time.monotonic() - started)
-            statuses.append(response.status_code)
-            if response.status_code == 201:
+            statuses.append(status)
+            if status >= 500:
+                error = body.get("error", {}) if isinstance(body, dict) else {}
+                refusals.append(f"{status} {error.get('code')}: {str(error.get('message'))[:120]}")
+            if status == 201:
                 await asyncio.sleep(1.0)
                 try:
-                    ended = await client.delete(f"{topology.url}/api/realtime/calls/{response.json()['call_id']}")
-                    statuses.append(ended.status_code)
-                except httpx.HTTPError as exc:
-                    errors.append(type(exc).__name__)
+                    ended, _ = await client.delete(f"/api/realtime/calls/{body['call_id']}")
+                    statuses.append(ended)
+                except LeanHTTPError as exc:
+                    errors.append(str(exc))
 
         tasks = []
         started = time.monotonic()
@@ -199,7 +238,9 @@ async def churn(topology: scaled.Topology, offer: str, args: argparse.Namespace)
     # Where the machine's CPU went, per call (create, hold, DELETE, and the monitor's work between):
     # each server process with its children, the pauses between calls included.
     cpu = cpu_spent(cpu_before, tree_cpu_ms(pids))
+    cpu["client"] = round(_own_cpu_ms() - client_before, 1)
     return {
+        "http": args.http,
         "rate": args.rate,
         "seconds": args.seconds,
         "achieved_rate": round(len(tasks) / elapsed, 1),
@@ -207,6 +248,7 @@ async def churn(topology: scaled.Topology, offer: str, args: argparse.Namespace)
         "5xx": sum(1 for s in statuses if s >= 500),
         "statuses": dict(sorted({s: statuses.count(s) for s in set(statuses)}.items())),
         "transport_errors": len(errors),
+        "5xx_errors": dict(collections.Counter(refusals).most_common(5)),
         "p50_create_s": round(pct(latencies, 0.5), 3),
         "p99_create_s": round(pct(latencies, 0.99), 3),
         "leaked_calls": await live_calls(topology.url),
@@ -554,8 +596,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return report
     finally:
         await asyncio.to_thread(topology.stop)
-        # The servers' data (PostgreSQL's cluster, logs) is this run's only: nothing to keep.
-        shutil.rmtree(var, ignore_errors=True)
+        # The servers' data (PostgreSQL's cluster, logs) is this run's only: kept on request.
+        if args.keep:
+            print(f"servers' folder kept: {var}", file=sys.stderr)
+        else:
+            shutil.rmtree(var, ignore_errors=True)
 
 
 def main() -> None:
@@ -574,7 +619,9 @@ def main() -> None:
     parser.add_argument("--client", choices=("lean", "asyncio"), default="lean", help="fanout: the subscribers' client (see fanout())")
     parser.add_argument("--clients", type=int, default=2, help="fanout: lean client processes")
     parser.add_argument("--settle", type=float, default=0.5, help="fanout: seconds between the create's push and the DELETE")
+    parser.add_argument("--http", choices=("lean", "httpx"), default="lean", help="burst and churn: the HTTP client (bench/_lean_http.py)")
     parser.add_argument("--no-pool", action="store_true", help="PostgreSQL without the connection pool (for comparison)")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' folder (their logs) after the run")
     parser.add_argument("--quick", action="store_true", help="every scenario, small (the test suite runs it)")
     args = parser.parse_args()
     if args.quick:

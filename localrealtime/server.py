@@ -453,13 +453,13 @@ class EngineServer(uvicorn.Server):
         return False
 
 
-async def run(stop: asyncio.Event, host: str, port: int, *, ready: Callable[[str, int], None] | None = None) -> None:
-    """Serve the engine on host:port on the running loop until `stop` is set.
+# Longer than any client of ours keeps an idle connection (the SDK's httpx: 5 s); see config().
+KEEP_ALIVE_SECONDS = 30
 
-    The place to start any further listener of the engine (SIP, say) beside the HTTP one.
-    `ready(host, port)` is called once it listens (port 0 binds a free port).
-    """
-    config = uvicorn.Config(
+
+def config(host: str, port: int) -> uvicorn.Config:
+    """The engine's HTTP and WebSocket server on host:port."""
+    return uvicorn.Config(
         application,
         host=host,
         port=port,
@@ -474,8 +474,21 @@ async def run(stop: asyncio.Event, host: str, port: int, *, ready: Callable[[str
         access_log=False,
         # Calls are ended, not drained: a graceful stop must not wait for live sideband sockets.
         timeout_graceful_shutdown=1,
+        # Idle keep-alive connections outlive the SDK's own expiry (5 s, httpx's default): with
+        # both at 5 s, a client could send a create on a connection the engine was closing, and a
+        # POST is not retried ("OpenAI est injoignable", 502: 3 creates of 3,000 in a churn at
+        # 50 calls/s, bench/scaled.py).
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
-    server = EngineServer(config)
+
+
+async def run(stop: asyncio.Event, host: str, port: int, *, ready: Callable[[str, int], None] | None = None) -> None:
+    """Serve the engine on host:port on the running loop until `stop` is set.
+
+    The place to start any further listener of the engine (SIP, say) beside the HTTP one.
+    `ready(host, port)` is called once it listens (port 0 binds a free port).
+    """
+    server = EngineServer(config(host, port))
     application.state.server = server
 
     async def serve() -> None:

@@ -50,6 +50,10 @@ SESSION = {
 }
 TURNS = 6
 TOLERANCE_MS = 20
+# Past its bound, a turn counts as a miss only beyond this: under a full CI run's load, three turns
+# of six were seen 0.8, 2.4 and 4.7 ms past their bounds (the loops' wake-ups running late), where
+# a wrong definition of a turn is off by 300 ms or more on every one.
+LATE_WAKEUP_MS = 10
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +201,7 @@ def test_it_stores_turn_latencies_equal_to_what_the_caller_measures(monitored_se
     # late on two turns of six) may make up to two turns miss, by at most 50 ms more; a wrong
     # definition (counting the VAD's silence, the prefix padding, a wrong event) is off by 300 ms or
     # more on every turn, so the median and the bounds fail it.
-    misses = [d for d, bound in zip(differences, bounds, strict=True) if abs(d) > bound]
+    misses = [d for d, bound in zip(differences, bounds, strict=True) if abs(d) > bound + LATE_WAKEUP_MS]
     assert len(misses) <= 2, (differences, bounds)
     # Each turn's difference beyond its audio path's observed delay: the median turn has none past 20 ms.
     excess = [max(0.0, abs(d) - (bound - TOLERANCE_MS)) for d, bound in zip(differences, bounds, strict=True)]

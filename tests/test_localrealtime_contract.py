@@ -106,3 +106,20 @@ def test_it_answers_404_when_hanging_up_an_unknown_call(asgi_server):
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "call_not_found"
+
+
+@pytest.mark.asyncio
+async def test_it_keeps_idle_connections_open_longer_than_the_sdk_reuses_them():
+    import openai
+
+    from localrealtime import server
+
+    # The SDK's pool reuses a connection idle for less than its expiry; were the engine to close
+    # idle connections as soon, a create could go out on one being closed, and fail unretried.
+    client = openai.DefaultAsyncHttpxClient()
+    try:
+        sdk_expiry = client._transport._pool._keepalive_expiry  # type: ignore[attr-defined]
+    finally:
+        await client.aclose()
+    assert sdk_expiry is not None
+    assert server.config("127.0.0.1", 0).timeout_keep_alive >= 2 * sdk_expiry
