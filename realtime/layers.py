@@ -81,6 +81,16 @@ class FanOutRedisPubSubChannelLayer(RedisPubSubChannelLayer):
         decoded: dict[str, Any] = super().deserialize(message)
         return decoded
 
+    async def group_listeners(self, group: str) -> int:
+        """How many processes hold members of `group`, whichever process asks: each subscribes to
+        the group's Redis channel while it has members, so this is Redis' `PUBSUB NUMSUB` of it."""
+        layer = self._get_layer()
+        channel = layer._get_group_channel_name(group)
+        shard = layer._get_shard(channel)
+        shard._ensure_redis()
+        [(_, listeners)] = await shard._redis.pubsub_numsub(channel)
+        return int(listeners)
+
     def _get_layer(self) -> RedisPubSubLoopLayer:
         loop = asyncio.get_running_loop()
         layer: RedisPubSubLoopLayer | None = self._layers.get(loop)

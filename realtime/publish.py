@@ -290,13 +290,24 @@ async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: dict[s
 
 
 def _has_subscribers(layer: Any) -> bool:
-    """Whether anyone listens to the list feed. Known for in-memory layers (one process holds every
-    socket); assumed for the others, whose subscribers may be in any process."""
+    """Whether anyone may listen to the list feed, known without a round trip: for in-memory
+    layers (one process holds every socket), exactly; for the others, whose subscribers may be in
+    any process, yes (`_anyone_listens` asks before a snapshot is computed)."""
     # Only an in-memory layer's `groups` are this feed's subscribers: the Redis pub/sub layer's hold
     # its own prefixed keys for this process's sockets alone.
     if isinstance(layer, InMemoryChannelLayer):
         return bool(layer.groups.get(CALLS_GROUP))
     return True
+
+
+async def _anyone_listens(layer: Any) -> bool:
+    """Whether any process holds a subscriber of the list feed now: for the Redis layer, one
+    round trip (`group_listeners`) instead of a snapshot's queries, in every process that changed
+    a call, a few times a second during a churn, for nobody."""
+    listeners = getattr(layer, "group_listeners", None)
+    if listeners is None:
+        return _has_subscribers(layer)
+    return bool(await listeners(CALLS_GROUP))
 
 
 def _schedule_stats(layer: Any) -> None:
@@ -322,9 +333,9 @@ async def _push_stats(layer: Any) -> None:
     # Cleared before the query: a transition committed while it runs schedules the next snapshot.
     with _stats_lock:
         _stats_pending = None
-    if not _has_subscribers(layer):
-        return
     try:
+        if not await _anyone_listens(layer):
+            return
         stats = await database_sync_to_async(selectors.stats)()
         await layer.group_send(CALLS_GROUP, {"type": "stats.changed", "stats": stats})
     except Exception:

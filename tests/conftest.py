@@ -205,6 +205,16 @@ def _fresh_throttles() -> Iterator[None]:
     cache.clear()
 
 
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A real Redis on a free loopback port (needs the redis-server Debian package)."""
+    from deploy import servers
+
+    redis = servers.start_redis(tmp_path)
+    yield redis.url
+    redis.stop()
+
+
 @pytest.fixture(scope="session")
 def sdp_offer() -> str:
     """A real offer from an aiortc caller (audio + the oai-events data channel)."""

@@ -21,8 +21,11 @@ def test_it_runs_every_scenario_of_the_scaled_benchmark():
     report = json.loads(result.stdout.strip().splitlines()[-1])["summary"]
     assert report["burst"]["runs"][0]["statuses"] == {"201": 10}
     assert report["churn"]["5xx"] == 0 and report["churn"]["leaked_calls"] == 0 and report["churn"]["transport_errors"] == 0
-    assert set(report["churn"]["cpu_ms_per_call"]) == {"web1", "web2", "nginx", "redis", "postgres", "worker", "engine"}
+    assert set(report["churn"]["cpu_ms_per_call"]) == {"web1", "web2", "nginx", "redis", "postgres", "worker", "engine", "client"}
     assert report["churn"]["cpu_ms_per_call"]["web1"] + report["churn"]["cpu_ms_per_call"]["web2"] > 0
+    assert report["churn"]["http"] == "lean" and report["churn"]["5xx_errors"] == {}
+    assert report["burst"]["runs"][0]["cpu_ms_per_create"]["client"] > 0
+    assert report["fanout"]["settle_s"] == 0.5
     assert report["body"]["status"] == 413 and report["body"]["others_during"]["failed"] == 0
     assert report["slow"]["opened"] >= 30 and report["slow"]["others_during"]["failed"] == 0
     assert report["fanout"]["subscribers"] == 20 and len(report["fanout"]["runs"]) == 1

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from deploy import servers
 from realtime.layers import FanOutInMemoryChannelLayer, FanOutRedisPubSubChannelLayer
 
 pytestmark = pytest.mark.asyncio
@@ -65,14 +62,6 @@ async def test_it_skips_a_full_member_and_serves_the_others():
 # --- the scaled setup's layer: Redis pub/sub, decoding a push once per process -------------------
 
 
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A real Redis on a free loopback port (needs the redis-server Debian package)."""
-    redis = servers.start_redis(tmp_path)
-    yield redis.url
-    redis.stop()
-
-
 async def test_it_decodes_a_group_message_once_for_every_member_of_a_process(redis_url):
     # Two layers, as two web processes would hold: members in one, the sender in the other.
     receiving, sending = FanOutRedisPubSubChannelLayer(hosts=[redis_url]), FanOutRedisPubSubChannelLayer(hosts=[redis_url])
@@ -98,3 +87,18 @@ async def test_it_decodes_a_group_message_once_for_every_member_of_a_process(red
     assert received[1]["type"] == "call.changed"
     # A message to one channel is decoded for it alone, as upstream does.
     assert alone == {"type": "one", "n": 1}
+
+
+async def test_it_counts_the_processes_that_hold_members_of_a_group(redis_url):
+    asking, holding = FanOutRedisPubSubChannelLayer(hosts=[redis_url]), FanOutRedisPubSubChannelLayer(hosts=[redis_url])
+    try:
+        assert await asking.group_listeners("g") == 0
+        member = await holding.new_channel()
+        await holding.group_add("g", member)
+        assert await asking.group_listeners("g") == 1
+        assert await holding.group_listeners("g") == 1
+        await holding.group_discard("g", member)
+        assert await asking.group_listeners("g") == 0
+    finally:
+        await asking.flush()
+        await holding.flush()

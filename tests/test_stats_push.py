@@ -3,6 +3,8 @@ once per burst of changes in a process (never one snapshot per transition)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -59,15 +61,36 @@ async def test_it_computes_one_snapshot_for_a_burst_of_changes(computed, monkeyp
     await feed.disconnect()
 
 
-def test_it_assumes_subscribers_in_other_processes_with_the_redis_layer():
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_it_asks_redis_whether_any_process_holds_a_subscriber(computed, redis_url):
     # The pub/sub layer's `groups` hold this process's sockets under its own prefixed keys, never
-    # the feed's name: read as the in-memory layer's, statistics would never be pushed when scaled.
-    from realtime.layers import FanOutInMemoryChannelLayer, FanOutRedisPubSubChannelLayer
+    # the feed's name; whether a subscriber sits in another process is Redis' to say.
+    from realtime.layers import FanOutRedisPubSubChannelLayer
 
-    redis = FanOutRedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1/0"])
+    here, elsewhere = FanOutRedisPubSubChannelLayer(hosts=[redis_url]), FanOutRedisPubSubChannelLayer(hosts=[redis_url])
+    try:
+        assert publish._has_subscribers(here) is True  # maybe: scheduled, and asked before computing
+        await publish._push_stats(here)
+        assert computed == []
+
+        subscriber = await elsewhere.new_channel()
+        await elsewhere.group_add(publish.CALLS_GROUP, subscriber)
+        await publish._push_stats(here)
+        pushed = await asyncio.wait_for(elsewhere.receive(subscriber), 5)
+    finally:
+        await here.flush()
+        await elsewhere.flush()
+
+    assert computed == [1]
+    assert pushed["type"] == "stats.changed"
+
+
+def test_it_knows_an_in_memory_feed_without_subscribers():
+    from realtime.layers import FanOutInMemoryChannelLayer
+
     memory = FanOutInMemoryChannelLayer()
 
-    assert publish._has_subscribers(redis) is True
     assert publish._has_subscribers(memory) is False
     memory.groups[publish.CALLS_GROUP] = {"specific.channel": 0.0}
     assert publish._has_subscribers(memory) is True
