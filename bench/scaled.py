@@ -227,6 +227,15 @@ async def churn(topology: scaled.Topology, offer: str, args: argparse.Namespace)
                 except LeanHTTPError as exc:
                     errors.append(str(exc))
 
+        # The web processes' memory through the run: flat, or growing with the calls served.
+        samples: list[dict[str, float]] = []
+
+        async def sample_rss() -> None:
+            while True:
+                await asyncio.sleep(max(1.0, args.seconds / 10))
+                samples.append(web_rss(topology))
+
+        sampler = asyncio.ensure_future(sample_rss())
         tasks = []
         started = time.monotonic()
         for i in range(int(args.rate * args.seconds)):
@@ -234,6 +243,7 @@ async def churn(topology: scaled.Topology, offer: str, args: argparse.Namespace)
             tasks.append(asyncio.ensure_future(one()))
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
+        sampler.cancel()
     await asyncio.sleep(3)
     # Where the machine's CPU went, per call (create, hold, DELETE, and the monitor's work between):
     # each server process with its children, the pauses between calls included.
@@ -254,6 +264,7 @@ async def churn(topology: scaled.Topology, offer: str, args: argparse.Namespace)
         "leaked_calls": await live_calls(topology.url),
         "web_rss_mib_before": rss_before,
         "web_rss_mib_after": web_rss(topology),
+        "web_rss_mib_during": samples,
         "cpu_ms_per_call": {name: round(spent / max(1, len(latencies)), 1) for name, spent in cpu.items()},
     }
 
