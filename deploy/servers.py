@@ -3,7 +3,8 @@
 Used three ways:
 - `make run-scaled` (deploy/Procfile): `python -m deploy.servers prepare` creates the data folders
   and the nginx configuration once, then honcho runs each server in the foreground
-  (`python -m deploy.servers postgres|redis|nginx` exec the real binaries, so signals reach them);
+  (`python -m deploy.servers postgres|nginx` exec the real binaries, so signals reach them;
+  `redis` stays as Redis's parent, to stop it after its clients: `run_redis_last`);
 - `make test`: `python -m deploy.servers with -- <command>` starts PostgreSQL and Redis in a
   temporary folder on free ports, runs the command with DATABASE_URL and TEST_REDIS_URL set, and
   stops both by process id, whatever the command's outcome;
@@ -114,6 +115,53 @@ def redis_command(data: Path, port: int) -> list[str]:
     # No persistence: the layer and the cache hold only what may be lost (pushes in flight,
     # throttle counters, idempotency answers that the database also records).
     return ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data), "--save", "", "--appendonly", "no"]
+
+
+# How long a stopping Redis waits for its clients to leave (honcho kills what still runs after 5 s).
+REDIS_STOP_GRACE = 3.0
+
+
+def run_redis_last(data: Path, port: int, grace: float = REDIS_STOP_GRACE) -> int:
+    """Run Redis in the foreground for honcho, and stop it after its clients.
+
+    honcho stops every process of the Procfile at once. Redis would exit at once too, while the
+    web processes and the worker are still stopping, and channels_redis would log each lost
+    subscription as an error with its traceback. Here Redis runs in a process group of its own,
+    which honcho's signal does not reach: the signal reaches this process, which then gives
+    Redis's clients up to `grace` seconds to leave before stopping it, by its process id. Should
+    this process die first, the kernel stops Redis (PR_SET_PDEATHSIG).
+    """
+    import ctypes
+
+    import redis
+
+    def die_with_parent() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    stop = False
+
+    def stopping(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, stopping)
+    signal.signal(signal.SIGINT, stopping)
+    process = subprocess.Popen(redis_command(data, port), start_new_session=True, preexec_fn=die_with_parent)
+    while not stop and process.poll() is None:
+        time.sleep(0.1)
+    if process.poll() is None:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+        deadline = time.monotonic() + grace
+        try:
+            # Our own connection is one of the clients counted.
+            while time.monotonic() < deadline and int(client.info("clients")["connected_clients"]) > 1:
+                time.sleep(0.05)
+        except redis.RedisError:
+            pass
+        finally:
+            client.close()
+        process.terminate()
+    return process.wait()
 
 
 NGINX_DIR = Path(__file__).resolve().parent / "nginx"
@@ -288,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         init_postgres(args.folder / "postgres", args.folder / "run")
         command = postgres_command(args.folder / "postgres", args.folder / "run", args.port)
     else:
-        command = redis_command(args.folder / "redis", args.port)
+        return run_redis_last(args.folder / "redis", args.port)
     os.execvp(command[0], command)
     return 1  # not reached
 
