@@ -5,7 +5,9 @@ httpx spends about 7.5 ms of CPU per create in bench/scaled.py's burst (its own 
 cores the servers run on. Real integrators call from other machines. This client writes each
 request as one buffer and reads the response with asyncio's streams: status line, headers, and a
 body sized by `Content-Length` or sent in chunks. Connections are kept alive and reused, one per
-request in flight, as httpx does with a connection limit as large as the concurrency.
+request in flight, as httpx does with a connection limit as large as the concurrency; like httpx,
+a connection idle for more than KEEPALIVE_EXPIRY seconds is closed rather than reused, so a
+request never goes out on one the server is closing (nginx closes idle ones after 30 s).
 
 `--http httpx` in bench/scaled.py keeps the old client, to compare.
 """
@@ -14,8 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 from urllib.parse import urlsplit
+
+# httpx's default keep-alive expiry.
+KEEPALIVE_EXPIRY = 5.0
 
 
 class LeanHTTPError(Exception):
@@ -28,7 +34,8 @@ class LeanHTTP:
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.authority = f"{self.host}:{self.port}".encode()
         self.timeout = timeout
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        # (reader, writer, idle since): the most recently used last.
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
 
     async def __aenter__(self) -> LeanHTTP:
         return self
@@ -38,9 +45,9 @@ class LeanHTTP:
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        for _, writer in idle:
+        for _, writer, _ in idle:
             writer.close()
-        for _, writer in idle:
+        for _, writer, _ in idle:
             try:
                 await writer.wait_closed()
             except OSError:
@@ -65,10 +72,7 @@ class LeanHTTP:
             raise LeanHTTPError(f"{type(exc).__name__}: {exc}") from exc
 
     async def _exchange(self, data: bytes) -> tuple[int, bytes]:
-        if self._idle:
-            reader, writer = self._idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = await self._connection()
         try:
             writer.write(data)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -88,8 +92,17 @@ class LeanHTTP:
         if headers.get(b"connection", b"").lower() == b"close":
             writer.close()
         else:
-            self._idle.append((reader, writer))
+            self._idle.append((reader, writer, time.monotonic()))
         return status, body
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        now = time.monotonic()
+        while self._idle:
+            reader, writer, since = self._idle.pop()
+            if now - since < KEEPALIVE_EXPIRY and not reader.at_eof():
+                return reader, writer
+            writer.close()
+        return await asyncio.open_connection(self.host, self.port)
 
 
 async def _chunked(reader: asyncio.StreamReader) -> bytes:

@@ -258,6 +258,7 @@ async def churn(topology: scaled.Topology, offer: str, args: argparse.Namespace)
         "5xx": sum(1 for s in statuses if s >= 500),
         "statuses": dict(sorted({s: statuses.count(s) for s in set(statuses)}.items())),
         "transport_errors": len(errors),
+        "transport_error_kinds": dict(collections.Counter(errors).most_common(5)),
         "5xx_errors": dict(collections.Counter(refusals).most_common(5)),
         "p50_create_s": round(pct(latencies, 0.5), 3),
         "p99_create_s": round(pct(latencies, 0.99), 3),
