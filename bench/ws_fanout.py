@@ -7,6 +7,7 @@ subscriber, the time from sending the DELETE to receiving the `call.ended` push.
 
     .venv/bin/python bench/ws_fanout.py --subscribers 1000 --runs 7
     .venv/bin/python bench/ws_fanout.py --variant stock-layer,no-encode-cache   # what the home-made parts replace
+    .venv/bin/python bench/ws_fanout.py --variant channels-dispatch             # Channels' own consumer loop
     .venv/bin/python bench/ws_fanout.py --parts                                 # the parts alone, CPU per push
     .venv/bin/python bench/ws_fanout.py --parts --redis-url redis://127.0.0.1:PORT/0   # and the pub/sub layers
     .venv/bin/python bench/ws_fanout.py --quick                                 # smoke run (tests/test_bench.py)
@@ -278,7 +279,7 @@ def main() -> None:
     parser.add_argument(
         "--variant",
         default="",
-        help="swap home-made parts for what they replace: stock-layer, no-encode-cache, redis (comma-separated; see _variant_server.py)",
+        help="swap home-made parts for what they replace: stock-layer, no-encode-cache, channels-dispatch, redis (comma-separated; see _variant_server.py)",
     )
     parser.add_argument("--redis-url", default="", help="Redis for --variant redis, and for --parts' pub/sub rows")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20 subscribers, 1 run (the test suite runs it)")

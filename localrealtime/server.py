@@ -476,7 +476,7 @@ def config(host: str, port: int) -> uvicorn.Config:
         timeout_graceful_shutdown=1,
         # Idle keep-alive connections outlive the SDK's own expiry (5 s, httpx's default): with
         # both at 5 s, a client could send a create on a connection the engine was closing, and a
-        # POST is not retried ("OpenAI est injoignable", 502: 3 creates of 3,000 in a churn at
+        # POST is not retried ("OpenAI est injoignable", 502: 3-4 creates of 3,000 in a churn at
         # 50 calls/s, bench/scaled.py).
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )

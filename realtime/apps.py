@@ -12,7 +12,8 @@ from django.utils.translation import gettext_lazy as _
 # call's SDP offer and answer (4 KB each): tens of MB per connection that has served a few
 # thousand calls, in every thread's connection of a process. Measured on `make run-scaled`, 3,000
 # calls at 50 calls/s: the web processes grew from 128 to 193-207 MiB, and to 165 MiB with 100
-# kept (docs/benchmarks.md, "The load client"). The last statements are what one looks at.
+# kept (docs/benchmarks.md, "Statistics for listeners only, and DEBUG's statement log"). The
+# last statements are what one looks at.
 DEBUG_QUERIES_KEPT = 100
 
 

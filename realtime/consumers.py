@@ -101,7 +101,8 @@ class _Feed(AsyncJsonWebsocketConsumer):
     }
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        # AsyncConsumer.__call__, with dispatch_from in place of await_many_dispatch.
+        # AsyncConsumer.__call__, with dispatch_from in place of await_many_dispatch (a feed always
+        # has a channel layer: it joins a group).
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()

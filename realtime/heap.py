@@ -9,10 +9,10 @@ holds the GIL, and so the server's loop, for 60–450 ms (measured: docs/benchma
 "Scaled topology"). Every request, webhook, RTP packet and sideband frame waiting on the loop
 waits that long.
 
-`settle()` runs once the process listens: it imports what the first call would import lazily
-(the SDK's realtime and webhook types and resources, its WebSocket client), builds the SDK's
-client (and its TLS context) for this loop, collects once, then `gc.freeze()`s what is left, so
-later collections walk only what was allocated since. Frozen objects are never collected: that
+`settle()` runs before the process accepts its first connection: it imports what the first
+call would import lazily (the SDK's realtime and webhook types and resources, its WebSocket
+client), builds the SDK's client (and its TLS context) for this loop, collects once, then
+`gc.freeze()`s what is left, so later collections walk only what was allocated since. Frozen objects are never collected: that
 is the start-up heap, which lives as long as the process anyway.
 
 `share_the_gil()` shortens how long a thread may keep the GIL while another waits for it

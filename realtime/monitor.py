@@ -133,10 +133,12 @@ class CallMonitor:
 
     async def _final_metrics(self) -> None:
         """Once the call ended: talk and silence still running count up to its end."""
+        if self.meter.first_at is None:
+            return  # nothing measured: no figure to extend, and no query to make
         ended = await sync_to_async(
             Call.objects.filter(pk=self.call.pk, status=Call.Status.ENDED).values_list("ended_at", flat=True).first
         )()
-        if ended is None or self.meter.first_at is None:
+        if ended is None:
             return
         until = max(ended, self.meter.last_at or ended)
         await sync_to_async(services.call_record_metrics)(call=self.call, metrics=self.meter.metrics(until=until))

@@ -58,9 +58,9 @@ def _port_of(url: str) -> int:
     return int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
 
 
-def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, like: Server | None = None) -> Server:
+def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, like: Server | None = None, wait: bool = True) -> Server:
     """Start `manage.py serve` (uvicorn, with the local engine beside it) on free loopback ports
-    (or on the ports of `like`, to restart a server)."""
+    (or on the ports of `like`, to restart a server); with `wait`, return once both answer."""
     port = _port_of(like.url) if like else _free_port()
     engine_port = _port_of(like.engine_url) if like else _free_port()
     log = tmp_dir / f"server-{port}.log"
@@ -90,6 +90,8 @@ def start_server(tmp_dir: Path, *, extra_env: dict[str, str] | None = None, like
     )
     url = f"http://127.0.0.1:{port}"
     engine_url = f"http://127.0.0.1:{engine_port}/v1"
+    if not wait:
+        return Server(url=url, process=process, log=log, engine_url=engine_url)
     deadline = time.monotonic() + 30
     while True:
         try:

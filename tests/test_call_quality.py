@@ -276,6 +276,19 @@ def test_it_measures_again_every_stored_event_page_by_page(call, monkeypatch, dj
 
 
 @pytest.mark.django_db(transaction=True)
+def test_it_makes_no_final_write_for_a_call_with_nothing_measured(call, django_assert_num_queries):
+    services.call_end(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.API)
+    monitor = CallMonitor(call)
+
+    # Nothing heard on its sideband: no figure to extend up to the end, not even a read.
+    with django_assert_num_queries(0):
+        async_to_sync(monitor._final_metrics)()
+
+    call.refresh_from_db()
+    assert call.metrics == {}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_shows_metrics_in_the_call_detail_and_list(call, api):
     assert api.get(f"/api/realtime/calls/{call.call_id}").json()["call"]["metrics"] is None
 

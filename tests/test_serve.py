@@ -8,12 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from deploy import servers
 from localrealtime.caller import Caller
 from realtime.models import Call, CallEvent
 
@@ -54,6 +56,24 @@ async def test_it_stops_within_seconds_on_sigterm_mid_call_releasing_the_lease(t
         await caller.close()
         if server.process.poll() is None:
             stop_server(server)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_freezes_the_start_up_heap_before_accepting_a_connection(tmp_path):
+    server = start_server(tmp_path, wait=False)
+    port = int(server.url.rsplit(":", 1)[1])
+    try:
+        deadline = time.monotonic() + 30
+        while not servers.port_open(port):
+            assert server.process.poll() is None and time.monotonic() < deadline, server.log.read_text()
+            time.sleep(0.01)
+        # The collection that precedes the freeze holds the loop (2 s on a loaded machine): done
+        # before the first connection, not while it waits.
+        log = server.log.read_text()
+    finally:
+        stop_server(server)
+
+    assert "Start-up heap frozen" in log, log
 
 
 def test_it_serves_the_engine_alone_and_stops_on_sigterm(tmp_path):

@@ -173,10 +173,14 @@ class Command(BaseCommand):
         def ready(engine: tuple[str, int] | None = None) -> None:
             self.stdout.write(banner(host, port, engine=engine))
             self.stdout.flush()
-            # Once everything listens, before the first call: on the loop, which it then spares.
-            heap.settle()
-            heap.share_the_gil()
 
+        if with_engine:
+            from localrealtime import server as _engine  # noqa: F401  (imported now: part of the frozen heap)
+        # Before the first connection is accepted: collecting the start-up heap holds the loop
+        # (0.2 s, 2 s on a loaded machine), and a request, or a create's answer from the engine
+        # in this process, would wait that long behind it.
+        heap.settle()
+        heap.share_the_gil()
         server = WebServer(config(host=host, port=port, access_log=access_log))
         serving = asyncio.ensure_future(server.serve())
         while not server.started:
