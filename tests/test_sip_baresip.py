@@ -64,11 +64,13 @@ def _baresip(home: Path, sip_port: int, *, seconds: int) -> subprocess.Popen[byt
     home.mkdir()
     _voice(home / "voice.wav", bursts=4)
     rtp = free_port(span=20)
+    # baresip listens on this port over UDP and TCP, and over TLS on the next one: both must be free.
+    sip = free_port(span=2)
     (home / "config").write_text(
         "\n".join(
             [
                 "poll_method epoll",
-                f"sip_listen 127.0.0.1:{free_port()}",
+                f"sip_listen 127.0.0.1:{sip}",
                 "net_interface 127.0.0.1",
                 f"rtp_ports {rtp}-{rtp + 19}",
                 f"audio_source aufile,{home / 'voice.wav'}",
