@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +20,7 @@ from realtime import services, sweeper
 from realtime.consumers import CLOSE_ACCESS_REVOKED
 from realtime.models import ApiKey
 
-from .conftest import _free_port, start_server, stop_server
+from .conftest import start_server, stop_server
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -78,23 +75,6 @@ async def test_it_closes_sockets_at_the_keys_expiry_without_the_sweeper(make_key
 
 
 # --- across processes: a real server holds the socket, this process revokes -------------------
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A real Redis on a free loopback port, for the channel layer shared by two processes."""
-    port = _free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
-        assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.1)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(10)
 
 
 async def test_it_closes_a_socket_held_by_another_process_within_seconds(make_key, redis_url, tmp_path, settings):
