@@ -48,14 +48,21 @@ HANGUP_CLAIM_SECONDS = 30.0
 @dataclass
 class SweepResult:
     ended: dict[str, int] = field(default_factory=dict)
+    # The pass found a full batch of calls past a limit: more may be due.
+    full: bool = False
     hangups_retried: int = 0
     keys_forgotten: int = 0
     api_keys_expired: int = 0
 
 
-# Calls ended per reason and pass: a pass reads at most this many of each, oldest due first; the
-# rest wait for the next pass (a pass's cost is then what is due, never what is live or past).
-SWEEP_BATCH = 100
+# Calls ended per pass, all reasons together: a pass reads at most this many, oldest due first,
+# and the rest wait for the next pass, which then starts at once (a pass's cost is what it ends,
+# never what is live or past). One batch for all reasons, not one per reason: building the calls
+# is most of a pass's read. At 1M calls with 10,000 overdue, reading 100 per reason took 6.7 ms
+# (SQLite) and 9.6 ms (PostgreSQL); one shared batch of 100, 3.4 and 4.7 ms; of 50, 2.2–2.5 and
+# 3.1–3.5 ms. Passes follow each other at once while batches are full, so the pace of ending
+# stays the same.
+SWEEP_BATCH = 50
 # What the sweeper reads of a call to end it (never its documents).
 _SWEPT = ("pk", "call_id", "upstream_id", "status", "created_at", "answered_at", "last_activity_at", "max_duration_seconds")
 
@@ -75,19 +82,24 @@ def due_calls(*, now: datetime, limit: int = SWEEP_BATCH) -> list[tuple[Call, Ca
     pending = live.filter(status=Call.Status.PENDING, created_at__lt=now - timedelta(seconds=setup)).order_by("created_at")
     due.extend((call, Call.EndReason.SETUP_TIMEOUT, {"limit_seconds": setup}) for call in pending[:limit])
     active = live.filter(status=Call.Status.ACTIVE)
-    for call in active.filter(deadline_at__lte=now).order_by("deadline_at")[:limit]:
-        limit_seconds = call.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS
-        due.append((call, Call.EndReason.MAX_DURATION, {"limit_seconds": limit_seconds}))
+    if len(due) < limit:
+        for call in active.filter(deadline_at__lte=now).order_by("deadline_at")[: limit - len(due)]:
+            limit_seconds = call.max_duration_seconds or settings.REALTIME_MAX_DURATION_SECONDS
+            due.append((call, Call.EndReason.MAX_DURATION, {"limit_seconds": limit_seconds}))
     idle = settings.REALTIME_IDLE_TIMEOUT_SECONDS
-    if idle:
+    if idle and len(due) < limit:
         since = now - timedelta(seconds=idle)
-        spoke = active.filter(last_activity_at__lte=since).order_by("last_activity_at")[:limit]
-        silent = active.filter(last_activity_at__isnull=True, answered_at__lte=since).order_by("answered_at")[:limit]
         # A call past both limits ends at its maximum duration (the first reason found).
         seen = {call.pk for call, _reason, _data in due}
-        for call in [*spoke, *silent]:
-            if call.pk not in seen:
-                due.append((call, Call.EndReason.IDLE_TIMEOUT, {"limit_seconds": idle}))
+        spoke = active.filter(last_activity_at__lte=since).order_by("last_activity_at")
+        silent = active.filter(last_activity_at__isnull=True, answered_at__lte=since).order_by("answered_at")
+        for query in (spoke, silent):
+            if len(due) >= limit:
+                break
+            # Read past the calls already due at their deadline, which may be idle too.
+            for call in query[: limit - len(due) + len(seen)]:
+                if len(due) < limit and call.pk not in seen:
+                    due.append((call, Call.EndReason.IDLE_TIMEOUT, {"limit_seconds": idle}))
     return due
 
 
@@ -117,7 +129,9 @@ def forget_webhook_deliveries(*, now: datetime) -> int:
 async def sweep_once() -> SweepResult:
     result = SweepResult()
     now = timezone.now()
-    for call, reason, data in await sync_to_async(due_calls)(now=now):
+    due = await sync_to_async(due_calls)(now=now, limit=SWEEP_BATCH)
+    result.full = len(due) >= SWEEP_BATCH
+    for call, reason, data in due:
         try:
             await services.call_hangup(call=call, reason=reason, actor=CallEvent.Actor.SYSTEM, data=data)
         except CallStateConflict:
@@ -141,11 +155,15 @@ async def run(stop: asyncio.Event) -> None:
     logger.info("Call sweeper started")
     while not stop.is_set():
         try:
-            await sweep_once()
+            result = await sweep_once()
         except Exception:
             # A database hiccup must not stop the sweeping; the next pass retries.
             logger.exception("Sweep failed")
             await sync_to_async(close_old_connections)()
+            result = SweepResult()
+        if result.full:
+            await asyncio.sleep(0)  # more is due: the next pass starts now, after others had a turn
+            continue
         try:
             await asyncio.wait_for(stop.wait(), timeout=settings.REALTIME_SWEEP_INTERVAL_SECONDS)
         except TimeoutError:

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from realtime import services, sweeper
 from realtime.models import Call, CallEvent
+from realtime.sessions import parse_session
 
 from .conftest import start_server, stop_server
 from .factories import make_call
@@ -162,7 +163,7 @@ def test_it_sweeps_inside_the_server_process(sdp_offer, tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_ends_at_most_a_batch_per_reason_and_pass_oldest_first(make_call, settings):
+def test_it_ends_at_most_a_batch_per_pass_oldest_first(make_call, settings):
     settings.REALTIME_SETUP_TIMEOUT_SECONDS = 20
     stuck = [make_call() for _ in range(3)]
     for age, call in zip((30, 50, 40), stuck, strict=True):
@@ -171,6 +172,59 @@ def test_it_ends_at_most_a_batch_per_reason_and_pass_oldest_first(make_call, set
     due = sweeper.due_calls(now=timezone.now(), limit=2)
 
     assert [(call.pk, reason) for call, reason, _data in due] == [(stuck[1].pk, "setup_timeout"), (stuck[2].pk, "setup_timeout")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_shares_one_batch_between_the_reasons(sdp_offer, asgi_server, settings):
+    settings.REALTIME_SETUP_TIMEOUT_SECONDS = 20
+    settings.REALTIME_MAX_DURATION_SECONDS = 60
+    settings.REALTIME_IDLE_TIMEOUT_SECONDS = 30
+    stuck = services.call_open(offer=sdp_offer, session=parse_session({}), source=Call.Source.WEBRTC, actor=CallEvent.Actor.API)
+    long, idle_one, idle_two = (make_call(sdp_offer) for _ in range(3))
+    for seconds, call in ((21, stuck), (61, long), (31, idle_one), (32, idle_two)):
+        _age(call, seconds=seconds)
+
+    # The pending call first, then the one past its deadline; the batch is full before the idle.
+    assert [(call.pk, reason) for call, reason, _data in sweeper.due_calls(now=timezone.now(), limit=2)] == [
+        (stuck.pk, "setup_timeout"),
+        (long.pk, "max_duration"),
+    ]
+    assert [(call.pk, reason) for call, reason, _data in sweeper.due_calls(now=timezone.now(), limit=3)] == [
+        (stuck.pk, "setup_timeout"),
+        (long.pk, "max_duration"),
+        (idle_two.pk, "idle_timeout"),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_starts_the_next_pass_at_once_after_a_full_batch(make_call, settings, monkeypatch):
+    settings.REALTIME_SETUP_TIMEOUT_SECONDS = 20
+    settings.REALTIME_SWEEP_INTERVAL_SECONDS = 60  # a pass that waited would never come in time
+    monkeypatch.setattr(sweeper, "SWEEP_BATCH", 2)
+    stuck = [make_call() for _ in range(5)]
+    for call in stuck:
+        _age(call, seconds=21)
+    passes: list[sweeper.SweepResult] = []
+    sweep_once = sweeper.sweep_once
+
+    async def counted() -> sweeper.SweepResult:
+        passes.append(await sweep_once())
+        return passes[-1]
+
+    monkeypatch.setattr(sweeper, "sweep_once", counted)
+
+    async def sweep_until_waiting() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(sweeper.run(stop))
+        await wait_until(lambda: len(passes) == 3, within=10)
+        stop.set()
+        await task
+
+    async_to_sync(sweep_until_waiting)()
+
+    # Two full batches, then the last call: that pass was not full, so the sweeper waits.
+    assert [(sum(p.ended.values()), p.full) for p in passes] == [(2, True), (2, True), (1, False)]
+    assert Call.objects.filter(pk__in=[c.pk for c in stuck], status=Call.Status.ENDED).count() == 5
 
 
 @pytest.mark.django_db(transaction=True)
