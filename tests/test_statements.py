@@ -391,3 +391,21 @@ def test_it_refuses_a_value_too_long_for_its_column_as_the_orm_does(make_call: C
     # PostgreSQL refuses both (SQLite keeps any length): never cut to fit.
     assert ours == orm and ours_counted == counted
     assert orm == ("refused" if connection.vendor == "postgresql" else "written")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgresql
+def test_it_has_postgresql_plan_a_transition_once_per_connection(make_call: Callable[..., Call]) -> None:
+    # Planning the transition's statement cost more than running it: PostgreSQL prepares it on
+    # the connection, and after a few runs keeps one plan for it (a generic plan).
+    for _ in range(8):
+        make_call()
+
+    if connection.vendor != "postgresql":
+        assert Call.objects.count() == 8  # SQLite keeps its own statement cache
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements WHERE NOT from_sql")
+        prepared = cursor.fetchall()
+    assert [(sql.split(" ")[0], "realtime_call" in sql) for sql, _generic, _custom in prepared] == [("WITH", True)]
+    assert prepared[0][1] >= 1 and prepared[0][2] <= 5
