@@ -58,11 +58,12 @@ class SweepResult:
 # Calls ended per pass, all reasons together: a pass reads at most this many, oldest due first,
 # and the rest wait for the next pass, which then starts at once (a pass's cost is what it ends,
 # never what is live or past). One batch for all reasons, not one per reason: building the calls
-# is most of a pass's read. At 1M calls with 10,000 overdue, reading 100 per reason took 6.7 ms
-# (SQLite) and 9.6 ms (PostgreSQL); one shared batch of 100, 3.4 and 4.7 ms; of 50, 2.2–2.5 and
-# 3.1–3.5 ms. Passes follow each other at once while batches are full, so the pace of ending
-# stays the same.
-SWEEP_BATCH = 50
+# (and the ORM's four queries) is most of a pass's read. At 1M calls with 10,000 overdue, reading
+# 100 per reason took 6.7 ms (SQLite) and 9.6 ms (PostgreSQL); one shared batch of 100, 3.4 and
+# 4.7 ms; of 50, 2.2 and 3.1 ms; of 25, 1.6 and 2.4 ms (3.6 ms on PostgreSQL where the batch is
+# idle calls, 4.4 ms with 50). Passes follow each other at once while batches are full, so the
+# pace of ending stays the same.
+SWEEP_BATCH = 25
 # What the sweeper reads of a call to end it (never its documents).
 _SWEPT = ("pk", "call_id", "upstream_id", "status", "created_at", "answered_at", "last_activity_at", "max_duration_seconds")
 
