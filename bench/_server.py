@@ -99,8 +99,10 @@ def server(
                                  capture_output=True, text=True).stdout.strip()  # fmt: skip
             headers["Authorization"] = f"Bearer {key}"
         log = open(Path(tmp) / "server.log", "wb")
+        # BENCH_VARIANT: the server with parts swapped for what they replace (bench/_variant_server.py).
+        serve = "bench/_variant_server.py" if env.get("BENCH_VARIANT") else "manage.py"
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port)],
+            [sys.executable, serve, *(["serve"] if serve == "manage.py" else []), "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -1,12 +1,16 @@
 """`manage.py serve` with home-made parts swapped for what they replace, to measure what they earn.
 
-Used by bench/ws_fanout.py (`--variant`); never by the product. BENCH_VARIANT is a comma-separated
+Used by bench/ws_fanout.py and bench/create_variants.py (`--variant`); never by the product. BENCH_VARIANT is a comma-separated
 list of:
 - `stock-layer`: Channels' own InMemoryChannelLayer instead of realtime.layers' fork;
 - `no-encode-cache`: every socket encodes its push (realtime.consumers without its cache);
 - `redis`: channels_redis on BENCH_REDIS_URL (the scaled deployment's layer);
 - `channels-dispatch`: the feeds' consumers read their messages with Channels' own loop
-  (`await_many_dispatch`) instead of realtime.consumers.dispatch_from.
+  (`await_many_dispatch`) instead of realtime.consumers.dispatch_from;
+- `sdk-httpx`: the OpenAI SDK over httpx's own transport instead of its aiohttp one
+  (realtime.upstream.client);
+- `unprepared`: a transition's statement through Django's own cursor, bound on the client and
+  planned at every run, instead of prepared on the connection (realtime.statements).
 
 Usage: python bench/_variant_server.py --port P (the rest as `manage.py serve`).
 """
@@ -56,5 +60,17 @@ if "channels-dispatch" in variant:
 
     del consumers._Feed.__call__
     assert consumers._Feed.__call__ is AsyncConsumer.__call__
+
+if "sdk-httpx" in variant:
+    import openai
+
+    openai.DefaultAioHttpClient = openai.DefaultAsyncHttpxClient  # type: ignore[misc]
+
+if "unprepared" in variant:
+    from django.db import connection
+
+    from realtime import statements
+
+    statements._prepared_cursor = lambda: connection.cursor()  # type: ignore[assignment]
 
 call_command("serve", *sys.argv[1:])

@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,23 @@ STATEMENTS = ("insert", "answer", "end", "closed", "commit")
 def migrate(url: str) -> None:
     env = {**os.environ, "DATABASE_URL": url, "DATABASE_POOL": "false"}
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+
+
+@contextmanager
+def postgres(database: str | None) -> Iterator[str]:
+    """The URL of `database`, or of a PostgreSQL of its own, started as `make run-scaled` starts it
+    (durable) in a temporary folder, migrated, and stopped afterwards."""
+    if database:
+        yield database
+        return
+    with tempfile.TemporaryDirectory(prefix="pg-bench-") as folder:
+        servers._give_to_server_user(Path(folder))
+        running = servers.start_postgres(Path(folder))
+        try:
+            migrate(running.url)
+            yield running.url
+        finally:
+            running.stop()
 
 
 def measure(url: str, cycles: int, rounds: int) -> list[dict[str, Any]]:
@@ -148,21 +167,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.cycles, args.rounds, args.database = 100, 1, None
-    with tempfile.TemporaryDirectory(prefix="pg-statements-") as folder:
-        running = None
-        if args.database:
-            url = args.database
-        else:
-            servers._give_to_server_user(Path(folder))
-            running = servers.start_postgres(Path(folder))
-            url = running.url
-        try:
-            if running is not None:
-                migrate(url)
-            figures = measure(url, args.cycles, args.rounds)
-        finally:
-            if running is not None:
-                running.stop()
+    with postgres(args.database) as url:
+        figures = measure(url, args.cycles, args.rounds)
     print(f"{args.cycles} cycles (INSERT, answer, end, upstream closed) per round, {args.rounds} rounds, each after a CHECKPOINT")
     for name in figures[0]:
         values = [f[name] for f in figures]
