@@ -238,10 +238,10 @@ def _prepared_cursor() -> Any:
     """A cursor whose statements PostgreSQL prepares: bound on the server and prepared on the
     connection at their first run, so that PostgreSQL parses each shape of a transition's `WITH`
     statement once per connection, and plans it a few times, not at every run, and no 4 KB offer
-    is quoted into its text. PostgreSQL's CPU for a call's four transitions went from 5.3 to 2.8
-    ms, and each of a create's two trips took 0.8 ms less (docs/benchmarks.md, "A transition's
-    statement, prepared"). The statement has a cast on every parameter, so it means the same
-    bound either way. Django's wrapper around it, as around any cursor: its statement
+    is quoted into its text. PostgreSQL's CPU for a call's four transitions went from 5.0–5.3 to
+    2.5–2.9 ms, and each of a create's two trips took 0.5–0.9 ms less (docs/benchmarks.md, "A
+    transition's statement, prepared"). The statement has a cast on every parameter, so it means
+    the same bound either way. Django's wrapper is around it, as around any cursor: its statement
     log and execute wrappers see it.
 
     Only these statements: Django binds on the client by default (`server_side_binding`), and its
