@@ -12,7 +12,7 @@ bound on the client and planned at every run). Each round measures both, one aft
 so they share the machine's load: broker CPU per create and per create + `DELETE` (a subscriber
 on the list feed), then the median create latency beside a direct `openai` SDK call to the same
 engine. Without `--database`, each broker has a fresh SQLite file; with a PostgreSQL URL, both use
-that database (migrated first).
+that database (migrated first), each with an API key of its own.
 """
 
 from __future__ import annotations
@@ -26,30 +26,28 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._server import engine, machine, production_env, server  # noqa: E402
 from bench.create_concurrency import make_offer  # noqa: E402
-from bench.scale import NO_PURGE, Broker, cycles, latencies, prepare  # noqa: E402
+from bench.scale import NO_PURGE, Broker, cycles, latencies  # noqa: E402
 
 LABELS = ("broker CPU per create (ms)", "broker CPU per create + DELETE (ms)", "overhead p50 (ms)", "create p50, direct SDK call (ms)")
 
 
 @contextmanager
-def broker(database: Path | str, variant: str, picked: dict[str, Any] | None = None) -> Iterator[Broker]:
-    # A database the two brokers share is prepared once (preparing gives its key a new secret).
-    picked = picked or prepare(database)
+def broker(database: Path | str, variant: str) -> Iterator[Broker]:
     # The broker's per-key request rate would refuse a long run's cycles (600 a minute).
     quiet = {"REALTIME_MONITORS": "off", "LOCALREALTIME_CONNECT_TIMEOUT": "5", "REALTIME_THROTTLE_API_KEY": "", **NO_PURGE}
     with ExitStack() as stack:
         pids: list[int] = []
         engine_v1 = stack.enter_context(engine(quiet))
         env = {**quiet, **production_env(engine_v1), **({"BENCH_VARIANT": variant} if variant else {})}
-        served = stack.enter_context(server(env, database=database, on_start=lambda p: pids.append(p.pid), api_key=picked["api_key"]))
-        yield Broker(served.url, served.headers, pids[0], engine_v1.removesuffix("/v1"), picked)
+        # Migrated, and an API key of its own made for it (`manage.py create_api_key`).
+        served = stack.enter_context(server(env, database=database, on_start=lambda p: pids.append(p.pid)))
+        yield Broker(served.url, served.headers, pids[0], engine_v1.removesuffix("/v1"), {})
 
 
 def main() -> None:
@@ -70,10 +68,8 @@ def main() -> None:
     names = {"product": "", args.variant: args.variant}
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        shared = prepare(args.database) if args.database else None
         brokers = {
-            name: stack.enter_context(broker(args.database or Path(tmp) / f"{name}.sqlite3", variant, shared))
-            for name, variant in names.items()
+            name: stack.enter_context(broker(args.database or Path(tmp) / f"{name}.sqlite3", variant)) for name, variant in names.items()
         }
         for _ in range(args.rounds):
             for name, b in brokers.items():
