@@ -100,9 +100,9 @@ def server(
             headers["Authorization"] = f"Bearer {key}"
         log = open(Path(tmp) / "server.log", "wb")
         # BENCH_VARIANT: the server with parts swapped for what they replace (bench/_variant_server.py).
-        serve = "bench/_variant_server.py" if env.get("BENCH_VARIANT") else "manage.py"
+        serve = ["bench/_variant_server.py"] if env.get("BENCH_VARIANT") else ["manage.py", "serve"]
         process = subprocess.Popen(
-            [sys.executable, serve, *(["serve"] if serve == "manage.py" else []), "--port", str(port)],
+            [sys.executable, *serve, "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=log,

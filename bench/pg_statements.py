@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -158,17 +158,23 @@ def measure(url: str, cycles: int, rounds: int) -> list[dict[str, Any]]:
     return figures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run(doc: str | None, measure: Callable[[str, int, int], Any], *, cycles: int, quick_cycles: int) -> tuple[argparse.Namespace, Any]:
+    """The PostgreSQL benches' command line (`--database`, `--cycles`, `--rounds`, `--quick`):
+    `measure(url, cycles, rounds)` on the database it names, or on a server of its own."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", help="a migrated PostgreSQL database (URL); default: a server of its own")
-    parser.add_argument("--cycles", type=int, default=1000)
+    parser.add_argument("--cycles", type=int, default=cycles)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="100 cycles, 1 round, on a server of its own (for the test suite)")
+    parser.add_argument("--quick", action="store_true", help=f"{quick_cycles} cycles, 1 round, on a server of its own (for the test suite)")
     args = parser.parse_args()
     if args.quick:
-        args.cycles, args.rounds, args.database = 100, 1, None
+        args.cycles, args.rounds, args.database = quick_cycles, 1, None
     with postgres(args.database) as url:
-        figures = measure(url, args.cycles, args.rounds)
+        return args, measure(url, args.cycles, args.rounds)
+
+
+def main() -> None:
+    args, figures = run(__doc__, measure, cycles=1000, quick_cycles=100)
     print(f"{args.cycles} cycles (INSERT, answer, end, upstream closed) per round, {args.rounds} rounds, each after a CHECKPOINT")
     for name in figures[0]:
         values = [f[name] for f in figures]

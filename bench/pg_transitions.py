@@ -17,7 +17,6 @@ Without `--database`, a PostgreSQL of its own is started as `make run-scaled` st
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import resource
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
 os.environ.setdefault("DEBUG", "true")
 
-from bench.pg_statements import postgres
+from bench.pg_statements import run
 
 WAYS = ("prepared", "unprepared")
 
@@ -105,16 +104,7 @@ def measure(url: str, cycles: int, rounds: int) -> dict[str, list[dict[str, floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database", help="a migrated PostgreSQL database (URL); default: a server of its own")
-    parser.add_argument("--cycles", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="30 cycles, 1 round, on a server of its own (for the test suite)")
-    args = parser.parse_args()
-    if args.quick:
-        args.cycles, args.rounds, args.database = 30, 1, None
-    with postgres(args.database) as url:
-        figures = measure(url, args.cycles, args.rounds)
+    args, figures = run(__doc__, measure, cycles=200, quick_cycles=30)
     print(f"{args.cycles} calls (open, answer, end, upstream closed) per round, {args.rounds} rounds per way, alternated")
     for way, rounds in figures.items():
         for name in rounds[0]:

@@ -42,10 +42,11 @@ def api_key() -> str:
 
 
 async def _whole_body(request: Any) -> None:
-    # httpx writes a multipart body to the socket piece by piece as it streams it: a create's two
-    # parts made ten send() calls (boundaries, part headers and contents apart), each a trip through
-    # the kernel's TCP stack on the broker's CPU. Read into memory first (a create is a few KB, an
-    # SDP and a session), the body goes in one write after the headers.
+    # A multipart body not read yet reaches the transport as a stream, written to the socket piece
+    # by piece: over httpx's own transport a create's two parts made ten send() calls (boundaries,
+    # part headers and contents apart), each a trip through the kernel's TCP stack on the broker's
+    # CPU. Read into memory first (a create is a few KB, an SDP and a session), the transport gets
+    # it as bytes (aiohttp's as well: `request.content`) and sends it whole.
     await request.aread()
 
 
