@@ -55,7 +55,9 @@ test: install
 	$(BIN)/python -m pytest -n 3 -m "not topology"
 	# Again on a real PostgreSQL (and Redis), started and stopped by deploy/servers.py: the tests of
 	# locks, races, leases and crash recovery, and the topology tests (nginx, two web processes).
-	$(BIN)/python -m deploy.servers with -- $(BIN)/python -m pytest -m "postgresql or topology"
+	# Two workers, each with its own test database; a file stays on one worker, so each topology
+	# test module starts its topology once (and each topology has ports of its own, SIP's too).
+	$(BIN)/python -m deploy.servers with -- $(BIN)/python -m pytest -n 2 --dist loadfile -m "postgresql or topology"
 
 lint: install
 	$(BIN)/ruff check --fix .

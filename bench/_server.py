@@ -152,6 +152,29 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def speed_ms() -> float:
+    """The machine's speed of the moment: milliseconds for a fixed pure-Python loop, median of 3.
+
+    On a shared host the same code runs up to 1.8 times slower within minutes, at the same load
+    (docs/benchmarks.md): a figure is comparable only with one taken at the same speed. The
+    harnesses print this before and after their runs, and each alternated round's."""
+    times = []
+    for _ in range(3):
+        started, total = time.perf_counter(), 0
+        for i in range(1_000_000):
+            total += i
+        times.append((time.perf_counter() - started) * 1000)
+    return round(sorted(times)[1], 1)
+
+
+def speed_note(speeds: list[float]) -> str:
+    """The probes of a run, and whether the machine's speed moved between them (by over 20 %)."""
+    shown = ", ".join(f"{s:.0f}" for s in speeds)
+    moved = len(speeds) > 1 and max(speeds) > 1.2 * min(speeds)
+    verdict = "the speed moved: compare only figures of rounds at the same speed" if moved else "steady"
+    return f"machine speed probe (ms, lower is faster): {shown}; {verdict}"
+
+
 def machine() -> str:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?"

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import engine, machine, production_env, server  # noqa: E402
+from bench._server import engine, machine, production_env, server, speed_ms, speed_note  # noqa: E402
 from bench.create_concurrency import make_offer  # noqa: E402
 from bench.scale import NO_PURGE, Broker, cycles, latencies  # noqa: E402
 
@@ -63,8 +63,8 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
     os.environ.setdefault("DEBUG", "true")
     offer = asyncio.run(make_offer())
-    load = os.getloadavg()
-    print(f"machine: {machine()}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    load, speeds = os.getloadavg(), [speed_ms()]
+    print(f"machine: {machine()}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; speed probe {speeds[0]:.0f} ms")
     names = {"product": "", args.variant: args.variant}
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -77,7 +77,12 @@ def main() -> None:
                 measured |= asyncio.run(latencies(b.url, b.engine_url, offer, args.cycles, b.headers))
                 rounds[name].append(measured)
                 shown = ", ".join(f"{label.removesuffix(' (ms)')} {measured[label]:.2f}" for label in LABELS)
-                print(f"round {len(rounds[name])}, {name}: {shown} ms; load {os.getloadavg()[0]:.1f}", flush=True)
+                speeds.append(speed_ms())
+                print(
+                    f"round {len(rounds[name])}, {name}: {shown} ms; load {os.getloadavg()[0]:.1f}; speed probe {speeds[-1]:.0f} ms",
+                    flush=True,
+                )
+    print(speed_note(speeds))
     print(f"{'median of the rounds':40s} {'product':>10s} {args.variant:>14s}")
     for label in LABELS:
         product, variant = (statistics.median(r[label] for r in rounds[name]) for name in names)

@@ -46,7 +46,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import cpu_seconds, database_url, engine, machine, production_env, server  # noqa: E402
+from bench._server import cpu_seconds, database_url, engine, machine, production_env, server, speed_ms, speed_note  # noqa: E402
 from bench.create_concurrency import burst, make_offer, quantile  # noqa: E402
 
 _DJANGO_SETUP = "import django; django.setup()\n"
@@ -364,7 +364,10 @@ def measure(databases: dict[str, Database], offer: str, args: argparse.Namespace
                 measured |= asyncio.run(latencies(b.url, b.engine_url, offer, args.cycles, b.headers))
                 rounds[name].append(measured)
                 cpu = measured["broker CPU per create + DELETE (ms)"]
-                print(f"round {len(rounds[name])}, {name}: broker CPU per create + DELETE {cpu:.2f} ms; load {os.getloadavg()[0]:.1f}")
+                print(
+                    f"round {len(rounds[name])}, {name}: broker CPU per create + DELETE {cpu:.2f} ms; "
+                    f"load {os.getloadavg()[0]:.1f}; speed probe {speed_ms():.0f} ms"
+                )
         for name, measured_rounds in rounds.items():
             figures[name] |= {label: statistics.median(r[label] for r in measured_rounds) for label in measured_rounds[0]}
     for name, database in databases.items():
@@ -416,12 +419,13 @@ def main() -> None:
         if history is None:
             parser.error("--database (a seeded file) or --quick")
         offer = asyncio.run(make_offer())
-        load = os.getloadavg()
-        print(f"machine: {machine()}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+        load, speeds = os.getloadavg(), [speed_ms()]
+        print(f"machine: {machine()}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; speed probe {speeds[0]:.0f} ms")
         results = measure({"empty": empty, "history": history}, offer, args)
         results["history"] |= concurrency(history, offer, args.concurrent)
         load = os.getloadavg()
-        print(f"load average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+        speeds.append(speed_ms())
+        print(f"load average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; {speed_note(speeds)}")
     print(f"{'measure':<42} {'empty':>10} {'history':>10} {'ratio':>7}")
     for label, value in results["history"].items():
         base = results["empty"].get(label)

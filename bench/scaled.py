@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import _subscribers  # noqa: E402
 from bench._lean_http import LeanHTTP, LeanHTTPError  # noqa: E402
+from bench._server import speed_ms  # noqa: E402
 from deploy import scaled, servers  # noqa: E402
 
 
@@ -600,10 +601,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     topology = await asyncio.to_thread(scaled.start, var, extra=extra)
     try:
         offer = await make_offer()
-        report: dict[str, Any] = {"load_before": os.getloadavg()}
+        report: dict[str, Any] = {"load_before": os.getloadavg(), "speed_probe_ms_before": speed_ms()}
         for name in args.scenarios.split(","):
             report[name] = await SCENARIOS[name](topology, offer, args)
             report[name]["load_after"] = os.getloadavg()
+            report[name]["speed_probe_ms_after"] = speed_ms()
             print(json.dumps({name: report[name]}), flush=True)
         return report
     finally:

@@ -42,17 +42,20 @@ class Ports:
     engine: int
     postgres: int
     redis: int
+    # The local engine's SIP endpoint (UDP and TCP); None: its setting (LOCALREALTIME_SIP_PORT).
+    sip: int | None = None
 
     @classmethod
     def after(cls, public: int) -> Ports:
-        """Predictable ports for an operator: the ones right after the public port."""
+        """Predictable ports for an operator: the ones right after the public port (SIP on its own)."""
         return cls(public, [public + 1, public + 2], public + 3, public + 4, public + 5)
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(
-            servers.free_port(), [servers.free_port(), servers.free_port()], servers.free_port(), servers.free_port(), servers.free_port()
-        )
+        """Ports nothing listens on, SIP's included: a topology started by a test or a bench
+        must not meet `make run`'s engine, or another topology, on the SIP port."""
+        free = servers.free_port
+        return cls(free(), [free(), free()], free(), free(), free(), sip=free())
 
 
 def ensure_packages() -> None:
@@ -99,6 +102,8 @@ def environment(var: Path, ports: Ports, extra: dict[str, str] | None = None) ->
         secret = os.environ.get("LOCALREALTIME_WEBHOOK_SECRET") or "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         env["LOCALREALTIME_WEBHOOK_SECRET"] = env["OPENAI_WEBHOOK_SECRETS"] = secret
         env["LOCALREALTIME_SIP_WEBHOOK_URL"] = f"http://127.0.0.1:{ports.public}/api/realtime/sip/webhook"
+        if ports.sip is not None:
+            env["LOCALREALTIME_SIP_PORT"] = str(ports.sip)
     env.update(extra or {})
     return env
 

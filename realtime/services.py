@@ -713,10 +713,13 @@ class Claimed:
     """A call a monitor now holds, and who held it before ("" for a new call or a clean release).
 
     A previous holder means its process died (its lease ran out): the call is being recovered.
+    `watched_before` is false for a call no monitor ever held (its lease never set: a release
+    leaves the lease's end behind), which has no stored events for the new monitor to read back.
     """
 
     call: Call
     previous_owner: str
+    watched_before: bool = True
 
 
 def _claim(*, claimable: Q, held_by: str, changes: dict[str, Any], limit: int, order_by: tuple[str, ...] = ()) -> list[tuple[Call, Any]]:
@@ -743,14 +746,16 @@ def monitor_claim(*, owner: str, lease_seconds: float, limit: int) -> list[Claim
         return []
     now = timezone.now()
     changes = {"monitor_owner": owner, "monitor_lease_until": now + timedelta(seconds=lease_seconds)}
-    claimed: list[tuple[Call, Any]] = []
-    # Free calls, then expired leases: each a range of call_monitor_claim_idx, so a tick finds
-    # nothing to claim without reading every active call's lease (as the two in one OR would).
-    for lease in (Q(monitor_lease_until__isnull=True), Q(monitor_lease_until__lt=now)):
+    claimed: list[Claimed] = []
+    # Calls never held, then expired or released leases: each a range of call_monitor_claim_idx,
+    # so a tick finds nothing to claim without reading every active call's lease (as the two in
+    # one OR would).
+    for watched_before, lease in ((False, Q(monitor_lease_until__isnull=True)), (True, Q(monitor_lease_until__lt=now))):
         claimable = Q(status=Call.Status.ACTIVE) & ~Q(upstream_id="") & lease
         order = ("monitor_lease_until", "id")
-        claimed += _claim(claimable=claimable, held_by="monitor_owner", changes=changes, limit=limit - len(claimed), order_by=order)
-    return [Claimed(call, previous) for call, previous in claimed]
+        won = _claim(claimable=claimable, held_by="monitor_owner", changes=changes, limit=limit - len(claimed), order_by=order)
+        claimed += [Claimed(call, previous, watched_before) for call, previous in won]
+    return claimed
 
 
 def _hangup_due(*, now: datetime, grace_seconds: float) -> Q:
@@ -793,9 +798,10 @@ def monitor_renew(*, owner: str, lease_seconds: float, call_ids: list[int]) -> s
 
 
 def monitor_release(*, owner: str, call_ids: list[int]) -> None:
-    """Give calls back at a clean shutdown, so another monitor takes them without waiting."""
+    """Give calls back at a clean shutdown, so another monitor takes them without waiting: the
+    lease ends now (not unset, which would say that no monitor ever held them: `Claimed`)."""
     if call_ids:
-        Call.objects.filter(pk__in=call_ids, monitor_owner=owner).update(monitor_owner="", monitor_lease_until=None)
+        Call.objects.filter(pk__in=call_ids, monitor_owner=owner).update(monitor_owner="", monitor_lease_until=timezone.now())
 
 
 # --- API keys -------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ POSTGRESQL_FILES = {
     "test_idempotency.py",
     "test_sweeper.py",
     "test_realtime_worker.py",
+    "test_monitor_supervisor.py",
     "test_crash_recovery.py",
     "test_health.py",
     "test_call_filter_plans.py",

@@ -19,6 +19,9 @@ def test_it_measures_the_broker_beside_a_variant():
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert [line.split(":")[0] for line in lines[1:3]] == ["round 1, product", f"round 1, {variant}"]
-    table = {line[:40].strip(): line[40:].split() for line in lines[4:]}
+    # The machine's speed before and after each round, and whether it moved.
+    probes = lines[3].removeprefix("machine speed probe (ms, lower is faster): ").split(";")[0].split(", ")
+    assert lines[3].startswith("machine speed probe") and len(probes) == 3 and all(float(ms) > 0 for ms in probes)
+    table = {line[:40].strip(): line[40:].split() for line in lines[5:]}
     assert all(float(value) > 0 for value in table["broker CPU per create (ms)"])
     assert len(table) == 4

@@ -62,3 +62,5 @@ def test_it_measures_every_scale_figure_beside_an_empty_database():
         "10 concurrent creates, total (s)",
     ):
         assert label in run.stdout
+    # The machine's speed before, at each round and after, to tell a slow spell from a regression.
+    assert "machine speed probe (ms, lower is faster): " in run.stdout and run.stdout.count("speed probe") == 2 + 2 * 2

@@ -24,6 +24,7 @@ def test_it_runs_every_scenario_of_the_scaled_benchmark():
     assert set(report["churn"]["cpu_ms_per_call"]) == {"web1", "web2", "nginx", "redis", "postgres", "worker", "engine", "client"}
     assert report["churn"]["cpu_ms_per_call"]["web1"] + report["churn"]["cpu_ms_per_call"]["web2"] > 0
     assert report["churn"]["http"] == "lean" and report["churn"]["5xx_errors"] == {}
+    assert report["speed_probe_ms_before"] > 0 and report["churn"]["speed_probe_ms_after"] > 0
     assert report["burst"]["runs"][0]["cpu_ms_per_create"]["client"] > 0
     assert report["fanout"]["settle_s"] == 0.5
     assert report["body"]["status"] == 413 and report["body"]["others_during"]["failed"] == 0
