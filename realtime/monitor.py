@@ -108,6 +108,8 @@ class CallMonitor:
         self.buffer = EventBuffer()
         self.meter = quality.TurnMeter()
         self.recorded = 0
+        # When the call ended, once a read of its state has seen it ended (`_still_live`).
+        self.ended_at: datetime | None = None
         # Batches are stored in order, one at a time: a flush waits for the one before it.
         self._flush_lock = asyncio.Lock()
         self._pending: asyncio.Future[None] | None = None
@@ -136,16 +138,23 @@ class CallMonitor:
             after = page[-1][0]
 
     async def _final_metrics(self) -> None:
-        """Once the call ended: talk and silence still running count up to its end."""
-        if self.meter.first_at is None:
-            return  # nothing measured: no figure to extend, and no query to make
-        ended = await sync_to_async(
-            Call.objects.filter(pk=self.call.pk, status=Call.Status.ENDED).values_list("ended_at", flat=True).first
-        )()
-        if ended is None:
-            return
-        until = max(ended, self.meter.last_at or ended)
-        await sync_to_async(services.call_record_metrics)(call=self.call, metrics=self.meter.metrics(until=until))
+        """The last flush: what is left, and once the call ended, its figures with talk and silence
+        still running counted up to its end, in the same transaction (a call's last batch and its
+        final figures were two transactions, and a read of its end a third round trip)."""
+        until = None
+        if self.meter.first_at is not None:  # nothing measured: no figure to extend, and no read
+            ended = self.ended_at
+            if ended is None:
+                ended = await sync_to_async(
+                    Call.objects.filter(pk=self.call.pk, status=Call.Status.ENDED).values_list("ended_at", flat=True).first
+                )()
+            if ended is not None:
+                until = max(ended, self.meter.last_at or ended)
+        async with self._flush_lock:
+            events = self.buffer.take()
+            metrics = self.meter.take_changes() if until is None else self.meter.metrics(until=until)
+            if events or metrics is not None:
+                self.recorded += await sync_to_async(services.call_record_events)(call=self.call, events=events, metrics=metrics)
 
     async def _flush_soon(self) -> None:
         """Store a full batch while reading on; wait only if the database falls a batch behind."""
@@ -162,14 +171,18 @@ class CallMonitor:
             await self.flush()
 
     async def _still_live(self) -> bool:
-        status = await sync_to_async(Call.objects.filter(pk=self.call.pk).values_list("status", flat=True).first)()
+        """Whether the call is active; if it has ended, when (kept for the final figures)."""
+        status, ended = await sync_to_async(Call.objects.filter(pk=self.call.pk).values_list("status", "ended_at").first)() or (None, None)
+        if status == Call.Status.ENDED:
+            self.ended_at = ended
         return status == Call.Status.ACTIVE
 
     async def _end(self, *, reason: Call.EndReason, data: dict[str, Any]) -> None:
         try:
-            await sync_to_async(services.call_end)(call=self.call, reason=reason, actor=CallEvent.Actor.UPSTREAM, data=data)
+            ended = await sync_to_async(services.call_end)(call=self.call, reason=reason, actor=CallEvent.Actor.UPSTREAM, data=data)
         except CallStateConflict:
             return  # ended meanwhile (API, admin, another monitor): that end stands, once
+        self.ended_at = ended.ended_at
         if reason in (Call.EndReason.REMOTE_HANGUP, Call.EndReason.LOST):
             await sync_to_async(services.call_note_upstream_closed)(call=self.call, hung_up=False)
         else:
@@ -241,20 +254,23 @@ class CallMonitor:
                                 reason=Call.EndReason.UPSTREAM_ERROR, data={"code": exc.code, "message": exc.message, **exc.details}
                             )
                         return
-                await self.flush()
                 # Closed (cleanly or not) while the call is active here: reconnect, and let
-                # OpenAI say whether the call still exists. Ended here: nothing left to watch.
+                # OpenAI say whether the call still exists. Ended here: nothing left to watch
+                # (what was received is stored with the final figures, below).
                 if not await self._still_live():
                     return
+                await self.flush()
                 if failures:
                     await asyncio.sleep(min(0.25 * 2**failures, 5.0))
         finally:
             flusher.cancel()
-            # Whatever arrived before a cancellation is stored: nobody else received it.
-            await asyncio.shield(self.flush())
-            if self._pending is not None:
-                await self._pending
-            await asyncio.shield(self._final_metrics())
+            try:
+                # A batch being stored goes first: the final figures must not be overwritten.
+                if self._pending is not None:
+                    await self._pending
+            finally:
+                # Whatever arrived before a cancellation is stored: nobody else received it.
+                await asyncio.shield(self._final_metrics())
 
 
 class Supervisor:

@@ -11,7 +11,8 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from iaposte.asgi import application
@@ -286,6 +287,35 @@ def test_it_makes_no_final_write_for_a_call_with_nothing_measured(call, django_a
 
     call.refresh_from_db()
     assert call.metrics == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stores_the_last_events_with_the_final_figures_in_one_transaction(call, monkeypatch):
+    spoke_at = timezone.now() - timedelta(seconds=3)
+    monitor = CallMonitor(call)
+    for kind, at in (
+        ("input_audio_buffer.speech_started", spoke_at),
+        ("input_audio_buffer.speech_stopped", spoke_at + timedelta(seconds=1)),
+    ):
+        event = {"type": kind, "event_id": f"ev_{kind}", "audio_start_ms": 0}
+        monitor.meter.add(kind, event, at)
+        monitor.buffer.add(event, at)
+    services.call_end(call=call, reason=Call.EndReason.API_HANGUP, actor=CallEvent.Actor.API)
+    stored: list[dict[str, Any]] = []
+    record = services.call_record_events
+    monkeypatch.setattr(services, "call_record_events", lambda **kwargs: stored.append(kwargs) or record(**kwargs))
+
+    # The sideband closed: the monitor reads the call's state once, and finds it ended.
+    assert async_to_sync(monitor._still_live)() is False
+    with CaptureQueriesContext(connection) as queries:
+        async_to_sync(monitor._final_metrics)()
+
+    # One store: the two events and the figures counted up to the end (no second read of the end).
+    assert [(len(s["events"]), s["metrics"]) for s in stored] == [(2, monitor.meter.metrics(until=call.ended_at))]
+    assert not [q["sql"] for q in queries.captured_queries if q["sql"].startswith('SELECT "realtime_call"."ended_at"')]
+    call.refresh_from_db()
+    assert CallEvent.objects.filter(call=call, actor=CallEvent.Actor.UPSTREAM).count() == 2
+    assert call.metrics["silence_seconds"] == round((call.ended_at - (spoke_at + timedelta(seconds=1))).total_seconds(), 3) > 0
 
 
 @pytest.mark.django_db(transaction=True)
