@@ -213,7 +213,12 @@ class IdSearch:
         field, start = target
         if field == "words":
             return selectors.call_search(queryset, start), False
-        return queryset.filter(selectors.prefix(field, start)), False
+        found = queryset.filter(selectors.prefix(field, start))
+        if field == "sip_caller" and HEX.fullmatch(start) and not found.exists():
+            # Digits alone are a caller number, or the beginning of a call id whose hex part starts
+            # with digits only (as the demo page's short id may): no caller, then the call id.
+            return queryset.filter(selectors.prefix("call_id", "call_" + start)), False
+        return found, False
 
 
 class TransferActionForm(ActionForm):

@@ -75,6 +75,16 @@ def test_it_finds_a_call_by_the_short_id_the_demo_page_shows(staff_client):
     assert _ids(staff_client, {"q": "rtc_short2"}) == {other.call_id}
 
 
+def test_it_finds_a_call_by_an_id_beginning_with_digits_unless_a_caller_number_begins_so(staff_client):
+    call = _web_call("rtc_digits")
+    Call.objects.filter(pk=call.pk).update(call_id="call_12345678" + call.call_id[13:])
+
+    # Digits alone may be a caller number or the start of a call id: no caller, so the call id.
+    assert _ids(staff_client, {"q": "12345678"}) == {"call_12345678" + call.call_id[13:]}
+    phone = _phone_call("d1", "1234567890")
+    assert _ids(staff_client, {"q": "12345678"}) == {phone.call_id}
+
+
 def test_it_finds_phone_calls_by_caller_number(staff_client):
     mine, other = _phone_call("n1", "+33612345678"), _phone_call("n2", "+33187654321")
 
