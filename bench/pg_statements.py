@@ -66,6 +66,26 @@ def postgres(database: str | None) -> Iterator[str]:
             running.stop()
 
 
+def backend_cpu() -> Callable[[], float | None]:
+    """A reader of the CPU time (seconds) of the PostgreSQL backend behind Django's connection;
+    it reads None when the server runs elsewhere, or as a user whose processes are not readable."""
+    from django.db import connection
+
+    from bench._server import cpu_seconds
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+
+    def read() -> float | None:
+        try:
+            return cpu_seconds(backend)
+        except OSError:
+            return None
+
+    return read
+
+
 def measure(url: str, cycles: int, rounds: int) -> list[dict[str, Any]]:
     os.environ["DATABASE_URL"], os.environ["DATABASE_POOL"] = url, "false"
     import django
@@ -83,17 +103,7 @@ def measure(url: str, cycles: int, rounds: int) -> list[dict[str, Any]]:
     if key is None:
         key = ApiKey(name="bench")
         services.api_key_create(key, by=services.SYSTEM)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        backend = cursor.fetchone()[0]
-    stat = Path(f"/proc/{backend}/stat")
-
-    def cpu() -> float | None:
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None  # the server runs elsewhere, or as a user whose processes are not readable
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    cpu = backend_cpu()
 
     def wal() -> tuple[int, int, int]:
         with connection.cursor() as cursor:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaposte.settings")
 os.environ.setdefault("DEBUG", "true")
 
+from bench import pg_statements
 from bench.pg_statements import run
 
 WAYS = ("prepared", "unprepared")
@@ -53,16 +54,7 @@ def measure(url: str, cycles: int, rounds: int) -> dict[str, list[dict[str, floa
     prepared = statements._prepared_cursor
     offer = asyncio.run(make_offer())
     session = parse_session({})
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        stat = Path(f"/proc/{cursor.fetchone()[0]}/stat")
-
-    def backend_cpu() -> float | None:
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None  # the server runs elsewhere, or as a user whose processes are not readable
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    backend_cpu = pg_statements.backend_cpu()
 
     def own_cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -114,9 +114,12 @@ class CallMonitor:
         self._flush_lock = asyncio.Lock()
         self._pending: asyncio.Future[None] | None = None
 
-    async def flush(self) -> None:
+    async def flush(self, *, until: datetime | None = None) -> None:
+        """Store the events received since the last flush, with the figures if they changed, or
+        with them counted up to `until` (the call's end: talk and silence still running)."""
         async with self._flush_lock:
-            events, metrics = self.buffer.take(), self.meter.take_changes()
+            events = self.buffer.take()
+            metrics = self.meter.take_changes() if until is None else self.meter.metrics(until=until)
             if events or metrics is not None:
                 self.recorded += await sync_to_async(services.call_record_events)(call=self.call, events=events, metrics=metrics)
 
@@ -150,11 +153,7 @@ class CallMonitor:
                 )()
             if ended is not None:
                 until = max(ended, self.meter.last_at or ended)
-        async with self._flush_lock:
-            events = self.buffer.take()
-            metrics = self.meter.take_changes() if until is None else self.meter.metrics(until=until)
-            if events or metrics is not None:
-                self.recorded += await sync_to_async(services.call_record_events)(call=self.call, events=events, metrics=metrics)
+        await self.flush(until=until)
 
     async def _flush_soon(self) -> None:
         """Store a full batch while reading on; wait only if the database falls a batch behind."""

@@ -719,7 +719,7 @@ class Claimed:
 
     call: Call
     previous_owner: str
-    watched_before: bool = True
+    watched_before: bool
 
 
 def _claim(*, claimable: Q, held_by: str, changes: dict[str, Any], limit: int, order_by: tuple[str, ...] = ()) -> list[tuple[Call, Any]]:
