@@ -34,7 +34,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerCo
 from av import AudioFrame
 from django.conf import settings
 
-from . import protocol
+from . import dtls, protocol
 from .media import SAMPLE_RATE, ClipPlayer, audio_frames
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,8 @@ class Engine:
             session, session_id=protocol.new_id("sess"), expires_at=protocol.expires_at(settings.LOCALREALTIME_MAX_SESSION_SECONDS)
         )
         # No ICE servers: nothing outside this machine is contacted, and gathering is immediate.
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # One certificate for all the engine's peers (localrealtime.dtls).
+        pc = dtls.peer_connection(RTCConfiguration(iceServers=[]))
         call = LocalCall(id=call_id, session=effective, pc=pc, player=ClipPlayer())
 
         @pc.on("track")

@@ -57,6 +57,11 @@ class FanOutInMemoryChannelLayer(InMemoryChannelLayer):
                 # As upstream: a member that cannot keep up misses the message (clients re-fetch).
                 continue
 
+    async def group_send_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """`group_send` for each (group, message), in order (see the Redis layer's)."""
+        for group, message in messages:
+            await self.group_send(group, message)
+
 
 class FanOutRedisPubSubChannelLayer(RedisPubSubChannelLayer):
     """channels_redis' pub/sub layer, decoding a group message once per process, not once per member.
@@ -91,6 +96,19 @@ class FanOutRedisPubSubChannelLayer(RedisPubSubChannelLayer):
         [(_, listeners)] = await shard._redis.pubsub_numsub(channel)
         return int(listeners)
 
+    async def group_send_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """`group_send` for each (group, message), in order, in one round trip to each Redis shard
+        (a pipeline of PUBLISH): a call's event goes to its own group and to the list feed, and a
+        monitor's batch is several events. Each `group_send` is a round trip, one at a time per
+        process (the shard's lock)."""
+        layer = self._get_layer()
+        by_shard: dict[_Shard, list[tuple[str, bytes]]] = {}
+        for group, message in messages:
+            channel = layer._get_group_channel_name(group)
+            by_shard.setdefault(layer._get_shard(channel), []).append((channel, self.serialize(message)))
+        for shard, published in by_shard.items():
+            await shard.publish_many(published)
+
     def _get_layer(self) -> RedisPubSubLoopLayer:
         loop = asyncio.get_running_loop()
         layer: RedisPubSubLoopLayer | None = self._layers.get(loop)
@@ -102,6 +120,17 @@ class FanOutRedisPubSubChannelLayer(RedisPubSubChannelLayer):
 
 
 class _Shard(RedisSingleShardConnection):
+    async def publish_many(self, published: list[tuple[str, bytes]]) -> None:
+        if len(published) == 1:
+            await self.publish(*published[0])
+            return
+        async with self._lock:
+            self._ensure_redis()
+            pipe = self._redis.pipeline(transaction=False)
+            for channel, data in published:
+                pipe.publish(channel, data)
+            await pipe.execute()
+
     def _receive_message(self, message: dict[str, Any] | None) -> None:
         if message is None:
             return

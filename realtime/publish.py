@@ -135,9 +135,7 @@ def send_metrics(message: dict[str, Any], *, to_list: bool) -> None:
         return
 
     async def deliver() -> None:
-        await layer.group_send(call_group(message["call_id"]), message)
-        if to_list:
-            await layer.group_send(CALLS_GROUP, message)
+        await _send_all(layer, [(call_group(message["call_id"]), message), *([(CALLS_GROUP, message)] if to_list else [])])
 
     try:
         async_to_sync(deliver)()
@@ -153,8 +151,7 @@ def send_batch(*, call_id: str, events: list[dict[str, Any]]) -> None:
     group = call_group(call_id)
 
     async def deliver() -> None:
-        for event in events:
-            await layer.group_send(group, {"type": "call.event", "event": event})
+        await _send_all(layer, [(group, {"type": "call.event", "event": event}) for event in events])
 
     try:
         async_to_sync(deliver)()
@@ -280,13 +277,26 @@ async def delivered() -> None:
 
 async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: dict[str, Any] | None, api_key_id: int | None) -> None:
     try:
-        await layer.group_send(call_group(call_id), {"type": "call.event", "event": event})
+        messages: list[tuple[str, dict[str, Any]]] = [(call_group(call_id), {"type": "call.event", "event": event})]
         if call is not None:
-            await layer.group_send(CALLS_GROUP, {"type": "call.changed", "event": event, "call": call, "api_key_id": api_key_id})
+            messages.append((CALLS_GROUP, {"type": "call.changed", "event": event, "call": call, "api_key_id": api_key_id}))
+        await _send_all(layer, messages)
+        if call is not None:
             _schedule_stats(layer)
     except Exception:
         # A push is a notification; the committed row is the truth and clients re-fetch.
         logger.exception("Push for %s failed", call_id)
+
+
+async def _send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """Each (group, message), in order: in one round trip to Redis with our layers
+    (`group_send_many`), one `group_send` at a time with any other."""
+    many = getattr(layer, "group_send_many", None)
+    if many is not None:
+        await many(messages)
+        return
+    for group, message in messages:
+        await layer.group_send(group, message)
 
 
 def _has_subscribers(layer: Any) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import weakref
@@ -20,6 +21,8 @@ from typing import Any
 import aiohttp
 import openai
 import websockets
+import websockets.proxy
+import websockets.uri
 from django.conf import settings
 from django.utils.translation import gettext as _
 
@@ -259,12 +262,25 @@ class Sideband:
                 yield event
 
 
+@functools.cache
+def _sideband_proxy(base_url: str) -> str | None:
+    """The proxy for the sideband's host, from the environment (`HTTPS_PROXY`, `NO_PROXY`, ...),
+    as websockets picks it, once per process and base URL: websockets reads the environment again
+    at every connection, 3 % of a worker's CPU in a churn of short calls (py-spy)."""
+    scheme, _, rest = base_url.partition("://")
+    uri = websockets.uri.parse_uri(f"{'wss' if scheme == 'https' else 'ws'}://{rest}")
+    return websockets.proxy.get_proxy(uri)
+
+
 @asynccontextmanager
 async def connect_sideband(*, upstream_id: str) -> AsyncIterator[Sideband]:
     """Join a running call's sideband WebSocket (`GET /v1/realtime?call_id=rtc_...`) through the SDK."""
     # on_reconnecting=None: the SDK does not reconnect by itself; the monitor decides, because
     # only it knows whether the call is still ours and alive.
-    manager = client().realtime.connect(call_id=upstream_id)
+    sdk = client()
+    # The proxy resolved once (see _sideband_proxy); the SDK hands its options to websockets.
+    options: Any = {"proxy": _sideband_proxy(str(sdk.websocket_base_url or sdk.base_url))}
+    manager = sdk.realtime.connect(call_id=upstream_id, websocket_connection_options=options)
     try:
         connection = await manager.enter()
     except websockets.InvalidStatus as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis.asyncio.connection import AbstractConnection
 
 from realtime.layers import FanOutInMemoryChannelLayer, FanOutRedisPubSubChannelLayer
 
@@ -28,6 +29,20 @@ async def test_it_delivers_one_copy_of_a_group_message_to_each_member():
     assert received[1]["type"] == "call.changed"
     assert received[1]["event"] is not message["event"]
     assert outsider not in layer.channels
+
+
+async def test_it_sends_several_group_messages_in_order():
+    layer = FanOutInMemoryChannelLayer()
+    first, second = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("a", first)
+    await layer.group_add("b", second)
+
+    await layer.group_send_many([("a", {"type": "x", "n": 1}), ("b", {"type": "x", "n": 2}), ("a", {"type": "x", "n": 3})])
+
+    assert [(await layer.receive(first))["n"], (await layer.receive(first))["n"]] == [1, 3]
+    assert (await layer.receive(second))["n"] == 2
+    # Nothing else was queued: an emptied channel's queue is dropped.
+    assert first not in layer.channels and second not in layer.channels
 
 
 async def test_it_still_expires_undelivered_messages():
@@ -102,3 +117,33 @@ async def test_it_counts_the_processes_that_hold_members_of_a_group(redis_url):
     finally:
         await asking.flush()
         await holding.flush()
+
+
+async def test_it_publishes_several_group_messages_in_one_round_trip(redis_url, monkeypatch):
+    receiving, sending = FanOutRedisPubSubChannelLayer(hosts=[redis_url]), FanOutRedisPubSubChannelLayer(hosts=[redis_url])
+    first, second = await receiving.new_channel(), await receiving.new_channel()
+    await receiving.group_add("a", first)
+    await receiving.group_add("b", second)
+    await sending.group_send("warm", {"type": "x"})  # the sender's connection, opened
+    sent: list[int] = []
+    send = AbstractConnection.send_packed_command
+
+    async def counted(self, command, check_health=True):
+        sent.append(1)
+        return await send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    try:
+        await asyncio.sleep(0.2)  # the subscriptions reach Redis before the PUBLISHes
+        await sending.group_send_many([("a", {"type": "x", "n": 1}), ("b", {"type": "x", "n": 2}), ("a", {"type": "x", "n": 3})])
+        in_a = [(await asyncio.wait_for(receiving.receive(first), 5))["n"] for _ in range(2)]
+        in_b = (await asyncio.wait_for(receiving.receive(second), 5))["n"]
+    finally:
+        monkeypatch.undo()
+        await receiving.flush()
+        await sending.flush()
+
+    assert in_a == [1, 3]
+    assert in_b == 2
+    # The three PUBLISHes written together, once.
+    assert len(sent) == 1
