@@ -566,8 +566,15 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent], metrics: dict
     with transaction.atomic():
         if metrics is not None:
             call_record_metrics(call=call, metrics=metrics)
+        postgresql = connection.vendor == "postgresql"
+        # Each upstream event once: skipped if stored already (two monitors overlapping during a
+        # takeover), or twice in the batch. PostgreSQL skips the stored ones as it inserts.
         ids = [e.event_id for e in events if e.event_id]
-        seen = set(CallEvent.objects.filter(call_id=call.pk, upstream_event_id__in=ids).values_list("upstream_event_id", flat=True))
+        seen: set[str] = (
+            set()
+            if postgresql
+            else set(CallEvent.objects.filter(call_id=call.pk, upstream_event_id__in=ids).values_list("upstream_event_id", flat=True))
+        )
         fresh: list[UpstreamEvent] = []
         for event in events:
             if event.event_id and event.event_id in seen:
@@ -576,19 +583,25 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent], metrics: dict
             fresh.append(event)
         if not fresh:
             return 0
-        rows = CallEvent.objects.bulk_create(
-            [
-                CallEvent(
-                    call_id=call.pk,
-                    event_type=e.event_type[:80],
-                    actor=CallEvent.Actor.UPSTREAM,
-                    data=_stored_data(e),
-                    created_at=e.received_at,
-                    upstream_event_id=e.event_id[:64],
-                )
-                for e in fresh
-            ]
-        )
+        built = [
+            CallEvent(
+                call_id=call.pk,
+                event_type=e.event_type[:80],
+                actor=CallEvent.Actor.UPSTREAM,
+                data=_stored_data(e),
+                created_at=e.received_at,
+                upstream_event_id=e.event_id[:64],
+            )
+            for e in fresh
+        ]
+        if postgresql:
+            rows = statements.insert_events_once(built)
+            stored = {row.upstream_event_id for row in rows}
+            fresh = [e for e in fresh if not e.event_id or e.event_id[:64] in stored]
+            if not rows:
+                return 0
+        else:
+            rows = CallEvent.objects.bulk_create(built)
         tally = Tally(call.api_key_id).events(len(rows))
         _account(call=call, events=fresh, tally=tally)
         tally.save()
@@ -597,9 +610,10 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent], metrics: dict
 
 
 def call_record_metrics(*, call: Call, metrics: dict[str, Any]) -> None:
-    """Store a call's quality figures (realtime.quality) and their two indexed columns: one UPDATE,
-    after reading the stored figures under lock; the turns they add to the call's latency histogram
-    go to the hourly counters of its creation hour and model in the same transaction (one upsert).
+    """Store a call's quality figures (realtime.quality) and their two indexed columns: one
+    conditional UPDATE when they count the turns already stored; otherwise one UPDATE after reading
+    the stored figures under lock, and the turns they add to the call's latency histogram go to the
+    hourly counters of its creation hour and model in the same transaction (one upsert).
 
     Not a state transition, so no CallEvent: the figures are pushed (`call.metrics`) after commit to
     the call's subscribers, and to the list feed when a turn or an interruption was added (not for
@@ -607,6 +621,14 @@ def call_record_metrics(*, call: Call, metrics: dict[str, Any]) -> None:
     """
     latency = metrics.get("latency_ms") or {}
     counted = ("turns", "interruptions")
+    # Most writes add no turn and no interruption (talk time as it grows, the last figures of a
+    # call): one conditional UPDATE, which holds only if the stored figures count the same; then
+    # there is nothing for the counters or the list feed (on PostgreSQL, outside a transaction, no
+    # BEGIN and COMMIT either: four round trips to one, at the end of every measured call).
+    if statements.update_metrics_if_same_counts(call.pk, metrics, latency.get("p95"), latency.get("max")):
+        call.metrics, call.latency_p95_ms, call.latency_max_ms = metrics, latency.get("p95"), latency.get("max")
+        publish.metrics_changed(call=call, to_list=False)
+        return
     with transaction.atomic():
         # The stored figures, locked: the hourly counters add what these add to the stored latency
         # histogram, so each turn counts once however often (and by however many monitors, during a

@@ -328,6 +328,69 @@ def _casts(fields: tuple[Field, ...] | list[Field]) -> str:
     return ", ".join(f"%s::{cast(str, f.db_type(connection)).split('(')[0]}" for f in fields)
 
 
+def insert_events_once(events: list[CallEvent]) -> list[CallEvent]:
+    """PostgreSQL: insert new events of one call, in one statement, but those whose upstream event
+    id the call already has (`event_upstream_once`: a takeover's two monitors both receive them);
+    returns those inserted, in order, their primary keys set. Reading the stored ids first, as on
+    SQLite, was a round trip of its own in every batch a monitor stores. `events` carry distinct
+    upstream ids (or none)."""
+    meta = CallEvent._meta
+    fields = [f for f in meta.local_concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    row = f"({', '.join(['%s'] * len(fields))})"
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(cast(str, f.column)) for f in fields)}) "
+        f"VALUES {', '.join([row] * len(events))} ON CONFLICT DO NOTHING RETURNING {quote('id')}, {quote('upstream_event_id')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for event in events for value in _values(event, fields)])
+        returned = cursor.fetchall()
+    kept = {upstream_id for _, upstream_id in returned}
+    inserted = [event for event in events if not event.upstream_event_id or event.upstream_event_id in kept]
+    # Ids are drawn in the rows' order, skipped rows included: the inserted rows' ids, sorted.
+    for event, pk in zip(inserted, sorted(pk for pk, _ in returned), strict=True):
+        _inserted(event, pk)
+    return inserted
+
+
+@functools.cache
+def _same_counts_sql(vendor: str) -> str:
+    quote = connection.ops.quote_name
+    metrics = quote("metrics")
+    if vendor == "postgresql":
+        # jsonb: numbers equal by value, objects whatever their keys' order.
+        def part(key: str, empty: str) -> str:
+            return f"COALESCE({metrics} -> '{key}', '{empty}'::jsonb) = %s::jsonb"
+    else:
+        # SQLite: numbers by value; objects as minified text, so the same buckets in another order
+        # differ (then the caller takes its full path, which is right either way).
+        def part(key: str, empty: str) -> str:
+            found = f"json_extract({metrics}, '$.{key}')"
+            return f"json(COALESCE({found}, '{empty}')) = json(%s)" if empty == "{}" else f"COALESCE({found}, {empty}) = %s"
+
+    same = " AND ".join([part("turns", "0"), part("interruptions", "0"), part("latency_histogram", "{}")])
+    sets = ", ".join(f"{quote(column)} = %s" for column in ("metrics", "latency_p95_ms", "latency_max_ms"))
+    return f"UPDATE {quote(Call._meta.db_table)} SET {sets} WHERE {quote('id')} = %s AND {same}"
+
+
+def update_metrics_if_same_counts(pk: int, metrics: dict[str, Any], latency_p95_ms: int | None, latency_max_ms: int | None) -> bool:
+    """Store a call's quality figures (its `metrics` and their two indexed columns) if the stored
+    ones count the same turns, interruptions and turns per latency bucket: then neither the hourly
+    counters nor the list feed have anything to learn from the write (`services.call_record_metrics`).
+    One statement, atomic on its own; False, and nothing written, otherwise."""
+    field = Call._meta.get_field("metrics")
+    counts = [metrics.get("turns", 0), metrics.get("interruptions", 0), metrics.get("latency_histogram") or {}]
+    if connection.vendor == "postgresql":
+        # Each compared as JSON (jsonb), the histogram included.
+        compared = [field.get_db_prep_save(value, connection) for value in counts]
+    else:
+        compared = [*counts[:2], field.get_db_prep_save(counts[2], connection)]
+    params = [field.get_db_prep_save(metrics, connection), latency_p95_ms, latency_max_ms, pk, *compared]
+    with connection.cursor() as cursor:
+        cursor.execute(_same_counts_sql(connection.vendor), params)
+        return cursor.rowcount == 1
+
+
 @functools.cache
 def _live_calls_sql(vendor: str, total: bool, of_key: bool, lock: bool) -> str:
     quote = connection.ops.quote_name

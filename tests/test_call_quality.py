@@ -18,7 +18,7 @@ from django.utils import timezone
 from iaposte.asgi import application
 from realtime import monitor as monitor_module
 from realtime import publish, quality, services, sessions
-from realtime.models import Call, CallEvent
+from realtime.models import Call, CallBucket, CallEvent
 from realtime.monitor import CallMonitor
 from tests import query_plans
 
@@ -193,9 +193,10 @@ def test_it_stores_metrics_in_one_update_without_an_event_and_pushes_them_after_
     events_before = CallEvent.objects.filter(call=call).count()
 
     with transaction.atomic():
-        # The stored figures read under lock, the UPDATE, the turns added to the hourly counters
-        # (and the savepoint around them).
-        with django_assert_num_queries(5):
+        # The conditional UPDATE, which these figures' new turns fail; then the stored figures
+        # read under lock, the UPDATE, the turns added to the hourly counters (and the savepoint
+        # around them).
+        with django_assert_num_queries(6):
             services.call_record_metrics(call=call, metrics=METRICS)
         assert sent == []  # not before commit
 
@@ -207,6 +208,31 @@ def test_it_stores_metrics_in_one_update_without_an_event_and_pushes_them_after_
     # Talk time alone changed: the call's subscribers hear of it, the list feed does not.
     services.call_record_metrics(call=call, metrics={**METRICS, "silence_seconds": 5.0})
     assert sent[-1]["to_list"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stores_figures_that_add_no_turn_in_one_statement(call, monkeypatch, django_assert_num_queries):
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(publish, "send_metrics", lambda message, to_list: sent.append({**message, "to_list": to_list}))
+    services.call_record_metrics(call=call, metrics=METRICS)
+    counters = list(CallBucket.objects.order_by("pk").values())
+    # The same turns, interruptions and latency buckets: talk time alone grew.
+    later = {**METRICS, "silence_seconds": 9.5}
+
+    # One UPDATE, no transaction around it (on PostgreSQL, no BEGIN and no COMMIT either).
+    with django_assert_num_queries(1):
+        services.call_record_metrics(call=call, metrics=later)
+
+    call.refresh_from_db()
+    assert (call.metrics, call.latency_p95_ms, call.latency_max_ms) == (later, 875, 900)
+    assert list(CallBucket.objects.order_by("pk").values()) == counters
+    assert sent[-1] == {"type": "call.metrics", "call_id": call.call_id, "metrics": later, "api_key_id": None, "to_list": False}
+    # One more turn: the full path, and the hourly counters count it (its latency bucket).
+    services.call_record_metrics(
+        call=call, metrics={**later, "turns": later["turns"] + 1, "latency_histogram": {**later["latency_histogram"], "5000": 1}}
+    )
+    assert sent[-1]["to_list"] is True
+    assert CallBucket.objects.get(dimension="latency", value__startswith="5000").calls == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -70,6 +70,37 @@ def test_it_stores_a_batch_once_and_pushes_it_once(call, pushes, django_assert_m
 
 
 @pytest.mark.django_db(transaction=True)
+def test_it_stores_the_new_events_of_a_batch_in_order_and_counts_only_them(call, pushes):
+    usage = _usage(text_in=10, audio_in=0, text_cached=0, audio_cached=0, text_out=5, audio_out=0)
+    services.call_record_events(call=call, events=[_event("e2", "response.done", response={"usage": usage})])
+    before = CallEvent.objects.filter(call=call).count()
+
+    # A takeover's overlap: e2 is stored already; an event without an id is always new.
+    stored = services.call_record_events(
+        call=call,
+        events=[
+            _event("e1", "session.updated", session={}),
+            _event("e2", "response.done", response={"usage": usage}),
+            _event("", "rate_limits.updated", rate_limits=[]),
+            _event("e3", "response.done", response={"usage": usage}),
+        ],
+    )
+
+    assert stored == 3
+    rows = list(CallEvent.objects.filter(call=call).order_by("id").values_list("id", "upstream_event_id", "event_type"))[before:]
+    assert [(upstream_id, event_type) for _, upstream_id, event_type in rows] == [
+        ("e1", "session.updated"),
+        ("", "rate_limits.updated"),
+        ("e3", "response.done"),
+    ]
+    # Each push carries its row's id, in order.
+    assert [(p["event"]["id"], p["event"]["event_type"]) for p in pushes[-3:]] == [(pk, event_type) for pk, _, event_type in rows]
+    call.refresh_from_db()
+    # e2's usage counted once, e3's once.
+    assert (call.input_tokens, call.output_tokens, call.usage["responses"]) == (20, 10, 2)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_sums_usage_and_prices_cached_tokens_as_a_subset(call):
     first = _usage(text_in=100, audio_in=50, text_cached=0, audio_cached=0, text_out=20, audio_out=40)
     # More cached than input, as in OpenAI's own example: the uncached part is clamped at zero.
