@@ -290,6 +290,24 @@ def _gated_upsert_sql(
     )
 
 
+@functools.cache
+def _counted_events_sql(vendor: str) -> str:
+    quote = connection.ops.quote_name
+    names = ", ".join(map(quote, ("scope", "dimension", "value", *AMOUNTS)))
+    amounts = ", ".join("n.c" if name == "events" else "0" for name in AMOUNTS)
+    return (
+        f"INSERT INTO {quote_name(CallCounter._meta.db_table)} ({names}) SELECT s.scope, 'total', '', {amounts} "
+        "FROM (SELECT count(*) AS c FROM e) AS n CROSS JOIN unnest(%s::text[]) WITH ORDINALITY AS s (scope, i) "
+        f"WHERE n.c > 0 ORDER BY s.i {_conflict(CallCounter, ('scope', 'dimension', 'value'), AMOUNTS)}"
+    )
+
+
+def counted_events_part(api_key_id: int | None) -> tuple[str, list[Any]]:
+    """PostgreSQL, inside a `WITH`: `Tally(api_key_id).events(n).save()` where n is how many rows
+    the query `e` yields (the events a statement inserted), nothing if none."""
+    return _counted_events_sql(connection.vendor), [sorted(scopes(api_key_id))]
+
+
 def quote_name(name: str) -> str:
     return connection.ops.quote_name(name)
 

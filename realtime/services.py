@@ -44,7 +44,7 @@ from django.utils.translation import gettext as _
 
 from . import pricing, publish, redaction, selectors, statements, upstream, words
 from .auth.lockout import client_address
-from .counters import Tally, hour_of, latency_change, micros
+from .counters import Tally, counted_events_part, hour_of, latency_change, micros
 from .exceptions import CallStateConflict, RealtimeError, TooManyCalls, UpstreamError
 from .models import (
     API_KEY_PREFIX,
@@ -77,6 +77,8 @@ ACTIVITY_EVENTS = frozenset(
         "conversation.item.input_audio_transcription.completed",
     }
 )
+# What `_account` acts on (usage, transcripts, speech), besides counting the events.
+ACCOUNTED_EVENTS = ACTIVITY_EVENTS | {"response.done", *selectors.TRANSCRIPT_EVENTS}
 # Any fixed number: the PostgreSQL advisory lock that serialises the concurrency check.
 _CAPACITY_LOCK = 0x1A905E
 
@@ -558,55 +560,73 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent], metrics: dict
     takeover) are skipped, so each is recorded once. Returns how many were stored. One push after
     commit carries the whole batch. `metrics`, when the batch changed them, ride the same
     transaction (`call_record_metrics`).
+
+    On PostgreSQL, a batch with nothing to account for (no usage, transcript or speech: a call's
+    `session.created`, say) and no figures is one statement, its counters included, outside any
+    transaction (a BEGIN, a read and a COMMIT fewer, at the start of every call).
     """
     if not events:
         if metrics is not None:
             call_record_metrics(call=call, metrics=metrics)
         return 0
+    postgresql = connection.vendor == "postgresql"
+    if postgresql and metrics is None and not connection.in_atomic_block and not any(e.event_type in ACCOUNTED_EVENTS for e in events):
+        rows = statements.insert_events_once(_built(call, _distinct(events)), counted=counted_events_part(call.api_key_id))
+        publish.events_recorded(events=rows, call=call)
+        return len(rows)
     with transaction.atomic():
         if metrics is not None:
             call_record_metrics(call=call, metrics=metrics)
-        postgresql = connection.vendor == "postgresql"
-        # Each upstream event once: skipped if stored already (two monitors overlapping during a
-        # takeover), or twice in the batch. PostgreSQL skips the stored ones as it inserts.
+        # PostgreSQL skips the stored ones as it inserts; SQLite reads them first.
         ids = [e.event_id for e in events if e.event_id]
-        seen: set[str] = (
+        stored = (
             set()
             if postgresql
             else set(CallEvent.objects.filter(call_id=call.pk, upstream_event_id__in=ids).values_list("upstream_event_id", flat=True))
         )
-        fresh: list[UpstreamEvent] = []
-        for event in events:
-            if event.event_id and event.event_id in seen:
-                continue
-            seen.add(event.event_id)
-            fresh.append(event)
+        fresh = _distinct(events, stored)
         if not fresh:
             return 0
-        built = [
-            CallEvent(
-                call_id=call.pk,
-                event_type=e.event_type[:80],
-                actor=CallEvent.Actor.UPSTREAM,
-                data=_stored_data(e),
-                created_at=e.received_at,
-                upstream_event_id=e.event_id[:64],
-            )
-            for e in fresh
-        ]
         if postgresql:
-            rows = statements.insert_events_once(built)
-            stored = {row.upstream_event_id for row in rows}
-            fresh = [e for e in fresh if not e.event_id or e.event_id[:64] in stored]
+            rows = statements.insert_events_once(_built(call, fresh))
+            kept = {row.upstream_event_id for row in rows}
+            fresh = [e for e in fresh if not e.event_id or e.event_id[:64] in kept]
             if not rows:
                 return 0
         else:
-            rows = CallEvent.objects.bulk_create(built)
+            rows = CallEvent.objects.bulk_create(_built(call, fresh))
         tally = Tally(call.api_key_id).events(len(rows))
         _account(call=call, events=fresh, tally=tally)
         tally.save()
         publish.events_recorded(events=rows, call=call)
     return len(rows)
+
+
+def _distinct(events: list[UpstreamEvent], stored: frozenset[str] | set[str] = frozenset()) -> list[UpstreamEvent]:
+    """Each upstream event once: not those `stored` already, nor one twice in the batch (events
+    without an id are all kept)."""
+    seen = set(stored)
+    fresh: list[UpstreamEvent] = []
+    for event in events:
+        if event.event_id and event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        fresh.append(event)
+    return fresh
+
+
+def _built(call: Call, events: list[UpstreamEvent]) -> list[CallEvent]:
+    return [
+        CallEvent(
+            call_id=call.pk,
+            event_type=e.event_type[:80],
+            actor=CallEvent.Actor.UPSTREAM,
+            data=_stored_data(e),
+            created_at=e.received_at,
+            upstream_event_id=e.event_id[:64],
+        )
+        for e in events
+    ]
 
 
 def call_record_metrics(*, call: Call, metrics: dict[str, Any]) -> None:

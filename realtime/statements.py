@@ -328,12 +328,13 @@ def _casts(fields: tuple[Field, ...] | list[Field]) -> str:
     return ", ".join(f"%s::{cast(str, f.db_type(connection)).split('(')[0]}" for f in fields)
 
 
-def insert_events_once(events: list[CallEvent]) -> list[CallEvent]:
+def insert_events_once(events: list[CallEvent], *, counted: tuple[str, list[Any]] | None = None) -> list[CallEvent]:
     """PostgreSQL: insert new events of one call, in one statement, but those whose upstream event
     id the call already has (`event_upstream_once`: a takeover's two monitors both receive them);
     returns those inserted, in order, their primary keys set. Reading the stored ids first, as on
     SQLite, was a round trip of its own in every batch a monitor stores. `events` carry distinct
-    upstream ids (or none)."""
+    upstream ids (or none). `counted` (`counters.counted_events_part`): the counters' upsert of
+    the events inserted, in the same statement (`e` names them)."""
     meta = CallEvent._meta
     fields = [f for f in meta.local_concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
@@ -342,8 +343,12 @@ def insert_events_once(events: list[CallEvent]) -> list[CallEvent]:
         f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(cast(str, f.column)) for f in fields)}) "
         f"VALUES {', '.join([row] * len(events))} ON CONFLICT DO NOTHING RETURNING {quote('id')}, {quote('upstream_event_id')}"
     )
+    params = [value for event in events for value in _values(event, fields)]
+    if counted is not None:
+        sql = f"WITH e AS ({sql}), u AS ({counted[0]}) SELECT {quote('id')}, {quote('upstream_event_id')} FROM e"
+        params += counted[1]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [value for event in events for value in _values(event, fields)])
+        cursor.execute(sql, params)
         returned = cursor.fetchall()
     kept = {upstream_id for _, upstream_id in returned}
     inserted = [event for event in events if not event.upstream_event_id or event.upstream_event_id in kept]

@@ -6,11 +6,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from realtime import services
-from realtime.models import Call, CallEvent
+from realtime.models import Call, CallCounter, CallEvent
 from realtime.monitor import EventBuffer
+from tests import query_plans
 
 
 @pytest.fixture
@@ -101,6 +103,35 @@ def test_it_stores_the_new_events_of_a_batch_in_order_and_counts_only_them(call,
 
 
 @pytest.mark.django_db(transaction=True)
+def test_it_stores_a_batch_with_nothing_to_account_for_and_counts_only_the_new_events(call, pushes, django_assert_max_num_queries):
+    def counted() -> int:
+        return CallCounter.objects.filter(scope="all", dimension="total").values_list("events", flat=True).first() or 0
+
+    before = counted()
+    # On PostgreSQL one statement (the events and their counters), no transaction around it.
+    with django_assert_max_num_queries(1 if connection.vendor == "postgresql" else 6):
+        assert (
+            services.call_record_events(
+                call=call, events=[_event("e1", "session.created", session={}), _event("e2", "rate_limits.updated")]
+            )
+            == 2
+        )
+    assert counted() == before + 2
+
+    # A takeover's overlap: only e3 is new, and only it is counted and pushed.
+    assert (
+        services.call_record_events(call=call, events=[_event("e2", "rate_limits.updated"), _event("e3", "session.updated", session={})])
+        == 1
+    )
+    assert counted() == before + 3
+    assert services.call_record_events(call=call, events=[_event("e3", "session.updated", session={})]) == 0
+    assert counted() == before + 3
+    rows = list(CallEvent.objects.filter(call=call).order_by("id").values_list("id", "upstream_event_id"))
+    assert [upstream_id for _, upstream_id in rows] == ["e1", "e2", "e3"]
+    assert [p["event"]["id"] for p in pushes] == [pk for pk, _ in rows]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_sums_usage_and_prices_cached_tokens_as_a_subset(call):
     first = _usage(text_in=100, audio_in=50, text_cached=0, audio_cached=0, text_out=20, audio_out=40)
     # More cached than input, as in OpenAI's own example: the uncached part is clamped at zero.
@@ -150,3 +181,21 @@ def test_it_folds_deltas_into_the_event_that_completes_them():
     assert (stored.event_type, stored.event_id) == ("response.output_audio_transcript.done", "e1")
     assert stored.data == {**where, "transcript": "Hello", "deltas": 2}
     assert buffer.take() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stores_events_and_figures_through_indexes(call, pushes):
+    services.call_record_events(call=call, events=[_event("e0", "session.created", session={})])
+    figures = {"turns": 0, "interruptions": 0, "latency_ms": {"p50": None, "p95": None, "max": None}, "latency_histogram": {}}
+
+    with query_plans.capture() as queries:
+        # A batch with nothing to account for, one with speech (and one stored already), figures.
+        services.call_record_events(call=call, events=[_event("e1", "session.updated", session={})])
+        services.call_record_events(
+            call=call, events=[_event("e1", "session.updated", session={}), _event("e2", "input_audio_buffer.speech_started")]
+        )
+        services.call_record_metrics(call=call, metrics={**figures, "silence_seconds": 1.0})
+        services.call_record_metrics(call=call, metrics={**figures, "silence_seconds": 2.0})
+
+    assert query_plans.checked(queries) >= 4
+    assert query_plans.problems(queries) == []
