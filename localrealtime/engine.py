@@ -129,10 +129,25 @@ class LocalCall:
         }
 
 
+@dataclass
+class EndedCall:
+    """What the engine keeps of an ended call: its last description and the hangups it still
+    receives. Not the call itself: with its closed peer (aiortc), each kept call held thousands of
+    objects, 1,000 calls some 200 MB, all walked by every full collection of the garbage collector
+    (docs/benchmarks.md, "Night")."""
+
+    id: str
+    description: dict[str, Any]
+    hangup_requests: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.description, "hangup_requests": self.hangup_requests}
+
+
 class Engine:
     def __init__(self) -> None:
         self.calls: dict[str, LocalCall] = {}
-        self.ended: OrderedDict[str, LocalCall] = OrderedDict()
+        self.ended: OrderedDict[str, LocalCall | EndedCall] = OrderedDict()
         self.faults: list[Fault] = []
         # Authenticated requests received per operation ("create", "hangup"), faulted or not:
         # how tests and the soak check what reached "OpenAI".
@@ -153,7 +168,7 @@ class Engine:
 
     # --- calls ------------------------------------------------------------------------------
 
-    def find(self, call_id: str) -> LocalCall | None:
+    def find(self, call_id: str) -> LocalCall | EndedCall | None:
         return self.calls.get(call_id) or self.ended.get(call_id)
 
     async def create(self, *, offer: str, session: dict[str, Any]) -> tuple[LocalCall, str]:
@@ -207,9 +222,10 @@ class Engine:
         if call is None:
             return False
         call.hangup_requests += 1
-        if call.id not in self.calls:
+        live = self.calls.get(call.id)
+        if live is None:
             return False
-        await self.close(call, reason="hangup")
+        await self.close(live, reason="hangup")
         return True
 
     async def close(self, call: LocalCall, *, reason: str) -> None:
@@ -231,6 +247,9 @@ class Engine:
             await call.on_close(reason)
         if call.pc is not None:
             await call.pc.close()
+        if call.id in self.ended:
+            # Kept by the hangups received while it closed, and from now on.
+            self.ended[call.id] = EndedCall(call.id, call.describe(), call.hangup_requests)
         logger.info("Local call %s closed (%s)", call.id, reason)
 
     async def _expire(self, call: LocalCall) -> None:

@@ -65,9 +65,18 @@ def settle() -> None:
     except openai.OpenAIError as exc:
         # No credentials configured, say: the first call reports it, in the API's error shape.
         logger.info("The OpenAI client was not built at start-up: %s", exc)
+    freeze(started)
+
+
+def freeze(started: float | None = None) -> None:
+    """Collect once, then freeze what is left: the start-up heap (REALTIME_GC_FREEZE)."""
+    if not settings.REALTIME_GC_FREEZE:
+        return
+    started = time.perf_counter() if started is None else started
     gc.collect()
     gc.freeze()
-    logger.info("Start-up heap frozen: %d objects in %.0f ms", gc.get_freeze_count(), (time.perf_counter() - started) * 1000)
+    took = (time.perf_counter() - started) * 1000
+    logger.info("Start-up heap frozen: %d objects in %.0f ms (collector thresholds %s)", gc.get_freeze_count(), took, gc.get_threshold())
 
 
 def share_the_gil() -> None:

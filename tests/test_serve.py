@@ -108,6 +108,8 @@ def test_it_serves_the_engine_alone_and_stops_on_sigterm(tmp_path):
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
         assert "Traceback" not in log.read_text()
+        # Its start-up heap frozen, as the web processes' (realtime.heap).
+        assert "Start-up heap frozen" in log.read_text()
     finally:
         if process.poll() is None:
             process.kill()

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from iaposte import processes
 from localrealtime import server
+from realtime import heap
 
 
 class Command(BaseCommand):
@@ -32,6 +33,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
 
     async def _run(self, host: str, port: int) -> None:
+        # As the web processes do (realtime.heap): full collections walk only what came after.
+        heap.freeze()
         stop = asyncio.Event()
         processes.stop_on_signals(stop)
 
