@@ -183,8 +183,9 @@ def machine() -> str:
 
 
 @contextmanager
-def engine(extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """Yield the base URL (.../v1) of the local engine running alone (`manage.py localrealtime`)."""
+def engine(extra_env: dict[str, str] | None = None, *, on_start: Callable[[subprocess.Popen[bytes]], None] | None = None) -> Iterator[str]:
+    """Yield the base URL (.../v1) of the local engine running alone (`manage.py localrealtime`);
+    `on_start` receives its process once it answers."""
     port = free_port()
     env = {
         **os.environ,
@@ -209,6 +210,8 @@ def engine(extra_env: dict[str, str] | None = None) -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the local engine did not start")
             time.sleep(0.2)
+        if on_start is not None:
+            on_start(process)
         yield url
     finally:
         process.terminate()

@@ -97,9 +97,9 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def web_rss(topology: scaled.Topology) -> dict[str, float]:
+def web_rss(topology: scaled.Topology, names: tuple[str, ...] = ("web1", "web2")) -> dict[str, float]:
     pids = topology.groups[0].pids()
-    return {name: round(rss_mib(pids[name]), 1) for name in ("web1", "web2")}
+    return {name: round(rss_mib(pids[name]), 1) for name in names}
 
 
 async def make_offer() -> str:
@@ -204,6 +204,8 @@ async def churn(topology: scaled.Topology, offer: str, args: argparse.Namespace)
     errors: list[str] = []
     refusals: list[str] = []  # each 5xx create: its status, error code and message
     rss_before = web_rss(topology)
+    # The worker's and the engine's too: a process that keeps what its calls leave grows with them.
+    others_before = web_rss(topology, ("worker", "engine"))
     pids = server_pids(topology)
     cpu_before, client_before = tree_cpu_ms(pids), _own_cpu_ms()
     async with load_client(args, topology.url, 1000) as client:
@@ -267,6 +269,8 @@ async def churn(topology: scaled.Topology, offer: str, args: argparse.Namespace)
         "web_rss_mib_before": rss_before,
         "web_rss_mib_after": web_rss(topology),
         "web_rss_mib_during": samples,
+        "worker_engine_rss_mib_before": others_before,
+        "worker_engine_rss_mib_after": web_rss(topology, ("worker", "engine")),
         "cpu_ms_per_call": {name: round(spent / max(1, len(latencies)), 1) for name, spent in cpu.items()},
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -63,3 +64,13 @@ def test_it_runs_the_webhooks_bench(tmp_path):
     # 10 calls, 3 events each, to 3 endpoints: every delivery arrived.
     assert "90 deliveries received" in result.stdout
     assert float(result.stdout.splitlines()[-1].split()[-1]) > 0
+
+
+def test_it_measures_the_engine_alone():
+    result = subprocess.run([sys.executable, "bench/engine_alone.py", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    # Its memory at the start and after each 20 calls, and its CPU per call.
+    assert report["calls"] == 40 and len(report["rss_mib"]) == 3 and all(mib > 0 for mib in report["rss_mib"])
+    assert report["cpu_ms_per_call"] > 0

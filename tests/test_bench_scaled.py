@@ -24,6 +24,8 @@ def test_it_runs_every_scenario_of_the_scaled_benchmark():
     assert set(report["churn"]["cpu_ms_per_call"]) == {"web1", "web2", "nginx", "redis", "postgres", "worker", "engine", "client"}
     assert report["churn"]["cpu_ms_per_call"]["web1"] + report["churn"]["cpu_ms_per_call"]["web2"] > 0
     assert report["churn"]["http"] == "lean" and report["churn"]["5xx_errors"] == {}
+    assert set(report["churn"]["worker_engine_rss_mib_after"]) == {"worker", "engine"}
+    assert all(mib > 0 for mib in report["churn"]["worker_engine_rss_mib_before"].values())
     assert report["speed_probe_ms_before"] > 0 and report["churn"]["speed_probe_ms_after"] > 0
     assert report["burst"]["runs"][0]["cpu_ms_per_create"]["client"] > 0
     assert report["fanout"]["settle_s"] == 0.5
