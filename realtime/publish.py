@@ -290,7 +290,8 @@ async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: dict[s
 
 async def _send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
     """Each (group, message), in order: in one round trip to Redis with our layers
-    (`group_send_many`), one `group_send` at a time with any other."""
+    (`group_send_many`), one `group_send` at a time with any other (Channels' own, which the
+    fan-out bench's `stock-layer` variant runs)."""
     many = getattr(layer, "group_send_many", None)
     if many is not None:
         await many(messages)

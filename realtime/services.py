@@ -25,7 +25,7 @@ import functools
 import logging
 import secrets
 import select
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -585,16 +585,15 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent], metrics: dict
             else set(CallEvent.objects.filter(call_id=call.pk, upstream_event_id__in=ids).values_list("upstream_event_id", flat=True))
         )
         fresh = _distinct(events, stored)
-        if not fresh:
-            return 0
+        built = _built(call, fresh)
         if postgresql:
-            rows = statements.insert_events_once(_built(call, fresh))
-            kept = {row.upstream_event_id for row in rows}
-            fresh = [e for e in fresh if not e.event_id or e.event_id[:64] in kept]
-            if not rows:
-                return 0
+            rows = statements.insert_events_once(built)
+            # Those it skipped have no primary key.
+            fresh = [e for e, row in zip(fresh, built, strict=True) if row.pk is not None]
         else:
-            rows = CallEvent.objects.bulk_create(_built(call, fresh))
+            rows = CallEvent.objects.bulk_create(built)
+        if not rows:
+            return 0
         tally = Tally(call.api_key_id).events(len(rows))
         _account(call=call, events=fresh, tally=tally)
         tally.save()
@@ -602,7 +601,7 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent], metrics: dict
     return len(rows)
 
 
-def _distinct(events: list[UpstreamEvent], stored: frozenset[str] | set[str] = frozenset()) -> list[UpstreamEvent]:
+def _distinct(events: list[UpstreamEvent], stored: Collection[str] = ()) -> list[UpstreamEvent]:
     """Each upstream event once: not those `stored` already, nor one twice in the batch (events
     without an id are all kept)."""
     seen = set(stored)

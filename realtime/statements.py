@@ -361,19 +361,20 @@ def insert_events_once(events: list[CallEvent], *, counted: tuple[str, list[Any]
 @functools.cache
 def _same_counts_sql(vendor: str) -> str:
     quote = connection.ops.quote_name
-    metrics = quote("metrics")
+    m = quote("metrics")
     if vendor == "postgresql":
         # jsonb: numbers equal by value, objects whatever their keys' order.
-        def part(key: str, empty: str) -> str:
-            return f"COALESCE({metrics} -> '{key}', '{empty}'::jsonb) = %s::jsonb"
+        same = (
+            f"COALESCE({m} -> 'turns', '0') = %s::jsonb AND COALESCE({m} -> 'interruptions', '0') = %s::jsonb "
+            f"AND COALESCE({m} -> 'latency_histogram', '{{}}') = %s::jsonb"
+        )
     else:
         # SQLite: numbers by value; objects as minified text, so the same buckets in another order
         # differ (then the caller takes its full path, which is right either way).
-        def part(key: str, empty: str) -> str:
-            found = f"json_extract({metrics}, '$.{key}')"
-            return f"json(COALESCE({found}, '{empty}')) = json(%s)" if empty == "{}" else f"COALESCE({found}, {empty}) = %s"
-
-    same = " AND ".join([part("turns", "0"), part("interruptions", "0"), part("latency_histogram", "{}")])
+        same = (
+            f"COALESCE(json_extract({m}, '$.turns'), 0) = %s AND COALESCE(json_extract({m}, '$.interruptions'), 0) = %s "
+            f"AND json(COALESCE(json_extract({m}, '$.latency_histogram'), '{{}}')) = json(%s)"
+        )
     sets = ", ".join(f"{quote(column)} = %s" for column in ("metrics", "latency_p95_ms", "latency_max_ms"))
     return f"UPDATE {quote(Call._meta.db_table)} SET {sets} WHERE {quote('id')} = %s AND {same}"
 
