@@ -35,12 +35,15 @@ from django.db import transaction
 
 from . import selectors
 from .models import Call, CallEvent
+from .selectors import DOCUMENTS
 from .serializers import CallSerializer, represent
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CALLS_GROUP = "realtime.calls"
+# What no push shows (CallSerializer): never read just to push a call.
+_DOCUMENTS = frozenset(DOCUMENTS)
 STATS_PUSH_DELAY = 0.2
 
 # The loop a statistics snapshot is scheduled on, if one is (at most one per process).
@@ -85,13 +88,37 @@ def _send_to_keys(api_key_ids: list[int], reason: str) -> None:
 
 
 def event_recorded(*, event: CallEvent, call: Call, lifecycle: bool) -> None:
-    """Schedule, for after commit, the push of one recorded event (and of the call if it changed)."""
-    # Serialise now, inside the transaction, and round-trip through JSON so that a payload that
-    # cannot be sent fails here rather than in an on-commit hook (Zulip's habit).
-    event_payload = json.loads(json.dumps(event_body(event, call.call_id)))
-    call_payload = json.loads(json.dumps(represent(CallSerializer, call))) if lifecycle else None
+    """Schedule, for after commit, the push of one recorded event (and of the call if it changed).
+
+    What the push says is fixed here: the event's fields, and the call as this transition left it
+    (`as_of_now`). It is rendered when delivered (`rendered`), after the commit: serialising the
+    call inside the transaction held SQLite's write lock, and the request waiting on it, 0.1 ms
+    longer at every transition (two per create; docs/benchmarks.md)."""
+    event_payload = event_body(event, call.call_id)
+    state = as_of_now(call) if lifecycle else None
     api_key_id = call.api_key_id
-    transaction.on_commit(lambda: send(call_id=call.call_id, event=event_payload, call=call_payload, api_key_id=api_key_id))
+    transaction.on_commit(lambda: send(call_id=call.call_id, event=event_payload, call=state, api_key_id=api_key_id))
+
+
+def as_of_now(call: Call) -> Call:
+    """A copy of `call` that later changes to it leave alone, with every field its push shows.
+
+    Transitions set new values on a call (`setattr`), never change one in place, so a copy of its
+    fields suffices. Fields deferred when it was loaded are read now, in the transaction, as
+    serialising it here would have: the copy is rendered on an event loop, where the database is
+    out of reach."""
+    missing = call.get_deferred_fields() - _DOCUMENTS
+    if missing:
+        call.refresh_from_db(fields=sorted(missing))
+    state = Call.__new__(Call)
+    state.__dict__ = call.__dict__.copy()
+    return state
+
+
+def rendered(event: dict[str, Any], call: Call | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A push's event and call as subscribers receive them: through JSON and back, so that every
+    subscriber of an in-memory layer gets plain values of its own."""
+    return json.loads(json.dumps(event)), None if call is None else json.loads(json.dumps(represent(CallSerializer, call)))
 
 
 def event_body(event: CallEvent, call_id: str) -> dict[str, Any]:
@@ -159,8 +186,9 @@ def send_batch(*, call_id: str, events: list[dict[str, Any]]) -> None:
         logger.exception("Push to %s failed", group)
 
 
-def send(*, call_id: str, event: dict[str, Any], call: dict[str, Any] | None, api_key_id: int | None = None) -> None:
-    """Deliver one recorded event: to the call's subscribers, and to the list's if the call changed.
+def send(*, call_id: str, event: dict[str, Any], call: Call | None, api_key_id: int | None = None) -> None:
+    """Deliver one recorded event: to the call's subscribers, and to the list's if the call changed
+    (`call`: as the change left it, `as_of_now`).
 
     `api_key_id` (the key that created the call) lets the list feed show a key only its own calls.
     """
@@ -275,13 +303,14 @@ async def delivered() -> None:
         await asyncio.shield(deliveries.task)
 
 
-async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: dict[str, Any] | None, api_key_id: int | None) -> None:
+async def _deliver(layer: Any, call_id: str, event: dict[str, Any], call: Call | None, api_key_id: int | None) -> None:
     try:
+        event, shown = rendered(event, call)
         messages: list[tuple[str, dict[str, Any]]] = [(call_group(call_id), {"type": "call.event", "event": event})]
-        if call is not None:
-            messages.append((CALLS_GROUP, {"type": "call.changed", "event": event, "call": call, "api_key_id": api_key_id}))
+        if shown is not None:
+            messages.append((CALLS_GROUP, {"type": "call.changed", "event": event, "call": shown, "api_key_id": api_key_id}))
         await _send_all(layer, messages)
-        if call is not None:
+        if shown is not None:
             _schedule_stats(layer)
     except Exception:
         # A push is a notification; the committed row is the truth and clients re-fetch.

@@ -158,7 +158,7 @@ def _keep_usable_connection() -> None:
 
 
 # Large documents no transition or push reads: never loaded just to change a call.
-_DOCUMENTS = frozenset({"sdp_offer", "sdp_answer", "session_requested", "session_upstream", "sip_headers"})
+_DOCUMENTS = frozenset(selectors.DOCUMENTS)
 
 
 def _record(

@@ -20,7 +20,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from localrealtime.caller import sample_offer
-from realtime import services, sessions
+from realtime import publish, services, sessions
 from realtime.models import ApiKey, Call, CallEvent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,7 +235,13 @@ def api() -> APIClient:
 def pushes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Every push that `realtime.publish.send` delivers after commit, in order."""
     sent: list[dict[str, Any]] = []
-    monkeypatch.setattr("realtime.publish.send", lambda **kw: sent.append(kw))
+
+    def send(*, call_id: str, event: dict[str, Any], call: Any, api_key_id: int | None = None) -> None:
+        # As subscribers receive them (the call rendered as the transition left it).
+        event, shown = publish.rendered(event, call)
+        sent.append({"call_id": call_id, "event": event, "call": shown, "api_key_id": api_key_id})
+
+    monkeypatch.setattr("realtime.publish.send", send)
     # Batches of upstream events go out in one hop; counted here as one push per event.
     monkeypatch.setattr(
         "realtime.publish.send_batch",
