@@ -92,8 +92,8 @@ def event_recorded(*, event: CallEvent, call: Call, lifecycle: bool) -> None:
 
     What the push says is fixed here: the event's fields, and the call as this transition left it
     (`as_of_now`). It is rendered when delivered (`rendered`), after the commit: serialising the
-    call inside the transaction held SQLite's write lock, and the request waiting on it, 0.1 ms
-    longer at every transition (two per create; docs/benchmarks.md)."""
+    call inside the transaction held SQLite's write lock, and the request waiting on it, about
+    80 µs longer at every transition (two per create; docs/benchmarks.md)."""
     event_payload = event_body(event, call.call_id)
     state = as_of_now(call) if lifecycle else None
     api_key_id = call.api_key_id
