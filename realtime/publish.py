@@ -35,15 +35,12 @@ from django.db import transaction
 
 from . import selectors
 from .models import Call, CallEvent
-from .selectors import DOCUMENTS
 from .serializers import CallSerializer, represent
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CALLS_GROUP = "realtime.calls"
-# What no push shows (CallSerializer): never read just to push a call.
-_DOCUMENTS = frozenset(DOCUMENTS)
 STATS_PUSH_DELAY = 0.2
 
 # The loop a statistics snapshot is scheduled on, if one is (at most one per process).
@@ -107,9 +104,7 @@ def as_of_now(call: Call) -> Call:
     fields suffices. Fields deferred when it was loaded are read now, in the transaction, as
     serialising it here would have: the copy is rendered on an event loop, where the database is
     out of reach."""
-    missing = call.get_deferred_fields() - _DOCUMENTS
-    if missing:
-        call.refresh_from_db(fields=sorted(missing))
+    selectors.read_deferred(call)
     state = Call.__new__(Call)
     state.__dict__ = call.__dict__.copy()
     return state

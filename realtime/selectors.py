@@ -39,8 +39,9 @@ def visible_calls(principal: Principal | None) -> QuerySet[Call]:
     return Call.objects.filter(api_key=principal.api_key)
 
 
-# Large documents no list or detail shows (the create response and the admin's call page do).
-DOCUMENTS = ("sdp_offer", "sdp_answer", "session_requested", "session_upstream", "sip_headers")
+# Large documents no list, detail, transition or push shows (the create response and the admin's
+# call page do).
+DOCUMENTS = frozenset({"sdp_offer", "sdp_answer", "session_requested", "session_upstream", "sip_headers"})
 
 
 def call_get(*, call_id: str, principal: Principal | None = None, documents: bool = True) -> Call:
@@ -49,14 +50,20 @@ def call_get(*, call_id: str, principal: Principal | None = None, documents: boo
     where: dict[str, Any] = {"call_id": call_id}
     if principal is not None and not principal.sees_all:
         where["api_key"] = principal.api_key.pk if principal.api_key is not None else None
-    call = statements.get(Call, where, defer=frozenset() if documents else _DEFERRED)
+    call = statements.get(Call, where, defer=frozenset() if documents else DOCUMENTS)
     if call is None:
         message = _("No call with id '%(id)s'.") % {"id": call_id[:100]}
         raise CallNotFound(message, details={"call_id": call_id[:100]})
     return call
 
 
-_DEFERRED = frozenset(DOCUMENTS)
+def read_deferred(call: Call) -> None:
+    """Read the fields of `call` left out when it was loaded (`.only()`, `.defer()`), but its
+    documents, in one query (none if none): what a transition and its push read is then there,
+    however the call was loaded."""
+    missing = call.get_deferred_fields() - DOCUMENTS
+    if missing:
+        call.refresh_from_db(fields=sorted(missing))
 
 
 # `ordering` names and the column each sorts by.

@@ -157,10 +157,6 @@ def _keep_usable_connection() -> None:
             connection.close()
 
 
-# Large documents no transition or push reads: never loaded just to change a call.
-_DOCUMENTS = frozenset(selectors.DOCUMENTS)
-
-
 def _record(
     *,
     call: Call,
@@ -192,14 +188,6 @@ def _record(
     if lifecycle:
         outbox.enqueue(call=call, event_type=event_type, at=at, endpoints=endpoints)
     return event
-
-
-def _load(call: Call) -> None:
-    """Load what a transition and its push read, in one query, if the caller deferred any of it
-    (`.only()`): the result, and the number of queries, do not depend on how the call was loaded."""
-    missing = call.get_deferred_fields() - _DOCUMENTS
-    if missing:
-        call.refresh_from_db(fields=sorted(missing))
 
 
 @dataclass(frozen=True)
@@ -347,7 +335,7 @@ def _check_capacity(*, api_key: ApiKey | None) -> None:
 
 def call_answer(*, call: Call, created: upstream.CreatedCall) -> bool:
     """pending -> active once OpenAI answered. False if the call was ended meanwhile."""
-    _load(call)
+    selectors.read_deferred(call)
     now = timezone.now()
     with statements.atomic():
         changes = {"status": Call.Status.ACTIVE, "upstream_id": created.upstream_id, "sdp_answer": created.sdp_answer, "answered_at": now}
@@ -364,7 +352,7 @@ def call_answer(*, call: Call, created: upstream.CreatedCall) -> bool:
 
 def call_fail(*, call: Call, error: RealtimeError) -> bool:
     """pending -> failed: OpenAI refused or never answered. The call never became active."""
-    _load(call)
+    selectors.read_deferred(call)
     now = timezone.now()
     with statements.atomic():
         changes = {
@@ -386,7 +374,7 @@ def call_fail(*, call: Call, error: RealtimeError) -> bool:
 
 def call_end(*, call: Call, reason: Call.EndReason, actor: CallEvent.Actor, data: dict[str, Any] | None = None) -> Call:
     """pending|active -> ended, with a reason. Raises CallStateConflict if it had already ended."""
-    _load(call)
+    selectors.read_deferred(call)
     now = timezone.now()
     duration = max((now - call.created_at).total_seconds(), 0.0)
     with statements.atomic():
@@ -578,12 +566,10 @@ def call_record_events(*, call: Call, events: list[UpstreamEvent], metrics: dict
         if metrics is not None:
             call_record_metrics(call=call, metrics=metrics)
         # PostgreSQL skips the stored ones as it inserts; SQLite reads them first.
-        ids = [e.event_id for e in events if e.event_id]
-        stored = (
-            set()
-            if postgresql
-            else set(CallEvent.objects.filter(call_id=call.pk, upstream_event_id__in=ids).values_list("upstream_event_id", flat=True))
-        )
+        stored: set[str] = set()
+        if not postgresql:
+            ids = [e.event_id for e in events if e.event_id]
+            stored = set(CallEvent.objects.filter(call_id=call.pk, upstream_event_id__in=ids).values_list("upstream_event_id", flat=True))
         fresh = _distinct(events, stored)
         built = _built(call, fresh)
         if postgresql:
@@ -775,9 +761,9 @@ def _claim(*, claimable: Q, held_by: str, changes: dict[str, Any], limit: int, o
     if not won:
         return []
     # The calls won, in one read and without their large documents: what a monitor or the sweeper
-    # changes is loaded by `_load`, and the offer and answer (TOASTed on PostgreSQL) are read by
-    # nobody here. (A call deleted since, by the retention purge, is no longer anyone's to watch.)
-    calls = Call.objects.defer(*_DOCUMENTS).in_bulk([pk for pk, _seen in won])
+    # changes is loaded by `selectors.read_deferred`, and the offer and answer (TOASTed on
+    # PostgreSQL) are read by nobody here. (A call deleted since, by the retention purge, is no longer anyone's to watch.)
+    calls = Call.objects.defer(*selectors.DOCUMENTS).in_bulk([pk for pk, _seen in won])
     return [(calls[pk], seen) for pk, seen in won if pk in calls]
 
 
