@@ -121,7 +121,10 @@ async def test_it_shows_the_dashboard_in_both_languages_with_the_live_count_movi
 
     # The period selector reloads with the period asked for.
     await page.select_option("#id_period", "7d")
-    await page.click("#period-form button[type=submit]")
+    # Until the new page has loaded, its language selector has no listener yet (dashboard.js is
+    # deferred, its table is not): a change made then would go unheard.
+    async with page.expect_navigation(wait_until="load"):
+        await page.click("#period-form button[type=submit]")
     await page.wait_for_selector("#table-daily tbody tr:nth-child(7)", state="attached")
     assert await page.locator("#table-daily tbody tr").count() == 7
 
